@@ -1,0 +1,19 @@
+//! The trainer: CIFAR-10 data, the tutorial's CNNs, optimisers, the training loop and
+//! evaluation, all on candle. It never touches SQLite: progress leaves through a callback
+//! (see [`train::EpochObserver`]) and the sweep crate persists it.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod download;
+pub mod error;
+pub mod kernels;
+pub mod metrics;
+pub mod models;
+pub mod optim;
+pub mod schedule;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use error::{Error, Result};
