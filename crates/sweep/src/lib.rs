@@ -1,1 +1,51 @@
-pub fn x(){}
+//! The sweep orchestrator: sweep files, grid expansion, the results database, the run loop
+//! and the reports. The `cifar-sweep` binary is a thin layer over this crate.
+
+pub mod db;
+pub mod grid;
+pub mod report;
+pub mod runner;
+pub mod spec;
+pub mod table;
+
+/// The orchestrator's errors. Their `Display` is the message a user sees; [`exit_code`]
+/// maps them to the process's exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Trainer(#[from] trainer::Error),
+    #[error(transparent)]
+    Data(#[from] trainer::data::DataError),
+    #[error("corrupt database content: {0}")]
+    Corrupt(String),
+}
+
+/// Exit statuses: 2 for input the user must fix, 1 for other failures.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Spec(_) => 2,
+        Error::Db(db::DbError::NotADatabase { .. } | db::DbError::TooNew { .. }) => 2,
+        Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
+        Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
+        _ => 1,
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`), for the database's error column.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,1 +1,376 @@
-fn main(){}
+//! `cifar-sweep`: hyperparameter sweeps over CIFAR-10 CNNs.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use sweep::table::{Format, Table};
+use sweep::{db::Db, report, runner, Error};
+use trainer::data::DataSource;
+
+#[derive(Parser)]
+#[command(name = "cifar-sweep", version, about = "Train CIFAR-10 CNNs with candle and sweep their hyperparameters")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// The results database.
+    #[arg(long, env = "CIFAR_SWEEP_DB", default_value = "results/results.db")]
+    db: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Where the data set is cached (`<dir>/cifar-10-batches-bin`).
+    #[arg(long, env = "CIFAR10_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// A local archive to import when the cache is empty: the official binary .tar.gz or an
+    /// image-folder .tar.gz or directory.
+    #[arg(long, env = "CIFAR10_ARCHIVE")]
+    archive: Option<PathBuf>,
+    /// Where to download the official archive from when nothing local exists.
+    #[arg(long, env = "CIFAR10_URL")]
+    url: Option<String>,
+}
+
+impl DataArgs {
+    fn source(&self) -> DataSource {
+        let mut src = DataSource::from_env(&self.data_dir);
+        if let Some(a) = &self.archive {
+            src.archive = Some(a.clone());
+        }
+        if let Some(u) = &self.url {
+            src.url = u.clone();
+        }
+        src
+    }
+}
+
+#[derive(Args, Clone)]
+struct ExecArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, env = "CIFAR_SWEEP_DEVICE", default_value = "auto")]
+    device: String,
+    /// No progress bars; log lines only (RUST_LOG sets the level).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Run failed and diverged trials again.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Run a sweep larger than its `max_trials` limit.
+    #[arg(long)]
+    yes: bool,
+    /// Seconds between mid-epoch checkpoints.
+    #[arg(long, default_value_t = 60.0)]
+    checkpoint_every: f64,
+    /// Output format of the closing tables.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Expand a sweep file and run its trials one after another.
+    Run {
+        file: PathBuf,
+        /// Print the expanded trials and stop.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// List a sweep's trials with the time each should take, from past epochs.
+    Plan {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Comparison tables of a sweep (the latest when none is named).
+    Report {
+        sweep: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// One trial: config, epochs, per-class accuracy, confusion matrix.
+    Show {
+        /// Trial id, or a prefix of its key.
+        trial: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Train one configuration given by flags, recorded like any sweep.
+    Train {
+        /// Name of the one-trial sweep (default: train-<unix time>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Hyperparameters as key=value (any key a sweep file takes), e.g. -s arch=cnn3 -s lr=0.01.
+        #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// The data set: download, import or check it.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Make sure the data set is in the cache (import the archive or download it).
+    Fetch {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Import an archive or directory (binary or image-folder layout) into the cache.
+    Import {
+        path: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Check the cached data set: file sizes, counts per class, checksum.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+/// A failure with the exit status it maps to.
+struct Failure(anyhow::Error, i32);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let e: anyhow::Error = e.into();
+        let code = e.downcast_ref::<Error>().map(sweep::exit_code).unwrap_or(1);
+        Failure(e, code)
+    }
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(Failure(e, code)) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(code);
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<i32, Failure> {
+    match cli.cmd {
+        Cmd::Run {
+            file,
+            dry_run,
+            exec,
+        } => {
+            let (spec, plans) = runner::plan(&file, exec.yes).map_err(Error::from)?;
+            if dry_run {
+                println!("{}", plan_table(&spec.name, &plans, None).render(exec.format));
+                return Ok(0);
+            }
+            execute(spec, plans, &exec)
+        }
+        Cmd::Plan { file, db, device } => {
+            let (spec, plans) = runner::plan(&file, true).map_err(Error::from)?;
+            let db = if db.db.exists() {
+                Some(Db::open_existing(&db.db).map_err(Error::from)?)
+            } else {
+                None
+            };
+            let device = trainer::device::name(&trainer::device::parse(&device).map_err(Error::from)?);
+            let estimates = plans
+                .iter()
+                .map(|p| match &db {
+                    Some(db) => sweep::runner::estimate_seconds(db, &p.config, &device),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::from)?;
+            print!("{}", plan_table(&spec.name, &plans, Some(&estimates)).render(Format::Table));
+            let known: Vec<f64> = estimates.iter().flatten().copied().collect();
+            println!(
+                "total: {} trials; estimated {} for the {} with timings on {device}{}",
+                plans.len(),
+                report::duration(known.iter().sum()),
+                known.len(),
+                if known.len() < plans.len() { " (the others have no timings yet)" } else { "" }
+            );
+            Ok(0)
+        }
+        Cmd::Report { sweep, db, format } => {
+            let db = open_for_reading(&db.db)?;
+            let name = match sweep {
+                Some(s) => s,
+                None => db
+                    .latest_sweep()
+                    .map_err(Error::from)?
+                    .context("the database holds no sweep yet")?,
+            };
+            let tables = report::sweep_tables(&db, &name).map_err(Error::from)?;
+            print!("{}", report::render(&tables, format));
+            Ok(0)
+        }
+        Cmd::Show { trial, db, format } => {
+            let db = open_for_reading(&db.db)?;
+            let tables = report::trial_tables(&db, &trial).map_err(Error::from)?;
+            print!("{}", report::render(&tables, format));
+            Ok(0)
+        }
+        Cmd::Train { name, set, exec } => {
+            let name = name.unwrap_or_else(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                format!("train-{secs}")
+            });
+            let mut text = format!("name = {name:?}\n[base]\n");
+            for kv in &set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv}: expected KEY=VALUE"))
+                    .map_err(|e| Failure(e, 2))?;
+                let v = v.trim();
+                // Bare words (sgd, cnn3) are strings; numbers and booleans stay as they are.
+                let is_literal = v.parse::<f64>().is_ok() || v == "true" || v == "false" || v.starts_with('"');
+                if is_literal {
+                    text += &format!("{} = {v}\n", k.trim());
+                } else {
+                    text += &format!("{} = {v:?}\n", k.trim());
+                }
+            }
+            let spec = sweep::spec::parse("--set", &text).map_err(Error::from)?;
+            let plans = sweep::grid::expand(&spec).map_err(Error::from)?;
+            execute(spec, plans, &exec)
+        }
+        Cmd::Data { cmd } => {
+            match cmd {
+                DataCmd::Fetch { data } => {
+                    let src = data.source();
+                    trainer::data::fetch(&src).map_err(Error::from)?;
+                    println!("{}", trainer::data::verify(&src.data_dir).map_err(Error::from)?);
+                }
+                DataCmd::Import { path, data } => {
+                    trainer::data::import(&path, &data.data_dir).map_err(Error::from)?;
+                    println!("{}", trainer::data::verify(&data.data_dir).map_err(Error::from)?);
+                }
+                DataCmd::Verify { data } => {
+                    println!("{}", trainer::data::verify(&data.data_dir).map_err(Error::from)?);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
+    if !path.exists() {
+        return Err(Failure(
+            anyhow::anyhow!("{}: no results database yet; run a sweep first", path.display()),
+            2,
+        ));
+    }
+    Ok(Db::open_existing(path).map_err(Error::from)?)
+}
+
+fn execute(spec: sweep::spec::SweepSpec, plans: Vec<sweep::grid::TrialPlan>, exec: &ExecArgs) -> Result<i32, Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First Ctrl-C: finish the current batch, checkpoint, mark the trial interrupted.
+        // Second: leave at once (the last checkpoint is still there to resume from).
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)");
+        });
+    }
+    // Refuse an unusable database before spending minutes on the data.
+    drop(Db::open(&exec.db.db).map_err(Error::from)?);
+    let data = trainer::data::load(&exec.data.source()).map_err(Error::from)?;
+    let args = runner::RunArgs {
+        db: exec.db.db.clone(),
+        device: exec.device.clone(),
+        data: exec.data.source(),
+        quiet: exec.quiet,
+        retry_failed: exec.retry_failed,
+        yes: exec.yes,
+        checkpoint_every: Duration::from_secs_f64(exec.checkpoint_every.max(0.0)),
+    };
+    let summary = runner::run(&spec, &plans, &data, &args, stop).map_err(Error::from)?;
+    let db = Db::open_existing(&exec.db.db).map_err(Error::from)?;
+    let tables = report::sweep_tables(&db, &summary.sweep).map_err(Error::from)?;
+    print!("{}", report::render(&tables, exec.format));
+    if summary.interrupted {
+        eprintln!("interrupted: run the same command again to resume");
+        return Ok(130);
+    }
+    if !summary.failed.is_empty() {
+        let ids: Vec<String> = summary.failed.iter().map(|(id, _)| id.to_string()).collect();
+        eprintln!("error: {} trial(s) failed: {}", ids.len(), ids.join(", "));
+        for (id, msg) in &summary.failed {
+            eprintln!("  trial {id}: {msg}");
+        }
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+fn plan_table(name: &str, plans: &[sweep::grid::TrialPlan], estimates: Option<&[Option<f64>]>) -> Table {
+    use sweep::table::{int, num, text};
+    let mut headers = vec!["#", "arch", "lr", "batch", "dropout", "epochs", "optimizer", "seed", "swept"];
+    if estimates.is_some() {
+        headers.push("estimate");
+    }
+    let mut t = Table::new(format!("Sweep `{name}`: {} trials", plans.len()), &headers);
+    for (i, p) in plans.iter().enumerate() {
+        let c = &p.config;
+        let swept = p
+            .swept
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cells = vec![
+            int(Some(p.ordinal as i64)),
+            text(c.arch.clone()),
+            num(Some(c.lr), |x| x.to_string()),
+            int(Some(c.batch_size as i64)),
+            num(Some(c.dropout), |x| x.to_string()),
+            int(Some(c.epochs as i64)),
+            text(format!("{:?}", c.optimizer).to_lowercase()),
+            int(Some(c.seed as i64)),
+            text(swept),
+        ];
+        if let Some(e) = estimates {
+            cells.push(num(e[i], report::duration));
+        }
+        t.push(cells);
+    }
+    t
+}

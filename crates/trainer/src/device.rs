@@ -1,1 +1,55 @@
-//! TODO
+//! Device selection: `auto`, `cpu`, `cuda:N` (or `cuda`), `metal`.
+
+use crate::{Error, Result};
+use candle_core::Device;
+
+pub fn parse(spec: &str) -> Result<Device> {
+    let unavailable = |e: candle_core::Error| Error::Device(spec.to_string(), e.to_string());
+    match spec {
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0).map_err(unavailable)
+            } else if candle_core::utils::metal_is_available() {
+                Device::new_metal(0).map_err(unavailable)
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(unavailable),
+        "cuda" => Device::new_cuda(0).map_err(unavailable),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::new_cuda(n).map_err(unavailable),
+            _ => Err(Error::Device(
+                spec.to_string(),
+                "expected auto, cpu, cuda, cuda:N or metal".into(),
+            )),
+        },
+    }
+}
+
+/// A short stable name for a device, stored with every trial (`cpu`, `cuda:0`, `metal:0`).
+pub fn name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert!(parse("cpu").unwrap().is_cpu());
+        assert_eq!(name(&parse("cpu").unwrap()), "cpu");
+        let e = parse("tpu").unwrap_err().to_string();
+        assert!(e.contains("expected auto, cpu, cuda, cuda:N or metal"), "{e}");
+        if !candle_core::utils::cuda_is_available() {
+            assert!(parse("cuda:0").is_err());
+            assert!(parse("auto").unwrap().is_cpu() || candle_core::utils::metal_is_available());
+        }
+    }
+}

@@ -32,6 +32,8 @@ pub enum Error {
     Device(String, String),
     #[error("interrupted")]
     Interrupted,
+    #[error("recording the epoch failed: {0}")]
+    Observer(String),
 }
 
 impl Error {

@@ -15,5 +15,6 @@ pub mod optim;
 pub mod schedule;
 pub mod train;
 
+pub use candle_core::Device;
 pub use config::TrainConfig;
 pub use error::{Error, Result};

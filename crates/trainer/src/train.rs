@@ -1,1 +1,455 @@
-//! TODO
+//! The training loop: epochs of SGD/Adam over the training split, validation after each
+//! epoch, the weights with the lowest validation loss kept and evaluated on the test set.
+//!
+//! Randomness is derived, not carried: the shuffle of epoch `e` and the dropout masks and
+//! augmentation of batch `b` are drawn from generators seeded with `(seed, e, b)`. So a run
+//! resumed from any checkpoint, even one written mid-epoch, repeats the uninterrupted run
+//! bit for bit on the CPU, without saving generator states.
+
+use crate::checkpoint::{self, Best, CheckpointMeta};
+use crate::config::TrainConfig;
+use crate::data::{self, Cifar10, ImageSet, Normalization};
+use crate::metrics::{Confusion, Running};
+use crate::models::{self, Model};
+use crate::optim::Optimizer;
+use crate::schedule;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What one finished epoch measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub valid_loss: f64,
+    pub valid_acc: f64,
+    /// The learning rate at the start of the epoch.
+    pub lr: f64,
+    /// Wall time of the epoch, training and validation.
+    pub seconds: f64,
+    /// Training images per second (training part only).
+    pub images_per_sec: f64,
+}
+
+/// The test-set evaluation of the best weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub confusion: Confusion,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Finished {
+        best_epoch: usize,
+        best_valid_loss: f64,
+        test: TestReport,
+        train_seconds: f64,
+    },
+    /// The loss became NaN or infinite during `epoch`; `last_good_epoch` is the last
+    /// epoch that completed with finite losses (0 if none).
+    Diverged { epoch: usize, last_good_epoch: usize },
+    /// Stopped on request; the checkpoint holds the exact position.
+    Interrupted { epoch: usize, batch: usize },
+}
+
+/// Progress inside an epoch, for progress bars.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchProgress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub images_per_sec: f64,
+}
+
+/// How the trainer reports. The sweep crate persists epochs from `on_epoch`; the trainer
+/// itself never touches a database.
+pub trait Observer {
+    fn on_batch(&mut self, _p: &BatchProgress) {}
+    /// Called after the epoch's checkpoint is on disk. An error ends the run with
+    /// [`Error::Observer`]-like failure (the message is kept).
+    fn on_epoch(&mut self, record: &EpochRecord) -> std::result::Result<(), String>;
+    /// Polled after every batch; `true` saves a checkpoint and returns `Interrupted`.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Where and how often to checkpoint.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub checkpoint_dir: PathBuf,
+    /// Resume from the checkpoint in `checkpoint_dir` when it matches the config.
+    pub resume: bool,
+    /// A mid-epoch checkpoint at most this often (so a hard kill loses little work).
+    pub checkpoint_every: Duration,
+}
+
+impl RunOptions {
+    pub fn new(checkpoint_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            checkpoint_dir: checkpoint_dir.into(),
+            resume: true,
+            checkpoint_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Loss and accuracy of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f64,
+    pub correct: u64,
+}
+
+fn mix(seed: u64, epoch: usize, batch: usize, stream: u64) -> u64 {
+    // SplitMix64 finaliser over the packed coordinates: distinct, well-spread seeds.
+    let mut z = seed
+        ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (batch as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        ^ stream.wrapping_mul(0x94d0_49bb_1331_11eb);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Cross-entropy over logits `[B, C]` and labels `[B]`, with optional label smoothing.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let log_sm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = candle_nn::loss::nll(&log_sm, labels)?;
+    if smoothing == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = log_sm.mean(D::Minus1)?.mean_all()?.neg()?;
+    Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
+}
+
+fn correct(logits: &Tensor, labels: &Tensor) -> Result<u64> {
+    let pred = logits.argmax(D::Minus1)?;
+    Ok(pred
+        .eq(labels)?
+        .to_dtype(DType::U32)?
+        .sum_all()?
+        .to_scalar::<u32>()? as u64)
+}
+
+/// One optimisation step on a batch: forward, loss, backward, update.
+pub fn train_step(
+    model: &dyn Model,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    label_smoothing: f64,
+) -> Result<StepStats> {
+    let logits = model.forward_t(x, true)?;
+    let loss = cross_entropy(&logits, y, label_smoothing)?;
+    let loss_value = loss.to_scalar::<f32>()? as f64;
+    if !loss_value.is_finite() {
+        // Do not apply a NaN update: the caller records the divergence.
+        return Ok(StepStats {
+            loss: loss_value,
+            correct: 0,
+        });
+    }
+    opt.backward_step(&loss)?;
+    Ok(StepStats {
+        loss: loss_value,
+        correct: correct(&logits, y)?,
+    })
+}
+
+const EVAL_BATCH: usize = 500;
+
+/// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode.
+pub fn evaluate(
+    model: &dyn Model,
+    set: &ImageSet,
+    idx: &[usize],
+    norm: &Normalization,
+    classes: usize,
+    device: &Device,
+) -> Result<(f64, Confusion)> {
+    let mut running = Running::default();
+    let mut confusion = Confusion::new(classes);
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let (x, y) = data::make_batch(set, chunk, norm, None::<&mut StdRng>, device)?;
+        let logits = model.forward_t(&x, false)?;
+        let loss = cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
+        let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let truth = y.to_vec1::<u32>()?;
+        let hits = pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as u64;
+        running.update(loss, hits, chunk.len() as u64);
+        confusion.update(&truth, &pred);
+    }
+    Ok((running.loss(), confusion))
+}
+
+/// A model with its variables, ready to train or evaluate.
+pub struct Session {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub vars: Vec<(String, Var)>,
+    pub model: Box<dyn Model>,
+    pub opt: Optimizer,
+}
+
+impl Session {
+    pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
+        cfg.validate()
+            .map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
+        let (varmap, model) = models::instantiate(cfg, device)?;
+        let vars = models::sorted_vars(&varmap);
+        let opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            vars,
+            model,
+            opt,
+        })
+    }
+
+    fn weights(&self) -> HashMap<String, Tensor> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Sets the model's variables from `tensors` (every variable must be present).
+    pub fn load_weights(&self, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        for (name, var) in &self.vars {
+            let t = tensors.get(name).ok_or_else(|| Error::BadCheckpoint {
+                path: path.to_path_buf(),
+                reason: format!("missing tensor `{name}`"),
+            })?;
+            if t.shape() != var.shape() {
+                return Err(Error::BadCheckpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{name}` has shape {:?}", t.dims()),
+                });
+            }
+            var.set(&t.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// Loads weights saved by a run (for example a trial's best checkpoint).
+    pub fn load_weights_file(&self, path: &Path) -> Result<()> {
+        let tensors = checkpoint::load_tensors(path, &self.device)?;
+        self.load_weights(&tensors, path)
+    }
+
+    fn save_state(&self, dir: &Path, file: &str) -> Result<()> {
+        let mut tensors = self.weights();
+        let (opt_state, _) = self.opt.state();
+        for (k, t) in opt_state {
+            tensors.insert(format!("__opt.{k}"), t);
+        }
+        checkpoint::save_tensors(&dir.join(file), &tensors)
+    }
+
+    fn restore_state(&mut self, dir: &Path, meta: &CheckpointMeta) -> Result<()> {
+        let path = dir.join(&meta.state_file);
+        let tensors = checkpoint::load_tensors(&path, &self.device)?;
+        self.load_weights(&tensors, &path)?;
+        let opt: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter_map(|(k, t)| Some((k.strip_prefix("__opt.")?.to_string(), t.clone())))
+            .collect();
+        self.opt.load_state(&opt, meta.opt_step)
+    }
+}
+
+/// Trains `cfg` on `data` and evaluates the best weights on the test set.
+pub fn run(
+    cfg: &TrainConfig,
+    data: &Cifar10,
+    device: &Device,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+) -> Result<Outcome> {
+    let mut s = Session::new(cfg, device)?;
+    let dir = &opts.checkpoint_dir;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let norm = Normalization::default();
+    let classes = data.classes.len();
+
+    let (mut train_idx, valid_idx) = data::split(&data.train, cfg.valid_fraction, cfg.seed);
+    if let Some(n) = cfg.train_subset {
+        train_idx.truncate(n);
+    }
+    let test_idx: Vec<usize> = (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
+    let batches = train_idx.len().div_ceil(cfg.batch_size);
+
+    // Where to start: a fresh run, or the checkpoint of an earlier attempt.
+    let mut meta = CheckpointMeta {
+        config: cfg.clone(),
+        data_checksum: data.checksum.clone(),
+        epoch: 0,
+        next_batch: 0,
+        partial: Running::default(),
+        partial_seconds: 0.0,
+        opt_step: 0,
+        history: Vec::new(),
+        best: None,
+        state_file: String::new(),
+    };
+    if opts.resume {
+        if let Some(saved) = checkpoint::read_meta(dir)? {
+            if saved.config == *cfg && saved.data_checksum == data.checksum {
+                s.restore_state(dir, &saved)?;
+                tracing::info!(
+                    epoch = saved.epoch,
+                    batch = saved.next_batch,
+                    "resuming from checkpoint in {}",
+                    dir.display()
+                );
+                meta = saved;
+            } else {
+                tracing::warn!(
+                    "checkpoint in {} is for another config or data set; starting afresh",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let mut best_weights: Option<HashMap<String, Tensor>> = match &meta.best {
+        Some(b) => Some(checkpoint::load_tensors(&dir.join(&b.file), device)?),
+        None => None,
+    };
+
+    for epoch in meta.epoch + 1..=cfg.epochs {
+        let start = Instant::now();
+        let mut order = train_idx.clone();
+        order.shuffle(&mut StdRng::seed_from_u64(mix(cfg.seed, epoch, 0, 1)));
+        let epoch_lr = schedule::lr_at(cfg, (epoch - 1) as f64);
+        let (first_batch, mut running, prior_secs) = if meta.next_batch > 0 {
+            (meta.next_batch, meta.partial, meta.partial_seconds)
+        } else {
+            (0, Running::default(), 0.0)
+        };
+        let mut last_ckpt = Instant::now();
+        for b in first_batch..batches {
+            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+            s.opt
+                .set_learning_rate(schedule::lr_at(cfg, (epoch - 1) as f64 + b as f64 / batches as f64));
+            s.model.reseed(mix(cfg.seed, epoch, b, 2));
+            let mut aug_rng = StdRng::seed_from_u64(mix(cfg.seed, epoch, b, 3));
+            let (x, y) = data::make_batch(
+                &data.train,
+                idx,
+                &norm,
+                cfg.augment.then_some(&mut aug_rng),
+                device,
+            )?;
+            let st = train_step(s.model.as_ref(), &mut s.opt, &x, &y, cfg.label_smoothing)?;
+            if !st.loss.is_finite() {
+                tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
+                return Ok(Outcome::Diverged {
+                    epoch,
+                    last_good_epoch: epoch - 1,
+                });
+            }
+            running.update(st.loss, st.correct, idx.len() as u64);
+            let secs = prior_secs + start.elapsed().as_secs_f64();
+            obs.on_batch(&BatchProgress {
+                epoch,
+                epochs: cfg.epochs,
+                batch: b + 1,
+                batches,
+                loss: running.loss(),
+                accuracy: running.accuracy(),
+                images_per_sec: running.seen as f64 / secs.max(1e-9),
+            });
+            let stop = obs.should_stop();
+            if b + 1 < batches && (stop || last_ckpt.elapsed() >= opts.checkpoint_every) {
+                meta.next_batch = b + 1;
+                meta.partial = running;
+                meta.partial_seconds = secs;
+                meta.opt_step = s.opt.state().1;
+                meta.state_file = format!("state-e{epoch}-b{}.safetensors", b + 1);
+                s.save_state(dir, &meta.state_file)?;
+                checkpoint::commit(dir, &meta)?;
+                last_ckpt = Instant::now();
+                if stop {
+                    return Ok(Outcome::Interrupted {
+                        epoch,
+                        batch: b + 1,
+                    });
+                }
+            }
+        }
+        let train_secs = prior_secs + start.elapsed().as_secs_f64();
+        let (valid_loss, valid_conf) =
+            evaluate(s.model.as_ref(), &data.train, &valid_idx, &norm, classes, device)?;
+        if !valid_loss.is_finite() {
+            return Ok(Outcome::Diverged {
+                epoch,
+                last_good_epoch: epoch - 1,
+            });
+        }
+        let record = EpochRecord {
+            epoch,
+            train_loss: running.loss(),
+            train_acc: running.accuracy(),
+            valid_loss,
+            valid_acc: valid_conf.accuracy(),
+            lr: epoch_lr,
+            seconds: prior_secs + start.elapsed().as_secs_f64(),
+            images_per_sec: running.seen as f64 / train_secs.max(1e-9),
+        };
+        if meta.best.as_ref().is_none_or(|b| valid_loss < b.valid_loss) {
+            let file = format!("best-e{epoch}.safetensors");
+            let weights = s.weights();
+            checkpoint::save_tensors(&dir.join(&file), &weights)?;
+            best_weights = Some(weights.into_iter().map(|(k, t)| (k, t.copy().unwrap_or(t))).collect());
+            meta.best = Some(Best {
+                epoch,
+                valid_loss,
+                file,
+            });
+        }
+        meta.epoch = epoch;
+        meta.next_batch = 0;
+        meta.partial = Running::default();
+        meta.partial_seconds = 0.0;
+        meta.opt_step = s.opt.state().1;
+        meta.history.push(record.clone());
+        meta.state_file = format!("state-e{epoch}.safetensors");
+        s.save_state(dir, &meta.state_file)?;
+        checkpoint::commit(dir, &meta)?;
+        obs.on_epoch(&record).map_err(Error::Observer)?;
+        if obs.should_stop() && epoch < cfg.epochs {
+            return Ok(Outcome::Interrupted { epoch, batch: 0 });
+        }
+    }
+
+    let best = meta.best.clone().expect("at least one epoch ran");
+    if let Some(w) = &best_weights {
+        s.load_weights(w, &dir.join(&best.file))?;
+    }
+    let (test_loss, confusion) =
+        evaluate(s.model.as_ref(), &data.test, &test_idx, &norm, classes, device)?;
+    Ok(Outcome::Finished {
+        best_epoch: best.epoch,
+        best_valid_loss: best.valid_loss,
+        test: TestReport {
+            loss: test_loss,
+            accuracy: confusion.accuracy(),
+            confusion,
+        },
+        train_seconds: meta.history.iter().map(|r| r.seconds).sum(),
+    })
+}

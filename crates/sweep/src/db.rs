@@ -1,0 +1,557 @@
+//! The results database (SQLite, WAL). Every write is one short transaction, so several
+//! processes can share a file: claiming a trial is a single `BEGIN IMMEDIATE` transaction and
+//! a busy timeout absorbs the waits.
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use trainer::train::{EpochRecord, TestReport};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, applied in order: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: not a SQLite database (or it is corrupt); move it aside or pass another --db")]
+    NotADatabase { path: PathBuf },
+    #[error(
+        "{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION}); \
+         use a newer cifar-sweep or another --db"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("{path}: cannot create the database folder: {source}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("no sweep named `{0}` in the database")]
+    NoSuchSweep(String),
+    #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
+    NoSuchTrial(String),
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+pub struct Db {
+    pub conn: Connection,
+    pub path: PathBuf,
+}
+
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.setup()?;
+        Ok(db)
+    }
+
+    /// Opens an existing database without creating or migrating it (for reports).
+    pub fn open_existing(path: &Path) -> Result<Db> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(path, e))?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.setup()?;
+        Ok(db)
+    }
+
+    fn setup(&self) -> Result<()> {
+        let path = &self.path;
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err(path, e))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.clone(),
+                found: version,
+            });
+        }
+        // WAL lets readers (reports) run while a sweep writes.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        if mode != "wal" {
+            tracing::warn!("{}: journal mode is {mode}, not WAL", path.display());
+        }
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")
+            .map_err(|e| sql_err(path, e))?;
+        if version < SCHEMA_VERSION {
+            self.migrate()?;
+        }
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let path = &self.path;
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(path, e))?;
+        // Re-read inside the write lock: another process may have migrated meanwhile.
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(|e| sql_err(path, e))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(|e| sql_err(path, e))?;
+        }
+        tx.commit().map_err(|e| sql_err(path, e))
+    }
+
+    fn err(&self, e: rusqlite::Error) -> DbError {
+        sql_err(&self.path, e)
+    }
+
+    fn immediate(&self) -> Result<rusqlite::Transaction<'_>> {
+        rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Creates the sweep if it is new, else updates its spec. Returns its id.
+    pub fn upsert_sweep(&self, s: &NewSweep) -> Result<i64> {
+        let tx = self.immediate()?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [&s.name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let id = match existing {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE sweeps SET description = ?2, spec = ?3, spec_path = ?4, host = ?5,
+                     git_rev = ?6, device = ?7, started_at = datetime('now'), finished_at = NULL
+                     WHERE id = ?1",
+                    params![id, s.description, s.spec, s.spec_path, s.host, s.git_rev, s.device],
+                )
+                .map_err(|e| self.err(e))?;
+                id
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO sweeps (name, description, spec, spec_path, host, git_rev, device,
+                     data_checksum, started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, datetime('now'))",
+                    params![
+                        s.name,
+                        s.description,
+                        s.spec,
+                        s.spec_path,
+                        s.host,
+                        s.git_rev,
+                        s.device,
+                        s.data_checksum
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+                tx.last_insert_rowid()
+            }
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Adds the trials that are not in the sweep yet (identified by key).
+    pub fn insert_trials(&self, sweep_id: i64, trials: &[(String, usize, Value)]) -> Result<usize> {
+        let tx = self.immediate()?;
+        let mut added = 0;
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO trials (sweep_id, trial_key, ordinal, config, status)
+                     VALUES (?1, ?2, ?3, ?4, 'pending')",
+                )
+                .map_err(|e| self.err(e))?;
+            for (key, ordinal, config) in trials {
+                added += st
+                    .execute(params![sweep_id, key, *ordinal as i64, config.to_string()])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(added)
+    }
+
+    /// Puts failed and diverged trials of the sweep back in the queue.
+    pub fn requeue_failed(&self, sweep_id: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE trials SET status = 'pending', error = NULL
+                 WHERE sweep_id = ?1 AND status IN ('failed', 'diverged')",
+                [sweep_id],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Atomically takes the next trial to run: pending, interrupted, or running under a
+    /// worker that is gone (its process no longer exists on this host, or its heartbeat
+    /// is older than `stale`).
+    pub fn claim_next(
+        &self,
+        sweep_id: i64,
+        worker: &Worker,
+        device: &str,
+        stale: Duration,
+    ) -> Result<Option<Claimed>> {
+        let tx = self.immediate()?;
+        let candidates: Vec<(i64, String, Option<String>, Option<f64>)> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id, status, worker,
+                            (julianday('now') - julianday(heartbeat)) * 86400.0
+                     FROM trials WHERE sweep_id = ?1
+                       AND status IN ('pending', 'interrupted', 'running')
+                     ORDER BY ordinal",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err(e))?
+        };
+        let pick = candidates.into_iter().find(|(_, status, w, age)| {
+            status != "running" || !Worker::alive(w.as_deref(), age.unwrap_or(f64::MAX), stale)
+        });
+        let Some((id, status, prev, _)) = pick else {
+            tx.commit().map_err(|e| self.err(e))?;
+            return Ok(None);
+        };
+        if status == "running" {
+            tracing::warn!(
+                trial = id,
+                "trial was left running by {} which is gone; taking it over",
+                prev.as_deref().unwrap_or("an unknown worker")
+            );
+        }
+        tx.execute(
+            "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
+             heartbeat = datetime('now'), attempts = attempts + 1,
+             started_at = COALESCE(started_at, datetime('now'))
+             WHERE id = ?1",
+            params![id, worker.id, device],
+        )
+        .map_err(|e| self.err(e))?;
+        let (key, config): (String, String) = tx
+            .query_row("SELECT trial_key, config FROM trials WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Some(Claimed {
+            id,
+            key,
+            config,
+            previous_status: status,
+        }))
+    }
+
+    pub fn heartbeat(&self, trial_id: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE trials SET heartbeat = datetime('now') WHERE id = ?1",
+                [trial_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Makes the trial's epoch rows equal `history` (one transaction): used on resume, when
+    /// the checkpoint may be one epoch ahead of the database after a crash.
+    pub fn sync_epochs(&self, trial_id: i64, history: &[EpochRecord]) -> Result<()> {
+        let tx = self.immediate()?;
+        tx.execute(
+            "DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2",
+            params![trial_id, history.len() as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        for r in history {
+            insert_epoch(&tx, trial_id, r).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records one finished epoch (one transaction).
+    pub fn record_epoch(&self, trial_id: i64, r: &EpochRecord) -> Result<()> {
+        let tx = self.immediate()?;
+        insert_epoch(&tx, trial_id, r).map_err(|e| self.err(e))?;
+        tx.execute(
+            "UPDATE trials SET heartbeat = datetime('now') WHERE id = ?1",
+            [trial_id],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records a finished trial with its test evaluation, per-class accuracy and confusion
+    /// matrix (one transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_trial(
+        &self,
+        trial_id: i64,
+        best_epoch: usize,
+        best_valid_loss: f64,
+        test: &TestReport,
+        train_seconds: f64,
+        classes: &[String],
+        checkpoint: &str,
+    ) -> Result<()> {
+        let tx = self.immediate()?;
+        let ips: Option<f64> = tx
+            .query_row(
+                "SELECT AVG(images_per_sec) FROM epochs WHERE trial_id = ?1",
+                [trial_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "UPDATE trials SET status = 'done', error = NULL, best_epoch = ?2, best_valid_loss = ?3,
+             test_loss = ?4, test_acc = ?5, train_seconds = ?6, images_per_sec = ?7,
+             checkpoint = ?8, finished_at = datetime('now'), heartbeat = datetime('now')
+             WHERE id = ?1",
+            params![
+                trial_id,
+                best_epoch as i64,
+                best_valid_loss,
+                test.loss,
+                test.accuracy,
+                train_seconds,
+                ips,
+                checkpoint
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM class_accuracy WHERE trial_id = ?1", [trial_id])
+            .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM confusion WHERE trial_id = ?1", [trial_id])
+            .map_err(|e| self.err(e))?;
+        for (i, (correct, total)) in test.confusion.per_class().into_iter().enumerate() {
+            let name = classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+            let acc = if total == 0 { 0.0 } else { correct as f64 / total as f64 };
+            tx.execute(
+                "INSERT INTO class_accuracy (trial_id, class_index, class_name, correct, total, accuracy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![trial_id, i as i64, name, correct as i64, total as i64, acc],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        for (t, row) in test.confusion.cells.iter().enumerate() {
+            for (p, n) in row.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO confusion (trial_id, true_class, predicted_class, count)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![trial_id, t as i64, p as i64, *n as i64],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Sets a trial's status (failed, diverged, interrupted, ...) with an optional error text.
+    pub fn set_status(
+        &self,
+        trial_id: i64,
+        status: &str,
+        error: Option<&str>,
+        best_epoch: Option<usize>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE trials SET status = ?2, error = ?3,
+                 best_epoch = COALESCE(?4, best_epoch), heartbeat = datetime('now'),
+                 finished_at = CASE WHEN ?2 IN ('failed', 'diverged') THEN datetime('now') END
+                 WHERE id = ?1",
+                params![trial_id, status, error, best_epoch.map(|e| e as i64)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE sweeps SET finished_at = datetime('now') WHERE id = ?1",
+                [sweep_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn sweep_id(&self, name: &str) -> Result<i64> {
+        self.conn
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| DbError::NoSuchSweep(name.to_string()))
+    }
+
+    /// The most recently started sweep, for `report` without a name.
+    pub fn latest_sweep(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT name FROM sweeps ORDER BY started_at DESC, id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs `sql` and returns column names and rows as display strings.
+    pub fn query_strings(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+        let n = names.len();
+        let rows = st
+            .query_map(params, |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => Value::Null,
+                            rusqlite::types::ValueRef::Integer(v) => Value::from(v),
+                            rusqlite::types::ValueRef::Real(v) => Value::from(v),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                Value::from(String::from_utf8_lossy(t).to_string())
+                            }
+                            rusqlite::types::ValueRef::Blob(b) => Value::from(format!("<{} bytes>", b.len())),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Value>>>()
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        Ok((names, rows))
+    }
+}
+
+fn insert_epoch(tx: &rusqlite::Transaction, trial_id: i64, r: &EpochRecord) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT OR REPLACE INTO epochs (trial_id, epoch, train_loss, train_acc, valid_loss,
+         valid_acc, lr, seconds, images_per_sec)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            trial_id,
+            r.epoch as i64,
+            r.train_loss,
+            r.train_acc,
+            r.valid_loss,
+            r.valid_acc,
+            r.lr,
+            r.seconds,
+            r.images_per_sec
+        ],
+    )
+}
+
+fn sql_err(path: &Path, e: rusqlite::Error) -> DbError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if f.code == rusqlite::ErrorCode::NotADatabase {
+            return DbError::NotADatabase {
+                path: path.to_path_buf(),
+            };
+        }
+    }
+    DbError::Sqlite {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// What a sweep row is created from.
+pub struct NewSweep {
+    pub name: String,
+    pub description: String,
+    pub spec: String,
+    pub spec_path: String,
+    pub host: String,
+    pub git_rev: Option<String>,
+    pub device: String,
+    pub data_checksum: String,
+}
+
+pub struct Claimed {
+    pub id: i64,
+    pub key: String,
+    pub config: String,
+    pub previous_status: String,
+}
+
+/// Who runs a trial: `host:pid`.
+pub struct Worker {
+    pub id: String,
+}
+
+impl Worker {
+    pub fn current() -> Self {
+        Worker {
+            id: format!("{}:{}", hostname(), std::process::id()),
+        }
+    }
+
+    /// Whether the worker that wrote `id` may still be running its trial.
+    fn alive(id: Option<&str>, heartbeat_age_secs: f64, stale: Duration) -> bool {
+        let Some((host, pid)) = id.and_then(|w| w.rsplit_once(':')) else {
+            return false;
+        };
+        if host == hostname() {
+            if let Ok(pid) = pid.parse::<u32>() {
+                if pid == std::process::id() {
+                    // Our own earlier claim (e.g. the same process re-entering): not alive.
+                    return false;
+                }
+                if cfg!(target_os = "linux") {
+                    return Path::new(&format!("/proc/{pid}")).exists()
+                        && heartbeat_age_secs < stale.as_secs_f64();
+                }
+            }
+        }
+        heartbeat_age_secs < stale.as_secs_f64()
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,225 @@
+//! Grid expansion: a pure function from a parsed sweep to its list of trial configs.
+
+use crate::spec::{Pos, Setting, SpecError, SweepSpec};
+use serde_json::{Map, Value};
+use trainer::TrainConfig;
+
+/// One trial of a sweep, before it has an identity in the database.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrialPlan {
+    /// 0-based position in the sweep.
+    pub ordinal: usize,
+    pub config: TrainConfig,
+    /// The keys that vary across the sweep and their values here, in grid order.
+    pub swept: Vec<(String, Value)>,
+}
+
+/// Expands `spec`: the cartesian product of `[grid]` over `[data]`+`[base]` (the last grid key
+/// varies fastest), then each `[[trials]]`, each repeated once per entry of `seeds`.
+/// Every resulting config is validated; an invalid value is reported where it was written.
+pub fn expand(spec: &SweepSpec) -> Result<Vec<TrialPlan>, SpecError> {
+    let mut combos: Vec<Vec<&Setting>> = vec![Vec::new()];
+    for axis in &spec.grid {
+        combos = combos
+            .into_iter()
+            .flat_map(|prefix| {
+                axis.values.iter().map(move |v| {
+                    let mut c = prefix.clone();
+                    c.push(v);
+                    c
+                })
+            })
+            .collect();
+    }
+    let mut layers: Vec<Vec<&Setting>> = if spec.grid.is_empty() && !spec.trials.is_empty() {
+        Vec::new()
+    } else {
+        combos
+    };
+    layers.extend(spec.trials.iter().map(|t| t.iter().collect()));
+
+    let total = layers.len() * spec.seeds.len().max(1);
+    if total > spec.max_trials {
+        return Err(spec.error(
+            Pos { line: 1, col: 1 },
+            None,
+            format!(
+                "the sweep expands to {total} trials, more than the limit of {}; \
+                 pass --yes or raise `max_trials` to run it",
+                spec.max_trials
+            ),
+        ));
+    }
+
+    let mut out = Vec::with_capacity(total);
+    for layer in &layers {
+        let seeds: Vec<Option<&Setting>> = if spec.seeds.is_empty() {
+            vec![None]
+        } else {
+            spec.seeds.iter().map(Some).collect()
+        };
+        for seed in seeds {
+            let settings: Vec<&Setting> = spec
+                .base
+                .iter()
+                .chain(layer.iter().copied())
+                .chain(seed)
+                .collect();
+            let config = resolve(spec, &settings)?;
+            let mut swept: Vec<(String, Value)> = layer
+                .iter()
+                .map(|s| (s.key.clone(), s.value.clone()))
+                .collect();
+            if let Some(s) = seed {
+                swept.push(("seed".into(), s.value.clone()));
+            }
+            out.push(TrialPlan {
+                ordinal: out.len(),
+                config,
+                swept,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `settings` (later wins) over the defaults and validates the result.
+fn resolve(spec: &SweepSpec, settings: &[&Setting]) -> Result<TrainConfig, SpecError> {
+    let mut map = match serde_json::to_value(TrainConfig::default()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for s in settings {
+        map.insert(s.key.clone(), s.value.clone());
+    }
+    let config: TrainConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
+        spec.error(Pos { line: 1, col: 1 }, None, format!("internal: {e}"))
+    })?;
+    if let Err((field, msg)) = config.validate() {
+        // Point at the setting that produced the field; a cross-field rule (warmup vs
+        // epochs) may be caused by a default, then the first line of the file is named.
+        let at = settings.iter().rev().find(|s| s.key == field);
+        let (pos, key) = match at {
+            Some(s) => (s.pos, s.path.clone()),
+            None => (Pos { line: 1, col: 1 }, field.to_string()),
+        };
+        return Err(spec.error(pos, Some(&key), msg));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse;
+
+    fn plans(text: &str) -> Vec<TrialPlan> {
+        expand(&parse("t.toml", text).unwrap()).unwrap()
+    }
+
+    fn err(text: &str) -> String {
+        match parse("t.toml", text) {
+            Err(e) => e.to_string(),
+            Ok(spec) => expand(&spec).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn product_order_last_key_fastest() {
+        let p = plans(
+            r#"name = "g"
+[base]
+arch = "cnn3"
+epochs = 2
+[grid]
+lr = [0.1, 0.01]
+batch_size = [20, 64, 128]
+"#,
+        );
+        let got: Vec<(f64, usize)> = p.iter().map(|t| (t.config.lr, t.config.batch_size)).collect();
+        assert_eq!(
+            got,
+            vec![(0.1, 20), (0.1, 64), (0.1, 128), (0.01, 20), (0.01, 64), (0.01, 128)]
+        );
+        assert!(p.iter().all(|t| t.config.arch == "cnn3" && t.config.epochs == 2));
+        assert_eq!(p[4].ordinal, 4);
+        assert_eq!(
+            p[4].swept,
+            vec![("lr".into(), Value::from(0.01)), ("batch_size".into(), Value::from(64u64))]
+        );
+    }
+
+    #[test]
+    fn extra_trials_override_base_and_seeds_repeat_everything() {
+        let p = plans(
+            r#"name = "g"
+seeds = [1, 2]
+[data]
+valid_fraction = 0.1
+[base]
+arch = "vgg6"
+lr = 0.001
+[grid]
+dropout = [0.0, 0.5]
+[[trials]]
+arch = "lenet"
+lr = 0.01
+"#,
+        );
+        assert_eq!(p.len(), 6);
+        let summary: Vec<(String, f64, f64, u64)> = p
+            .iter()
+            .map(|t| (t.config.arch.clone(), t.config.lr, t.config.dropout, t.config.seed))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("vgg6".into(), 0.001, 0.0, 1),
+                ("vgg6".into(), 0.001, 0.0, 2),
+                ("vgg6".into(), 0.001, 0.5, 1),
+                ("vgg6".into(), 0.001, 0.5, 2),
+                ("lenet".into(), 0.01, 0.0, 1),
+                ("lenet".into(), 0.01, 0.0, 2),
+            ]
+        );
+        assert!(p.iter().all(|t| t.config.valid_fraction == 0.1));
+    }
+
+    #[test]
+    fn no_grid_is_one_trial_and_only_trials_is_just_those() {
+        assert_eq!(plans("name = \"a\"\n[base]\nepochs = 1\n").len(), 1);
+        let p = plans("name = \"a\"\n[[trials]]\narch = \"cnn3\"\n[[trials]]\narch = \"vgg6\"\n");
+        assert_eq!(
+            p.iter().map(|t| t.config.arch.as_str()).collect::<Vec<_>>(),
+            vec!["cnn3", "vgg6"]
+        );
+        // Defaults are the tutorial's.
+        assert_eq!(p[0].config.lr, 0.01);
+        assert_eq!(p[0].config.epochs, 30);
+    }
+
+    #[test]
+    fn invalid_values_are_located() {
+        assert_eq!(
+            err("name = \"a\"\n[grid]\nlr = [0.1, -0.5]\n"),
+            "t.toml:3:12: grid.lr[1]: lr must be > 0, got -0.5"
+        );
+        assert_eq!(
+            err("name = \"a\"\n[base]\narch = \"resnet\"\n"),
+            "t.toml:3:8: base.arch: unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
+        );
+        assert_eq!(
+            err("name = \"a\"\n[[trials]]\ndropout = 1.0\n"),
+            "t.toml:3:11: trials[0].dropout: dropout must be in [0, 1), got 1"
+        );
+    }
+
+    #[test]
+    fn too_many_trials_is_refused() {
+        let e = err("name = \"a\"\nmax_trials = 3\n[grid]\nlr = [0.1, 0.2]\nbatch_size = [1, 2]\n");
+        assert_eq!(
+            e,
+            "t.toml:1:1: the sweep expands to 4 trials, more than the limit of 3; pass --yes or raise `max_trials` to run it"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! Comparison tables, read from the database only.
+
+use crate::db::{Db, DbError};
+use crate::table::{int, num, text, Format, Table};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+pub fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// Hyperparameters shown in their own columns; other keys that vary across the sweep get a
+/// column of their own after these.
+const FIXED: &[&str] = &["arch", "lr", "batch_size", "dropout", "epochs"];
+
+struct TrialRow {
+    id: i64,
+    status: String,
+    config: BTreeMap<String, Value>,
+    best_epoch: Option<i64>,
+    test_acc: Option<f64>,
+    train_seconds: Option<f64>,
+    ips: Option<f64>,
+    error: Option<String>,
+}
+
+fn trials(db: &Db, sweep_id: i64) -> Result<Vec<TrialRow>, DbError> {
+    let (_, rows) = db.query_strings(
+        "SELECT id, status, config, best_epoch, test_acc, train_seconds, images_per_sec, error
+         FROM trials WHERE sweep_id = ?1 ORDER BY ordinal",
+        &[&sweep_id],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TrialRow {
+            id: r[0].as_i64().unwrap_or_default(),
+            status: r[1].as_str().unwrap_or_default().to_string(),
+            config: serde_json::from_str(r[2].as_str().unwrap_or("{}")).unwrap_or_default(),
+            best_epoch: r[3].as_i64(),
+            test_acc: f(&r[4]),
+            train_seconds: f(&r[5]),
+            ips: f(&r[6]),
+            error: r[7].as_str().map(str::to_string),
+        })
+        .collect())
+}
+
+/// Keys whose value differs between trials, other than the fixed columns and the seed.
+fn varying(rows: &[TrialRow]) -> Vec<String> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    first
+        .config
+        .keys()
+        .filter(|k| !FIXED.contains(&k.as_str()) && k.as_str() != "seed")
+        .filter(|k| rows.iter().any(|r| r.config.get(*k) != first.config.get(*k)))
+        .cloned()
+        .collect()
+}
+
+fn show_value(v: Option<&Value>) -> (String, Value) {
+    match v {
+        None | Some(Value::Null) => ("-".into(), Value::Null),
+        Some(Value::String(s)) => text(s.clone()),
+        Some(v) => (v.to_string(), v.clone()),
+    }
+}
+
+/// The trials of `sweep`, best test accuracy first; then the per-class table; then mean ± std
+/// over seeds where a config was repeated with several seeds.
+pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
+    let sweep_id = db.sweep_id(sweep)?;
+    let mut rows = trials(db, sweep_id)?;
+    rows.sort_by(|a, b| {
+        b.test_acc
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.test_acc.unwrap_or(f64::NEG_INFINITY))
+            .then(a.id.cmp(&b.id))
+    });
+    let extra = varying(&rows);
+    let seeds_vary = rows
+        .iter()
+        .any(|r| r.config.get("seed") != rows[0].config.get("seed"));
+
+    let mut headers: Vec<&str> = vec!["trial", "status", "arch", "lr", "batch", "dropout", "epochs"];
+    headers.extend(extra.iter().map(String::as_str));
+    if seeds_vary {
+        headers.push("seed");
+    }
+    headers.extend(["best_epoch", "test_acc", "train_time", "img/s"]);
+    let mut t = Table::new(format!("Sweep `{sweep}`: trials by test accuracy"), &headers);
+    for r in &rows {
+        let mut cells = vec![
+            int(Some(r.id)),
+            text(r.status.clone()),
+            show_value(r.config.get("arch")),
+            show_value(r.config.get("lr")),
+            show_value(r.config.get("batch_size")),
+            show_value(r.config.get("dropout")),
+            show_value(r.config.get("epochs")),
+        ];
+        for k in &extra {
+            cells.push(show_value(r.config.get(k)));
+        }
+        if seeds_vary {
+            cells.push(show_value(r.config.get("seed")));
+        }
+        cells.push(int(r.best_epoch));
+        cells.push(num(r.test_acc, pct));
+        cells.push(num(r.train_seconds, duration));
+        cells.push(num(r.ips, |x| format!("{x:.0}")));
+        t.push(cells);
+    }
+    let mut tables = vec![t];
+
+    let classes = per_class_table(db, sweep_id, sweep)?;
+    if !classes.rows.is_empty() {
+        tables.push(classes);
+    }
+    if seeds_vary {
+        tables.push(seed_table(sweep, &rows));
+    }
+    let failures: Vec<&TrialRow> = rows.iter().filter(|r| r.error.is_some()).collect();
+    if !failures.is_empty() {
+        let mut t = Table::new(format!("Sweep `{sweep}`: trials that did not finish"), &["trial", "status", "error"]);
+        for r in failures {
+            t.push(vec![int(Some(r.id)), text(r.status.clone()), text(r.error.clone().unwrap_or_default())]);
+        }
+        tables.push(t);
+    }
+    Ok(tables)
+}
+
+fn per_class_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Table, DbError> {
+    let (_, names) = db.query_strings(
+        "SELECT DISTINCT class_index, class_name FROM class_accuracy c
+         JOIN trials t ON t.id = c.trial_id WHERE t.sweep_id = ?1 ORDER BY class_index",
+        &[&sweep_id],
+    )?;
+    let class_names: Vec<String> = names
+        .iter()
+        .map(|r| r[1].as_str().unwrap_or_default().to_string())
+        .collect();
+    let mut headers = vec!["trial", "arch", "test_acc"];
+    headers.extend(class_names.iter().map(String::as_str));
+    let mut t = Table::new(format!("Sweep `{sweep}`: per-class test accuracy"), &headers);
+    let (_, rows) = db.query_strings(
+        "SELECT t.id, t.arch, t.test_acc, c.class_index, c.accuracy FROM trials t
+         JOIN class_accuracy c ON c.trial_id = t.id
+         WHERE t.sweep_id = ?1 ORDER BY t.test_acc DESC, t.id, c.class_index",
+        &[&sweep_id],
+    )?;
+    let mut current: Option<i64> = None;
+    let mut cells = Vec::new();
+    for r in rows {
+        let id = r[0].as_i64().unwrap_or_default();
+        if current != Some(id) {
+            if current.is_some() {
+                t.push(std::mem::take(&mut cells));
+            }
+            current = Some(id);
+            cells = vec![int(Some(id)), show_value(Some(&r[1])), num(f(&r[2]), pct)];
+        }
+        cells.push(num(f(&r[4]), |x| format!("{:.1}", x * 100.0)));
+    }
+    if current.is_some() {
+        t.push(cells);
+    }
+    Ok(t)
+}
+
+fn seed_table(sweep: &str, rows: &[TrialRow]) -> Table {
+    let mut groups: BTreeMap<String, (BTreeMap<String, Value>, Vec<&TrialRow>)> = BTreeMap::new();
+    for r in rows {
+        let mut c = r.config.clone();
+        c.remove("seed");
+        let key = serde_json::to_string(&c).unwrap_or_default();
+        groups.entry(key).or_insert_with(|| (c, Vec::new())).1.push(r);
+    }
+    let mut t = Table::new(
+        format!("Sweep `{sweep}`: mean ± std over seeds"),
+        &["arch", "lr", "batch", "dropout", "epochs", "seeds", "test_acc", "train_time"],
+    );
+    let mut out: Vec<(f64, Vec<(String, Value)>)> = Vec::new();
+    for (_, (c, members)) in groups {
+        let accs: Vec<f64> = members.iter().filter_map(|r| r.test_acc).collect();
+        let times: Vec<f64> = members.iter().filter_map(|r| r.train_seconds).collect();
+        let (m, s) = mean_std(&accs);
+        let (tm, _) = mean_std(&times);
+        let acc_cell = if accs.is_empty() {
+            ("-".into(), Value::Null)
+        } else {
+            (
+                format!("{:.2}% ± {:.2}", m * 100.0, s * 100.0),
+                serde_json::json!({"mean": m, "std": s, "n": accs.len()}),
+            )
+        };
+        out.push((
+            if accs.is_empty() { f64::NEG_INFINITY } else { m },
+            vec![
+                show_value(c.get("arch")),
+                show_value(c.get("lr")),
+                show_value(c.get("batch_size")),
+                show_value(c.get("dropout")),
+                show_value(c.get("epochs")),
+                int(Some(members.len() as i64)),
+                acc_cell,
+                num((!times.is_empty()).then_some(tm), duration),
+            ],
+        ));
+    }
+    out.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, cells) in out {
+        t.push(cells);
+    }
+    t
+}
+
+/// Sample mean and standard deviation (n - 1); std is 0 for a single value.
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, var.sqrt())
+}
+
+/// Prints tables in `format` (JSON: one array of tables).
+pub fn render(tables: &[Table], format: Format) -> String {
+    match format {
+        Format::Json => Value::Array(tables.iter().map(Table::to_json).collect()).to_string() + "\n",
+        _ => tables
+            .iter()
+            .map(|t| t.render(format))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+/// One trial in detail: config, epochs, per-class accuracy, confusion matrix.
+pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
+    let (_, found) = db.query_strings(
+        "SELECT t.id, s.name, t.trial_key, t.status, t.config, t.error, t.test_acc, t.test_loss,
+                t.best_epoch, t.train_seconds, t.device
+         FROM trials t JOIN sweeps s ON s.id = t.sweep_id
+         WHERE CAST(t.id AS TEXT) = ?1 OR t.trial_key LIKE ?1 || '%' ORDER BY t.id LIMIT 2",
+        &[&trial],
+    )?;
+    let r = match found.as_slice() {
+        [one] => one,
+        _ => return Err(DbError::NoSuchTrial(trial.to_string())),
+    };
+    let id = r[0].as_i64().unwrap_or_default();
+    let mut info = Table::new(format!("Trial {id}"), &["field", "value"]);
+    for (name, v) in [
+        ("sweep", &r[1]),
+        ("key", &r[2]),
+        ("status", &r[3]),
+        ("device", &r[10]),
+        ("best_epoch", &r[8]),
+        ("test_acc", &r[6]),
+        ("test_loss", &r[7]),
+        ("train_seconds", &r[9]),
+        ("error", &r[5]),
+    ] {
+        if !v.is_null() {
+            info.push(vec![text(name), show_value(Some(v))]);
+        }
+    }
+    let config: BTreeMap<String, Value> = serde_json::from_str(r[4].as_str().unwrap_or("{}")).unwrap_or_default();
+    for (k, v) in &config {
+        info.push(vec![text(format!("config.{k}")), show_value(Some(v))]);
+    }
+    let mut tables = vec![info];
+
+    let (_, epochs) = db.query_strings(
+        "SELECT epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, images_per_sec
+         FROM epochs WHERE trial_id = ?1 ORDER BY epoch",
+        &[&id],
+    )?;
+    let mut e = Table::new(
+        "Epochs",
+        &["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "img/s"],
+    );
+    for r in epochs {
+        e.push(vec![
+            int(r[0].as_i64()),
+            num(f(&r[1]), |x| format!("{x:.4}")),
+            num(f(&r[2]), pct),
+            num(f(&r[3]), |x| format!("{x:.4}")),
+            num(f(&r[4]), pct),
+            num(f(&r[5]), |x| format!("{x:.3e}")),
+            num(f(&r[6]), |x| format!("{x:.1}")),
+            num(f(&r[7]), |x| format!("{x:.0}")),
+        ]);
+    }
+    tables.push(e);
+
+    let (_, classes) = db.query_strings(
+        "SELECT class_name, correct, total, accuracy FROM class_accuracy WHERE trial_id = ?1
+         ORDER BY class_index",
+        &[&id],
+    )?;
+    if !classes.is_empty() {
+        let names: Vec<String> = classes.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect();
+        let mut c = Table::new("Per-class test accuracy", &["class", "correct", "total", "accuracy"]);
+        for r in &classes {
+            c.push(vec![show_value(Some(&r[0])), int(r[1].as_i64()), int(r[2].as_i64()), num(f(&r[3]), pct)]);
+        }
+        tables.push(c);
+        let (_, cells) = db.query_strings(
+            "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1
+             ORDER BY true_class, predicted_class",
+            &[&id],
+        )?;
+        let mut headers: Vec<&str> = vec!["true \\ predicted"];
+        headers.extend(names.iter().map(String::as_str));
+        let mut m = Table::new("Confusion matrix (rows: true class)", &headers);
+        for (i, row) in cells.chunks(names.len().max(1)).enumerate() {
+            let mut cells = vec![text(names.get(i).cloned().unwrap_or_default())];
+            cells.extend(row.iter().map(|c| int(c[2].as_i64())));
+            m.push(cells);
+        }
+        tables.push(m);
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        assert_eq!(mean_std(&[]), (0.0, 0.0));
+        assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+        let (m, s) = mean_std(&[0.6, 0.7, 0.8]);
+        assert!((m - 0.7).abs() < 1e-12 && (s - 0.1).abs() < 1e-12);
+        assert_eq!(duration(5.04), "5.0s");
+        assert_eq!(duration(125.0), "2m05s");
+        assert_eq!(duration(3725.0), "1h02m");
+    }
+}

@@ -1,0 +1,377 @@
+//! Runs a sweep: expands it, records it, and trains its trials one after another, claiming
+//! each from the database so several processes can share the work.
+
+use crate::db::{Db, NewSweep, Worker};
+use crate::grid::{self, TrialPlan};
+use crate::spec::{self, SweepSpec};
+use crate::{report, Error};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use trainer::data::{Cifar10, DataSource};
+use trainer::train::{self, BatchProgress, EpochRecord, Observer, Outcome, RunOptions};
+use trainer::TrainConfig;
+
+/// How long a trial may go without a heartbeat before another process takes it over.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+pub struct RunArgs {
+    pub db: PathBuf,
+    pub device: String,
+    pub data: DataSource,
+    pub quiet: bool,
+    pub retry_failed: bool,
+    /// Run sweeps larger than their `max_trials`.
+    pub yes: bool,
+    /// Seconds between mid-epoch checkpoints.
+    pub checkpoint_every: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub sweep: String,
+    pub ran: usize,
+    pub failed: Vec<(i64, String)>,
+    pub diverged: Vec<i64>,
+    pub interrupted: bool,
+}
+
+/// Parses, type-checks and expands a sweep file; nothing is written.
+pub fn plan(path: &Path, yes: bool) -> Result<(SweepSpec, Vec<TrialPlan>), Error> {
+    let mut spec = spec::load(path)?;
+    if yes {
+        spec.max_trials = usize::MAX;
+    }
+    let plans = grid::expand(&spec)?;
+    Ok((spec, plans))
+}
+
+/// A trial's identity: its resolved config and the data it trains on.
+pub fn trial_key(config: &TrainConfig, data_checksum: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(config).expect("config serialises"));
+    h.update(b"\0");
+    h.update(data_checksum.as_bytes());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn git_rev() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Runs the sweep `spec` (already expanded into `plans`) on `data`.
+pub fn run(
+    spec: &SweepSpec,
+    plans: &[TrialPlan],
+    data: &Cifar10,
+    args: &RunArgs,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, Error> {
+    let device = trainer::device::parse(&args.device)?;
+    let device_name = trainer::device::name(&device);
+    let db = Db::open(&args.db)?;
+    let checkpoints = args
+        .db
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("checkpoints")
+        .join(&spec.name);
+
+    let sweep_id = db.upsert_sweep(&NewSweep {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        spec: spec.text.clone(),
+        spec_path: spec.file.clone(),
+        host: crate::db::hostname(),
+        git_rev: git_rev(),
+        device: device_name.clone(),
+        data_checksum: data.checksum.clone(),
+    })?;
+    let rows: Vec<_> = plans
+        .iter()
+        .map(|p| {
+            (
+                trial_key(&p.config, &data.checksum),
+                p.ordinal,
+                serde_json::to_value(&p.config).expect("config serialises"),
+            )
+        })
+        .collect();
+    let added = db.insert_trials(sweep_id, &rows)?;
+    if args.retry_failed {
+        let n = db.requeue_failed(sweep_id)?;
+        if n > 0 {
+            tracing::info!("{n} failed or diverged trial(s) queued again (--retry-failed)");
+        }
+    }
+    tracing::info!(
+        sweep = %spec.name,
+        trials = plans.len(),
+        new = added,
+        device = %device_name,
+        "sweep recorded in {}",
+        args.db.display()
+    );
+
+    let (_, status_rows) = db.query_strings(
+        "SELECT COUNT(*) FILTER (WHERE status IN ('done', 'failed', 'diverged')) FROM trials WHERE sweep_id = ?1",
+        &[&sweep_id],
+    )?;
+    let already = status_rows[0][0].as_u64().unwrap_or(0);
+
+    let mp = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let sweep_bar = mp.add(ProgressBar::new(plans.len() as u64));
+    sweep_bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise}  {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    sweep_bar.set_prefix(spec.name.clone());
+    sweep_bar.set_position(already);
+
+    // A heartbeat from its own connection, so a long epoch does not look like a dead worker.
+    let current = Arc::new(AtomicI64::new(0));
+    let hb_done = Arc::new(AtomicBool::new(false));
+    let hb = {
+        let (path, current, done) = (args.db.clone(), current.clone(), hb_done.clone());
+        std::thread::spawn(move || {
+            let Ok(db) = Db::open_existing(&path) else { return };
+            let mut waited = Duration::ZERO;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                waited += Duration::from_millis(200);
+                if waited >= HEARTBEAT_EVERY {
+                    waited = Duration::ZERO;
+                    let id = current.load(Ordering::Relaxed);
+                    if id > 0 {
+                        if let Err(e) = db.heartbeat(id) {
+                            tracing::warn!("heartbeat: {e}");
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let worker = Worker::current();
+    let mut summary = RunSummary {
+        sweep: spec.name.clone(),
+        ..Default::default()
+    };
+    let result = (|| -> Result<(), Error> {
+        while !stop.load(Ordering::SeqCst) {
+            let Some(claimed) = db.claim_next(sweep_id, &worker, &device_name, STALE_AFTER)? else {
+                break;
+            };
+            current.store(claimed.id, Ordering::Relaxed);
+            let config: TrainConfig = serde_json::from_str(&claimed.config)
+                .map_err(|e| Error::Corrupt(format!("trial {}: config: {e}", claimed.id)))?;
+            let dir = checkpoints.join(&claimed.key);
+            let label = format!(
+                "trial {} ({} lr={} batch={})",
+                claimed.id, config.arch, config.lr, config.batch_size
+            );
+            sweep_bar.set_message(label.clone());
+            if claimed.previous_status != "pending" {
+                tracing::info!("{label}: resuming ({})", claimed.previous_status);
+            }
+            let outcome = run_trial(&db, claimed.id, &config, data, &device, &dir, &mp, &stop, args);
+            summary.ran += 1;
+            match outcome {
+                Ok(Outcome::Finished {
+                    best_epoch,
+                    best_valid_loss,
+                    test,
+                    train_seconds,
+                }) => {
+                    db.finish_trial(
+                        claimed.id,
+                        best_epoch,
+                        best_valid_loss,
+                        &test,
+                        train_seconds,
+                        &data.classes,
+                        &dir.display().to_string(),
+                    )?;
+                    mp.suspend(|| {
+                        tracing::info!(
+                            "{label}: done, test accuracy {:.2}% (best epoch {best_epoch}, {})",
+                            test.accuracy * 100.0,
+                            report::duration(train_seconds)
+                        )
+                    });
+                    sweep_bar.inc(1);
+                }
+                Ok(Outcome::Diverged {
+                    epoch,
+                    last_good_epoch,
+                }) => {
+                    let msg = format!(
+                        "loss became NaN or infinite in epoch {epoch}; last good epoch {last_good_epoch}"
+                    );
+                    db.set_status(claimed.id, "diverged", Some(&msg), Some(last_good_epoch))?;
+                    mp.suspend(|| tracing::warn!("{label}: diverged: {msg}"));
+                    summary.diverged.push(claimed.id);
+                    sweep_bar.inc(1);
+                }
+                Ok(Outcome::Interrupted { epoch, batch }) => {
+                    db.set_status(claimed.id, "interrupted", None, None)?;
+                    mp.suspend(|| {
+                        tracing::warn!("{label}: interrupted in epoch {epoch} after batch {batch}; `run` again resumes it")
+                    });
+                    summary.interrupted = true;
+                }
+                Err(e) => {
+                    let msg = crate::error_chain(&e);
+                    db.set_status(claimed.id, "failed", Some(&msg), None)?;
+                    mp.suspend(|| tracing::error!("{label}: failed: {msg}"));
+                    summary.failed.push((claimed.id, msg));
+                    sweep_bar.inc(1);
+                }
+            }
+            current.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    })();
+    hb_done.store(true, Ordering::Relaxed);
+    let _ = hb.join();
+    sweep_bar.finish_and_clear();
+    result?;
+    if stop.load(Ordering::SeqCst) {
+        summary.interrupted = true;
+    } else {
+        let (_, open) = db.query_strings(
+            "SELECT COUNT(*) FROM trials WHERE sweep_id = ?1 AND status NOT IN ('done', 'failed', 'diverged')",
+            &[&sweep_id],
+        )?;
+        if open[0][0].as_i64() == Some(0) {
+            db.finish_sweep(sweep_id)?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Persists epochs and drives the progress bar for one trial.
+struct TrialObserver<'a> {
+    db: &'a Db,
+    trial_id: i64,
+    bar: ProgressBar,
+    stop: &'a AtomicBool,
+    mp: &'a MultiProgress,
+}
+
+impl Observer for TrialObserver<'_> {
+    fn on_batch(&mut self, p: &BatchProgress) {
+        if self.bar.length() != Some(p.batches as u64) {
+            self.bar.set_length(p.batches as u64);
+        }
+        self.bar.set_position(p.batch as u64);
+        self.bar.set_prefix(format!("epoch {}/{}", p.epoch, p.epochs));
+        self.bar.set_message(format!(
+            "loss {:.4}  acc {:.1}%  {:.0} img/s",
+            p.loss,
+            p.accuracy * 100.0,
+            p.images_per_sec
+        ));
+    }
+
+    fn on_epoch(&mut self, r: &EpochRecord) -> Result<(), String> {
+        self.db
+            .record_epoch(self.trial_id, r)
+            .map_err(|e| crate::error_chain(&e))?;
+        self.mp.suspend(|| {
+            tracing::info!(
+                "trial {} epoch {}: train loss {:.4} acc {:.2}%, valid loss {:.4} acc {:.2}%, {:.1}s, {:.0} img/s",
+                self.trial_id,
+                r.epoch,
+                r.train_loss,
+                r.train_acc * 100.0,
+                r.valid_loss,
+                r.valid_acc * 100.0,
+                r.seconds,
+                r.images_per_sec
+            )
+        });
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_trial(
+    db: &Db,
+    trial_id: i64,
+    config: &TrainConfig,
+    data: &Cifar10,
+    device: &trainer::Device,
+    dir: &Path,
+    mp: &MultiProgress,
+    stop: &AtomicBool,
+    args: &RunArgs,
+) -> Result<Outcome, Error> {
+    // The checkpoint may be one epoch ahead of the database (a crash between the two
+    // writes) or absent (deleted): make the epoch rows match what training resumes from.
+    let history = match trainer::checkpoint::read_meta(dir) {
+        Ok(Some(meta)) if meta.config == *config && meta.data_checksum == data.checksum => meta.history,
+        _ => Vec::new(),
+    };
+    db.sync_epochs(trial_id, &history)?;
+    let bar = mp.add(ProgressBar::new(1));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} batches  {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut obs = TrialObserver {
+        db,
+        trial_id,
+        bar: bar.clone(),
+        stop,
+        mp,
+    };
+    let mut opts = RunOptions::new(dir);
+    opts.checkpoint_every = args.checkpoint_every;
+    let out = train::run(config, data, device, &opts, &mut obs);
+    bar.finish_and_clear();
+    mp.remove(&bar);
+    Ok(out?)
+}
+
+/// Expected training time of `config` on `device`, from the epochs already recorded for the
+/// same architecture (same batch size preferred), scaled by the number of training images.
+pub fn estimate_seconds(db: &Db, config: &TrainConfig, device: &str) -> Result<Option<f64>, crate::db::DbError> {
+    // Seconds per training image of past epochs; a trial's training images are
+    // train_subset, or the training split of the 50,000 images.
+    let sql = "SELECT AVG(e.seconds / MIN(COALESCE(json_extract(t.config, '$.train_subset'), 1e9),
+                                      50000 * (1 - json_extract(t.config, '$.valid_fraction'))))
+               FROM epochs e JOIN trials t ON t.id = e.trial_id
+               WHERE t.arch = ?1 AND t.device = ?2 AND (?3 IS NULL OR t.batch_size = ?3)";
+    let images = (50_000.0 * (1.0 - config.valid_fraction)).min(config.train_subset.map_or(f64::MAX, |n| n as f64));
+    for batch in [Some(config.batch_size as i64), None] {
+        let (_, rows) = db.query_strings(sql, &[&config.arch, &device, &batch])?;
+        if let Some(per_image) = rows.first().and_then(|r| r[0].as_f64()) {
+            return Ok(Some(per_image * images * config.epochs as f64));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,457 @@
+//! Sweep files: TOML parsed with spans, so every error names the file, line, column and key.
+//!
+//! ```toml
+//! name = "lr_batch"            # required
+//! description = "..."          # optional
+//! seeds = [0, 1, 2]            # optional: every trial once per seed
+//! max_trials = 500             # optional: refuse larger sweeps unless --yes
+//! [data]                       # optional: data settings every trial shares
+//! [base]                       # optional: hyperparameters every trial shares
+//! [grid]                       # optional: the cartesian product of these lists
+//! [[trials]]                   # optional: extra trials, each [base] plus its own keys
+//! ```
+
+use serde_json::Value;
+use std::fmt;
+use std::path::Path;
+use toml_edit::{ImDocument, TableLike};
+
+/// The type of a hyperparameter, for checking values before anything runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    Choice(&'static [&'static str]),
+}
+
+/// Every key a trial can set, with its type. Mirrors `trainer::TrainConfig`.
+pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
+    ("arch", Kind::Str),
+    ("epochs", Kind::Int),
+    ("batch_size", Kind::Int),
+    ("lr", Kind::Float),
+    ("optimizer", Kind::Choice(&["sgd", "adam", "adamw"])),
+    ("momentum", Kind::Float),
+    ("nesterov", Kind::Bool),
+    ("weight_decay", Kind::Float),
+    (
+        "schedule",
+        Kind::Choice(&["constant", "step", "cosine", "onecycle"]),
+    ),
+    ("warmup", Kind::Float),
+    ("step_size", Kind::Int),
+    ("gamma", Kind::Float),
+    ("label_smoothing", Kind::Float),
+    ("dropout", Kind::Float),
+    ("augment", Kind::Bool),
+    ("seed", Kind::Int),
+    ("valid_fraction", Kind::Float),
+    ("train_subset", Kind::Int),
+    ("test_subset", Kind::Int),
+];
+
+/// The keys `[data]` accepts.
+pub const DATA_KEYS: &[&str] = &["valid_fraction", "train_subset", "test_subset", "augment"];
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "seeds",
+    "max_trials",
+    "data",
+    "base",
+    "grid",
+    "trials",
+];
+
+/// Sweeps larger than this need `--yes` (or a `max_trials` in the file).
+pub const DEFAULT_MAX_TRIALS: usize = 500;
+
+/// A position in the sweep file (1-based).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    fn of(text: &str, span: Option<std::ops::Range<usize>>) -> Pos {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+        Pos { line, col }
+    }
+}
+
+/// A sweep file that cannot be used, located in the file.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub struct SpecError {
+    pub file: String,
+    pub pos: Pos,
+    /// The key the error is about, as a path (`grid.lr[1]`), if any.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.col)?;
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// One `key = value` with where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setting {
+    pub key: String,
+    /// The key as a path in the file, for messages (`base.lr`, `grid.lr[1]`).
+    pub path: String,
+    pub value: Value,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GridAxis {
+    pub key: String,
+    pub values: Vec<Setting>,
+}
+
+/// A parsed, type-checked sweep file (not yet expanded; see [`crate::grid::expand`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepSpec {
+    pub file: String,
+    /// The file's text, stored with the sweep.
+    pub text: String,
+    pub name: String,
+    pub description: String,
+    /// `[data]` then `[base]` settings, in that order (later wins).
+    pub base: Vec<Setting>,
+    pub grid: Vec<GridAxis>,
+    pub trials: Vec<Vec<Setting>>,
+    pub seeds: Vec<Setting>,
+    pub max_trials: usize,
+}
+
+impl SweepSpec {
+    pub fn error(&self, pos: Pos, key: Option<&str>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.clone(),
+            pos,
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// The nearest of `candidates` to `word`, when it is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn unknown_key(word: &str, candidates: &[&str], what: &str) -> String {
+    match suggest(word, candidates) {
+        Some(s) => format!("unknown {what} `{word}`; did you mean `{s}`?"),
+        None => format!("unknown {what} `{word}` (expected one of: {})", candidates.join(", ")),
+    }
+}
+
+pub fn kind_of(key: &str) -> Option<Kind> {
+    HYPERPARAMETERS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, kind)| *kind)
+}
+
+fn hyper_keys() -> Vec<&'static str> {
+    HYPERPARAMETERS.iter().map(|(k, _)| *k).collect()
+}
+
+fn type_name(v: &toml_edit::Value) -> &'static str {
+    match v {
+        toml_edit::Value::String(_) => "a string",
+        toml_edit::Value::Integer(_) => "an integer",
+        toml_edit::Value::Float(_) => "a float",
+        toml_edit::Value::Boolean(_) => "a boolean",
+        toml_edit::Value::Datetime(_) => "a date",
+        toml_edit::Value::Array(_) => "a list",
+        toml_edit::Value::InlineTable(_) => "a table",
+    }
+}
+
+/// Checks `v` against `kind`, returning it as JSON.
+fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
+    use toml_edit::Value as T;
+    match (kind, v) {
+        (Kind::Str, T::String(s)) => Ok(Value::from(s.value().as_str())),
+        (Kind::Int, T::Integer(i)) if *i.value() >= 0 => Ok(Value::from(*i.value() as u64)),
+        (Kind::Int, T::Integer(i)) => Err(format!("must be >= 0, got {}", i.value())),
+        (Kind::Float, T::Float(f)) => Ok(Value::from(*f.value())),
+        (Kind::Float, T::Integer(i)) => Ok(Value::from(*i.value() as f64)),
+        (Kind::Bool, T::Boolean(b)) => Ok(Value::from(*b.value())),
+        (Kind::Choice(choices), T::String(s)) => {
+            let s = s.value();
+            if choices.contains(&s.as_str()) {
+                Ok(Value::from(s.as_str()))
+            } else {
+                Err(match suggest(s, choices) {
+                    Some(c) => format!("unknown value `{s}`; did you mean `{c}`?"),
+                    None => format!("unknown value `{s}` (expected one of: {})", choices.join(", ")),
+                })
+            }
+        }
+        (kind, v) => {
+            let want = match kind {
+                Kind::Str | Kind::Choice(_) => "a string",
+                Kind::Int => "a non-negative integer",
+                Kind::Float => "a number",
+                Kind::Bool => "true or false",
+            };
+            Err(format!("expected {want}, found {}", type_name(v)))
+        }
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<std::ops::Range<usize>>, key: &str, msg: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.to_string(),
+            pos: Pos::of(self.text, span),
+            key: (!key.is_empty()).then(|| key.to_string()),
+            message: msg.into(),
+        }
+    }
+
+    /// Reads a table of hyperparameters (`[base]`, `[data]`, one `[[trials]]`).
+    fn settings(&self, table: &dyn TableLike, prefix: &str, allowed: &[&str]) -> Result<Vec<Setting>, SpecError> {
+        let mut out = Vec::new();
+        for (k, item) in table.iter() {
+            let path = format!("{prefix}.{k}");
+            let key_span = table.key(k).and_then(|key| key.span());
+            if !allowed.contains(&k) {
+                let what = if prefix == "data" { "data setting" } else { "hyperparameter" };
+                return Err(self.err(key_span, &path, unknown_key(k, allowed, what)));
+            }
+            let Some(v) = item.as_value() else {
+                return Err(self.err(item.span().or(key_span), &path, "expected a value, found a table"));
+            };
+            let kind = kind_of(k).expect("allowed keys are hyperparameters");
+            let value = convert(v, kind).map_err(|m| self.err(v.span(), &path, m))?;
+            out.push(Setting {
+                key: k.to_string(),
+                path,
+                value,
+                pos: Pos::of(self.text, v.span()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Reads and checks the sweep file at `path`.
+pub fn load(path: &Path) -> Result<SweepSpec, SpecError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: file.clone(),
+        pos: Pos { line: 0, col: 0 },
+        key: None,
+        message: format!("cannot read the sweep file: {e}"),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and type-checks a sweep file's text. `file` is used in messages only.
+pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
+    let cx = Ctx { file, text };
+    let doc = ImDocument::parse(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        cx.err(e.span(), "", format!("invalid TOML: {msg}"))
+    })?;
+    let root = doc.as_table();
+    let root_err = |key: &str, msg: String| cx.err(root.key(key).and_then(|k| k.span()), key, msg);
+
+    for (k, _) in root.iter() {
+        if !TOP_KEYS.contains(&k) {
+            let mut msg = unknown_key(k, TOP_KEYS, "key");
+            if kind_of(k).is_some() {
+                msg = format!("`{k}` is a hyperparameter: put it under [base] or [grid]");
+            }
+            return Err(root_err(k, msg));
+        }
+    }
+
+    let name = match root.get("name") {
+        None => return Err(cx.err(Some(0..0), "name", "missing required key `name`")),
+        Some(item) => match item.as_str() {
+            Some(s) if valid_name(s) => s.to_string(),
+            Some(s) => {
+                return Err(cx.err(
+                    item.span(),
+                    "name",
+                    format!("`{s}` is not a valid sweep name: use letters, digits, `-`, `_` and `.`"),
+                ))
+            }
+            None => return Err(cx.err(item.span(), "name", "expected a string")),
+        },
+    };
+    let description = match root.get("description") {
+        None => String::new(),
+        Some(item) => item
+            .as_str()
+            .ok_or_else(|| cx.err(item.span(), "description", "expected a string"))?
+            .to_string(),
+    };
+    let max_trials = match root.get("max_trials") {
+        None => DEFAULT_MAX_TRIALS,
+        Some(item) => match item.as_integer() {
+            Some(n) if n > 0 => n as usize,
+            _ => return Err(cx.err(item.span(), "max_trials", "expected a positive integer")),
+        },
+    };
+
+    let section = |key: &str| -> Result<Option<&dyn TableLike>, SpecError> {
+        match root.get(key) {
+            None => Ok(None),
+            Some(item) => item
+                .as_table_like()
+                .map(Some)
+                .ok_or_else(|| cx.err(item.span(), key, format!("expected a table `[{key}]`"))),
+        }
+    };
+
+    let mut base = Vec::new();
+    if let Some(t) = section("data")? {
+        base.extend(cx.settings(t, "data", DATA_KEYS)?);
+    }
+    let hyper = hyper_keys();
+    if let Some(t) = section("base")? {
+        base.extend(cx.settings(t, "base", &hyper)?);
+    }
+
+    let mut grid = Vec::new();
+    if let Some(t) = section("grid")? {
+        for (k, item) in t.iter() {
+            let path = format!("grid.{k}");
+            let key_span = t.key(k).and_then(|key| key.span());
+            if !hyper.contains(&k) {
+                return Err(cx.err(key_span, &path, unknown_key(k, &hyper, "hyperparameter")));
+            }
+            if let Some(b) = base.iter().find(|s| s.key == k) {
+                return Err(cx.err(
+                    key_span,
+                    &path,
+                    format!(
+                        "`{k}` is set in both {} (line {}) and [grid]; keep one",
+                        b.path.split('.').next().unwrap_or("base"),
+                        b.pos.line
+                    ),
+                ));
+            }
+            let Some(arr) = item.as_array() else {
+                return Err(cx.err(
+                    item.span(),
+                    &path,
+                    format!("expected a list of values, e.g. {k} = [...]"),
+                ));
+            };
+            if arr.is_empty() {
+                return Err(cx.err(arr.span(), &path, "empty list: a grid axis needs at least one value"));
+            }
+            let kind = kind_of(k).expect("checked above");
+            let mut values = Vec::new();
+            for (i, v) in arr.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                let value = convert(v, kind).map_err(|m| cx.err(v.span(), &p, m))?;
+                if values.iter().any(|s: &Setting| s.value == value) {
+                    return Err(cx.err(v.span(), &p, format!("duplicate value {value}")));
+                }
+                values.push(Setting {
+                    key: k.to_string(),
+                    path: p,
+                    value,
+                    pos: Pos::of(text, v.span()),
+                });
+            }
+            grid.push(GridAxis {
+                key: k.to_string(),
+                values,
+            });
+        }
+    }
+
+    let mut trials = Vec::new();
+    if let Some(item) = root.get("trials") {
+        let Some(aot) = item.as_array_of_tables() else {
+            return Err(cx.err(item.span(), "trials", "expected [[trials]] tables"));
+        };
+        for (i, t) in aot.iter().enumerate() {
+            let settings = cx.settings(t, &format!("trials[{i}]"), &hyper)?;
+            if settings.is_empty() {
+                return Err(cx.err(t.span(), &format!("trials[{i}]"), "empty [[trials]] table"));
+            }
+            trials.push(settings);
+        }
+    }
+
+    let mut seeds = Vec::new();
+    if let Some(item) = root.get("seeds") {
+        let Some(arr) = item.as_array() else {
+            return Err(cx.err(item.span(), "seeds", "expected a list of integers, e.g. seeds = [0, 1, 2]"));
+        };
+        if arr.is_empty() {
+            return Err(cx.err(arr.span(), "seeds", "empty list"));
+        }
+        if grid.iter().any(|a| a.key == "seed") || base.iter().any(|s| s.key == "seed") {
+            return Err(root_err("seeds", "`seeds` and `seed` cannot both be set".into()));
+        }
+        for (i, v) in arr.iter().enumerate() {
+            let p = format!("seeds[{i}]");
+            let value = convert(v, Kind::Int).map_err(|m| cx.err(v.span(), &p, m))?;
+            if seeds.iter().any(|s: &Setting| s.value == value) {
+                return Err(cx.err(v.span(), &p, format!("duplicate seed {value}")));
+            }
+            seeds.push(Setting {
+                key: "seed".into(),
+                path: p,
+                value,
+                pos: Pos::of(text, v.span()),
+            });
+        }
+    }
+
+    Ok(SweepSpec {
+        file: file.to_string(),
+        text: text.to_string(),
+        name,
+        description,
+        base,
+        grid,
+        trials,
+        seeds,
+        max_trials,
+    })
+}
+
+/// Sweep names become directory names and CLI arguments: keep them plain.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with('.')
+}

@@ -1,0 +1,56 @@
+//! Tutorial model 2: three 3x3 convolutions and a dropout MLP (581,866 parameters).
+
+use super::{Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
+use crate::kernels::{max_pool2d, relu};
+use crate::TrainConfig;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+pub const ARCH: Arch = Arch {
+    name: "cnn3",
+    description: "conv 3-16-32-64 (k3) + linear 1024-512-64-10 with dropout; tutorial model 2",
+    params: 581_866,
+    build,
+};
+
+struct Cnn3 {
+    convs: [Conv2d; 3],
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    dropout: Dropout,
+    rng: DropoutRng,
+}
+
+fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
+    let rng = DropoutRng::new(cfg.seed);
+    Ok(Box::new(Cnn3 {
+        convs: [
+            Conv2d::new(vb.pp("conv1"), 3, 16, 3, 1)?,
+            Conv2d::new(vb.pp("conv2"), 16, 32, 3, 1)?,
+            Conv2d::new(vb.pp("conv3"), 32, 64, 3, 1)?,
+        ],
+        fc1: Linear::new(vb.pp("fc1"), 64 * 4 * 4, 512)?,
+        fc2: Linear::new(vb.pp("fc2"), 512, 64)?,
+        fc3: Linear::new(vb.pp("fc3"), 64, 10)?,
+        dropout: Dropout::new(cfg.dropout, false, rng.clone()),
+        rng,
+    }))
+}
+
+impl Model for Cnn3 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for conv in &self.convs {
+            x = max_pool2d(&relu(&conv.forward(&x)?)?, 2)?;
+        }
+        let x = x.flatten_from(1)?;
+        let x = self.dropout.forward_t(&relu(&self.fc1.forward(&x)?)?, train)?;
+        let x = self.dropout.forward_t(&relu(&self.fc2.forward(&x)?)?, train)?;
+        self.fc3.forward(&x)
+    }
+
+    fn reseed(&self, seed: u64) {
+        self.rng.reseed(seed)
+    }
+}

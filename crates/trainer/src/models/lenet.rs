@@ -1,0 +1,45 @@
+//! Tutorial model 1: a LeNet-style network (62,006 parameters).
+
+use super::{Arch, Conv2d, Linear, Model};
+use crate::kernels::{max_pool2d, relu};
+use crate::TrainConfig;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+pub const ARCH: Arch = Arch {
+    name: "lenet",
+    description: "conv 3-6-16 (k5) + linear 400-120-84-10; tutorial model 1",
+    params: 62_006,
+    build,
+};
+
+struct LeNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+fn build(vb: VarBuilder, _cfg: &TrainConfig) -> Result<Box<dyn Model>> {
+    Ok(Box::new(LeNet {
+        conv1: Conv2d::new(vb.pp("conv1"), 3, 6, 5, 0)?,
+        conv2: Conv2d::new(vb.pp("conv2"), 6, 16, 5, 0)?,
+        fc1: Linear::new(vb.pp("fc1"), 16 * 5 * 5, 120)?,
+        fc2: Linear::new(vb.pp("fc2"), 120, 84)?,
+        fc3: Linear::new(vb.pp("fc3"), 84, 10)?,
+    }))
+}
+
+impl Model for LeNet {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let x = max_pool2d(&relu(&self.conv1.forward(x)?)?, 2)?;
+        let x = max_pool2d(&relu(&self.conv2.forward(&x)?)?, 2)?;
+        let x = x.flatten_from(1)?;
+        let x = relu(&self.fc1.forward(&x)?)?;
+        let x = relu(&self.fc2.forward(&x)?)?;
+        self.fc3.forward(&x)
+    }
+
+    fn reseed(&self, _seed: u64) {}
+}

@@ -1,0 +1,171 @@
+//! The tutorial's three CNNs, and the registry that names them.
+//!
+//! Adding an architecture is one file (a `pub const ARCH: Arch` and its builder) and one line
+//! in [`ARCHS`].
+
+mod cnn3;
+mod layers;
+mod lenet;
+mod vgg6;
+
+pub use layers::{Conv2d, Dropout, DropoutRng, Linear};
+
+use crate::{Error, Result, TrainConfig};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+/// A network that maps `[B, 3, 32, 32]` images to `[B, 10]` logits.
+pub trait Model: Send {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    /// Reseeds the dropout masks; the training loop calls this at the start of every epoch
+    /// with a seed derived from (run seed, epoch) so a resumed run draws the same masks.
+    fn reseed(&self, seed: u64);
+}
+
+/// One registered architecture.
+pub struct Arch {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Trainable parameters (weights and biases, not batch-norm running statistics).
+    pub params: usize,
+    pub build: fn(VarBuilder, &TrainConfig) -> candle_core::Result<Box<dyn Model>>,
+}
+
+/// Every architecture, by the name a sweep file uses.
+pub const ARCHS: &[Arch] = &[lenet::ARCH, cnn3::ARCH, vgg6::ARCH];
+
+pub fn arch_names() -> Vec<&'static str> {
+    ARCHS.iter().map(|a| a.name).collect()
+}
+
+pub fn find(name: &str) -> Result<&'static Arch> {
+    ARCHS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| Error::UnknownArch {
+            name: name.to_string(),
+            known: arch_names().join(", "),
+        })
+}
+
+/// Builds `cfg.arch`, creating its variables through `vb`. The variables get candle's
+/// (unseeded) initial values: use [`instantiate`] for a reproducible model.
+pub fn build(arch: &str, cfg: &TrainConfig, vb: VarBuilder) -> Result<Box<dyn Model>> {
+    Ok((find(arch)?.build)(vb, cfg)?)
+}
+
+/// Builds `cfg.arch` on `device` with weights drawn from `cfg.seed`: the same seed gives the
+/// same initial weights, whatever order the variables were created in.
+pub fn instantiate(cfg: &TrainConfig, device: &Device) -> Result<(VarMap, Box<dyn Model>)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = build(&cfg.arch, cfg, vb)?;
+    layers::init_seeded(&varmap, cfg.seed)?;
+    Ok((varmap, model))
+}
+
+/// The variables in a stable order (sorted by name), for optimisers and checkpoints.
+pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().expect("varmap poisoned");
+    let mut vars: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trainable_params(arch: &str) -> (usize, Tensor) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = TrainConfig {
+            arch: arch.into(),
+            dropout: 0.5,
+            ..Default::default()
+        };
+        let model = build(arch, &cfg, vb).unwrap();
+        let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        let y = model.forward_t(&x, true).unwrap();
+        let data = varmap.data().lock().unwrap();
+        let n = data
+            .iter()
+            .filter(|(k, _)| !k.contains("running_"))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        (n, y)
+    }
+
+    #[test]
+    fn parameter_counts_match_the_documented_ones() {
+        // Hand-computed: lenet 456 + 2,416 + 48,120 + 10,164 + 850;
+        // cnn3 448 + 4,640 + 18,496 + 524,800 + 32,832 + 650;
+        // vgg6 convs 896+18,496+73,856+147,584+295,168+590,080, bn 64+256+512,
+        //      linear 4,195,328 + 524,800 + 5,130.
+        let expected = [("lenet", 62_006), ("cnn3", 581_866), ("vgg6", 5_852_170)];
+        for (arch, n) in expected {
+            let (got, y) = trainable_params(arch);
+            assert_eq!(got, n, "{arch}");
+            assert_eq!(find(arch).unwrap().params, n, "{arch} registry");
+            assert_eq!(y.dims(), &[2, 10], "{arch} output shape");
+        }
+    }
+
+    #[test]
+    fn unknown_architecture_names_the_known_ones() {
+        let err = find("resnet").err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
+        );
+    }
+
+    #[test]
+    fn eval_mode_is_deterministic_and_dropout_is_off() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = TrainConfig {
+            arch: "cnn3".into(),
+            dropout: 0.5,
+            ..Default::default()
+        };
+        let model = build("cnn3", &cfg, vb).unwrap();
+        let x = Tensor::randn(0f32, 1., (3, 3, 32, 32), &Device::Cpu).unwrap();
+        let a = model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        let b = model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
+        model.reseed(1);
+        let t1 = model.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap();
+        model.reseed(1);
+        let t2 = model.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(t1, t2, "same seed, same dropout masks");
+        assert_ne!(t1, a, "dropout is active in training mode");
+    }
+
+    #[test]
+    fn same_seed_same_initial_weights() {
+        let cfg = TrainConfig {
+            arch: "vgg6".into(),
+            seed: 7,
+            ..Default::default()
+        };
+        let flat = |cfg: &TrainConfig| -> Vec<(String, Vec<f32>)> {
+            let (vm, _) = instantiate(cfg, &Device::Cpu).unwrap();
+            sorted_vars(&vm)
+                .into_iter()
+                .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect()
+        };
+        let a = flat(&cfg);
+        assert_eq!(a, flat(&cfg));
+        let b = flat(&TrainConfig { seed: 8, ..cfg });
+        assert_ne!(a, b);
+        // PyTorch-style bounds: every conv1 weight of block1 within 1/sqrt(27).
+        let (_, w) = a.iter().find(|(k, _)| k == "block1.conv1.weight").unwrap();
+        let bound = 1.0 / 27f32.sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound));
+        assert!(w.iter().any(|v| v.abs() > bound * 0.9));
+        let (_, g) = a.iter().find(|(k, _)| k == "block1.bn.weight").unwrap();
+        assert!(g.iter().all(|&v| v == 1.0), "batch-norm scale starts at 1");
+    }
+}
