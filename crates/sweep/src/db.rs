@@ -16,7 +16,9 @@ const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("{path}: not a SQLite database (or it is corrupt); move it aside or pass another --db")]
+    #[error(
+        "{path}: not a SQLite database (or it is corrupt); move it aside or pass another --db"
+    )]
     NotADatabase { path: PathBuf },
     #[error(
         "{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION}); \
@@ -145,7 +147,9 @@ impl Db {
     pub fn upsert_sweep(&self, s: &NewSweep) -> Result<i64> {
         let tx = self.immediate()?;
         let existing: Option<i64> = tx
-            .query_row("SELECT id FROM sweeps WHERE name = ?1", [&s.name], |r| r.get(0))
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [&s.name], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))?;
         let id = match existing {
@@ -154,7 +158,15 @@ impl Db {
                     "UPDATE sweeps SET description = ?2, spec = ?3, spec_path = ?4, host = ?5,
                      git_rev = ?6, device = ?7, started_at = datetime('now'), finished_at = NULL
                      WHERE id = ?1",
-                    params![id, s.description, s.spec, s.spec_path, s.host, s.git_rev, s.device],
+                    params![
+                        id,
+                        s.description,
+                        s.spec,
+                        s.spec_path,
+                        s.host,
+                        s.git_rev,
+                        s.device
+                    ],
                 )
                 .map_err(|e| self.err(e))?;
                 id
@@ -237,7 +249,9 @@ impl Db {
                 )
                 .map_err(|e| self.err(e))?;
             let rows = st
-                .query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map([sweep_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .map_err(|e| self.err(e))?;
             rows.collect::<rusqlite::Result<_>>()
                 .map_err(|e| self.err(e))?
@@ -265,9 +279,11 @@ impl Db {
         )
         .map_err(|e| self.err(e))?;
         let (key, config): (String, String) = tx
-            .query_row("SELECT trial_key, config FROM trials WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT trial_key, config FROM trials WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(Some(Claimed {
@@ -359,7 +375,11 @@ impl Db {
             .map_err(|e| self.err(e))?;
         for (i, (correct, total)) in test.confusion.per_class().into_iter().enumerate() {
             let name = classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-            let acc = if total == 0 { 0.0 } else { correct as f64 / total as f64 };
+            let acc = if total == 0 {
+                0.0
+            } else {
+                correct as f64 / total as f64
+            };
             tx.execute(
                 "INSERT INTO class_accuracy (trial_id, class_index, class_name, correct, total, accuracy)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -412,7 +432,9 @@ impl Db {
 
     pub fn sweep_id(&self, name: &str) -> Result<i64> {
         self.conn
-            .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))?
             .ok_or_else(|| DbError::NoSuchSweep(name.to_string()))
@@ -450,7 +472,9 @@ impl Db {
                             rusqlite::types::ValueRef::Text(t) => {
                                 Value::from(String::from_utf8_lossy(t).to_string())
                             }
-                            rusqlite::types::ValueRef::Blob(b) => Value::from(format!("<{} bytes>", b.len())),
+                            rusqlite::types::ValueRef::Blob(b) => {
+                                Value::from(format!("<{} bytes>", b.len()))
+                            }
                         })
                     })
                     .collect::<rusqlite::Result<Vec<Value>>>()
@@ -462,7 +486,11 @@ impl Db {
     }
 }
 
-fn insert_epoch(tx: &rusqlite::Transaction, trial_id: i64, r: &EpochRecord) -> rusqlite::Result<usize> {
+fn insert_epoch(
+    tx: &rusqlite::Transaction,
+    trial_id: i64,
+    r: &EpochRecord,
+) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT OR REPLACE INTO epochs (trial_id, epoch, train_loss, train_acc, valid_loss,
          valid_acc, lr, seconds, images_per_sec)

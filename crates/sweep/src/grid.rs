@@ -92,9 +92,8 @@ fn resolve(spec: &SweepSpec, settings: &[&Setting]) -> Result<TrainConfig, SpecE
     for s in settings {
         map.insert(s.key.clone(), s.value.clone());
     }
-    let config: TrainConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
-        spec.error(Pos { line: 1, col: 1 }, None, format!("internal: {e}"))
-    })?;
+    let config: TrainConfig = serde_json::from_value(Value::Object(map))
+        .map_err(|e| spec.error(Pos { line: 1, col: 1 }, None, format!("internal: {e}")))?;
     if let Err((field, msg)) = config.validate() {
         // Point at the setting that produced the field; a cross-field rule (warmup vs
         // epochs) may be caused by a default, then the first line of the file is named.
@@ -136,16 +135,31 @@ lr = [0.1, 0.01]
 batch_size = [20, 64, 128]
 "#,
         );
-        let got: Vec<(f64, usize)> = p.iter().map(|t| (t.config.lr, t.config.batch_size)).collect();
+        let got: Vec<(f64, usize)> = p
+            .iter()
+            .map(|t| (t.config.lr, t.config.batch_size))
+            .collect();
         assert_eq!(
             got,
-            vec![(0.1, 20), (0.1, 64), (0.1, 128), (0.01, 20), (0.01, 64), (0.01, 128)]
+            vec![
+                (0.1, 20),
+                (0.1, 64),
+                (0.1, 128),
+                (0.01, 20),
+                (0.01, 64),
+                (0.01, 128)
+            ]
         );
-        assert!(p.iter().all(|t| t.config.arch == "cnn3" && t.config.epochs == 2));
+        assert!(p
+            .iter()
+            .all(|t| t.config.arch == "cnn3" && t.config.epochs == 2));
         assert_eq!(p[4].ordinal, 4);
         assert_eq!(
             p[4].swept,
-            vec![("lr".into(), Value::from(0.01)), ("batch_size".into(), Value::from(64u64))]
+            vec![
+                ("lr".into(), Value::from(0.01)),
+                ("batch_size".into(), Value::from(64u64))
+            ]
         );
     }
 
@@ -169,7 +183,14 @@ lr = 0.01
         assert_eq!(p.len(), 6);
         let summary: Vec<(String, f64, f64, u64)> = p
             .iter()
-            .map(|t| (t.config.arch.clone(), t.config.lr, t.config.dropout, t.config.seed))
+            .map(|t| {
+                (
+                    t.config.arch.clone(),
+                    t.config.lr,
+                    t.config.dropout,
+                    t.config.seed,
+                )
+            })
             .collect();
         assert_eq!(
             summary,

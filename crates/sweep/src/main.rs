@@ -11,7 +11,11 @@ use sweep::{db::Db, report, runner, Error};
 use trainer::data::DataSource;
 
 #[derive(Parser)]
-#[command(name = "cifar-sweep", version, about = "Train CIFAR-10 CNNs with candle and sweep their hyperparameters")]
+#[command(
+    name = "cifar-sweep",
+    version,
+    about = "Train CIFAR-10 CNNs with candle and sweep their hyperparameters"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -189,7 +193,10 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         } => {
             let (spec, plans) = runner::plan(&file, exec.yes).map_err(Error::from)?;
             if dry_run {
-                println!("{}", plan_table(&spec.name, &plans, None).render(exec.format));
+                println!(
+                    "{}",
+                    plan_table(&spec.name, &plans, None).render(exec.format)
+                );
                 return Ok(0);
             }
             execute(spec, plans, &exec)
@@ -201,7 +208,8 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             } else {
                 None
             };
-            let device = trainer::device::name(&trainer::device::parse(&device).map_err(Error::from)?);
+            let device =
+                trainer::device::name(&trainer::device::parse(&device).map_err(Error::from)?);
             let estimates = plans
                 .iter()
                 .map(|p| match &db {
@@ -210,14 +218,21 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(Error::from)?;
-            print!("{}", plan_table(&spec.name, &plans, Some(&estimates)).render(Format::Table));
+            print!(
+                "{}",
+                plan_table(&spec.name, &plans, Some(&estimates)).render(Format::Table)
+            );
             let known: Vec<f64> = estimates.iter().flatten().copied().collect();
             println!(
                 "total: {} trials; estimated {} for the {} with timings on {device}{}",
                 plans.len(),
                 report::duration(known.iter().sum()),
                 known.len(),
-                if known.len() < plans.len() { " (the others have no timings yet)" } else { "" }
+                if known.len() < plans.len() {
+                    " (the others have no timings yet)"
+                } else {
+                    ""
+                }
             );
             Ok(0)
         }
@@ -256,7 +271,8 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                     .map_err(|e| Failure(e, 2))?;
                 let v = v.trim();
                 // Bare words (sgd, cnn3) are strings; numbers and booleans stay as they are.
-                let is_literal = v.parse::<f64>().is_ok() || v == "true" || v == "false" || v.starts_with('"');
+                let is_literal =
+                    v.parse::<f64>().is_ok() || v == "true" || v == "false" || v.starts_with('"');
                 if is_literal {
                     text += &format!("{} = {v}\n", k.trim());
                 } else {
@@ -272,14 +288,23 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                 DataCmd::Fetch { data } => {
                     let src = data.source();
                     trainer::data::fetch(&src).map_err(Error::from)?;
-                    println!("{}", trainer::data::verify(&src.data_dir).map_err(Error::from)?);
+                    println!(
+                        "{}",
+                        trainer::data::verify(&src.data_dir).map_err(Error::from)?
+                    );
                 }
                 DataCmd::Import { path, data } => {
                     trainer::data::import(&path, &data.data_dir).map_err(Error::from)?;
-                    println!("{}", trainer::data::verify(&data.data_dir).map_err(Error::from)?);
+                    println!(
+                        "{}",
+                        trainer::data::verify(&data.data_dir).map_err(Error::from)?
+                    );
                 }
                 DataCmd::Verify { data } => {
-                    println!("{}", trainer::data::verify(&data.data_dir).map_err(Error::from)?);
+                    println!(
+                        "{}",
+                        trainer::data::verify(&data.data_dir).map_err(Error::from)?
+                    );
                 }
             }
             Ok(0)
@@ -290,14 +315,21 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
 fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
     if !path.exists() {
         return Err(Failure(
-            anyhow::anyhow!("{}: no results database yet; run a sweep first", path.display()),
+            anyhow::anyhow!(
+                "{}: no results database yet; run a sweep first",
+                path.display()
+            ),
             2,
         ));
     }
     Ok(Db::open_existing(path).map_err(Error::from)?)
 }
 
-fn execute(spec: sweep::spec::SweepSpec, plans: Vec<sweep::grid::TrialPlan>, exec: &ExecArgs) -> Result<i32, Failure> {
+fn execute(
+    spec: sweep::spec::SweepSpec,
+    plans: Vec<sweep::grid::TrialPlan>,
+    exec: &ExecArgs,
+) -> Result<i32, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -307,7 +339,9 @@ fn execute(spec: sweep::spec::SweepSpec, plans: Vec<sweep::grid::TrialPlan>, exe
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)");
+            eprintln!(
+                "\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)"
+            );
         });
     }
     // Refuse an unusable database before spending minutes on the data.
@@ -331,7 +365,11 @@ fn execute(spec: sweep::spec::SweepSpec, plans: Vec<sweep::grid::TrialPlan>, exe
         return Ok(130);
     }
     if !summary.failed.is_empty() {
-        let ids: Vec<String> = summary.failed.iter().map(|(id, _)| id.to_string()).collect();
+        let ids: Vec<String> = summary
+            .failed
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
         eprintln!("error: {} trial(s) failed: {}", ids.len(), ids.join(", "));
         for (id, msg) in &summary.failed {
             eprintln!("  trial {id}: {msg}");
@@ -341,9 +379,23 @@ fn execute(spec: sweep::spec::SweepSpec, plans: Vec<sweep::grid::TrialPlan>, exe
     Ok(0)
 }
 
-fn plan_table(name: &str, plans: &[sweep::grid::TrialPlan], estimates: Option<&[Option<f64>]>) -> Table {
+fn plan_table(
+    name: &str,
+    plans: &[sweep::grid::TrialPlan],
+    estimates: Option<&[Option<f64>]>,
+) -> Table {
     use sweep::table::{int, num, text};
-    let mut headers = vec!["#", "arch", "lr", "batch", "dropout", "epochs", "optimizer", "seed", "swept"];
+    let mut headers = vec![
+        "#",
+        "arch",
+        "lr",
+        "batch",
+        "dropout",
+        "epochs",
+        "optimizer",
+        "seed",
+        "swept",
+    ];
     if estimates.is_some() {
         headers.push("estimate");
     }

@@ -69,7 +69,10 @@ fn varying(rows: &[TrialRow]) -> Vec<String> {
         .config
         .keys()
         .filter(|k| !FIXED.contains(&k.as_str()) && k.as_str() != "seed")
-        .filter(|k| rows.iter().any(|r| r.config.get(*k) != first.config.get(*k)))
+        .filter(|k| {
+            rows.iter()
+                .any(|r| r.config.get(*k) != first.config.get(*k))
+        })
         .cloned()
         .collect()
 }
@@ -98,13 +101,18 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
         .iter()
         .any(|r| r.config.get("seed") != rows[0].config.get("seed"));
 
-    let mut headers: Vec<&str> = vec!["trial", "status", "arch", "lr", "batch", "dropout", "epochs"];
+    let mut headers: Vec<&str> = vec![
+        "trial", "status", "arch", "lr", "batch", "dropout", "epochs",
+    ];
     headers.extend(extra.iter().map(String::as_str));
     if seeds_vary {
         headers.push("seed");
     }
     headers.extend(["best_epoch", "test_acc", "train_time", "img/s"]);
-    let mut t = Table::new(format!("Sweep `{sweep}`: trials by test accuracy"), &headers);
+    let mut t = Table::new(
+        format!("Sweep `{sweep}`: trials by test accuracy"),
+        &headers,
+    );
     for r in &rows {
         let mut cells = vec![
             int(Some(r.id)),
@@ -138,9 +146,16 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     }
     let failures: Vec<&TrialRow> = rows.iter().filter(|r| r.error.is_some()).collect();
     if !failures.is_empty() {
-        let mut t = Table::new(format!("Sweep `{sweep}`: trials that did not finish"), &["trial", "status", "error"]);
+        let mut t = Table::new(
+            format!("Sweep `{sweep}`: trials that did not finish"),
+            &["trial", "status", "error"],
+        );
         for r in failures {
-            t.push(vec![int(Some(r.id)), text(r.status.clone()), text(r.error.clone().unwrap_or_default())]);
+            t.push(vec![
+                int(Some(r.id)),
+                text(r.status.clone()),
+                text(r.error.clone().unwrap_or_default()),
+            ]);
         }
         tables.push(t);
     }
@@ -159,7 +174,10 @@ fn per_class_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Table, DbError
         .collect();
     let mut headers = vec!["trial", "arch", "test_acc"];
     headers.extend(class_names.iter().map(String::as_str));
-    let mut t = Table::new(format!("Sweep `{sweep}`: per-class test accuracy"), &headers);
+    let mut t = Table::new(
+        format!("Sweep `{sweep}`: per-class test accuracy"),
+        &headers,
+    );
     let (_, rows) = db.query_strings(
         "SELECT t.id, t.arch, t.test_acc, c.class_index, c.accuracy FROM trials t
          JOIN class_accuracy c ON c.trial_id = t.id
@@ -191,11 +209,24 @@ fn seed_table(sweep: &str, rows: &[TrialRow]) -> Table {
         let mut c = r.config.clone();
         c.remove("seed");
         let key = serde_json::to_string(&c).unwrap_or_default();
-        groups.entry(key).or_insert_with(|| (c, Vec::new())).1.push(r);
+        groups
+            .entry(key)
+            .or_insert_with(|| (c, Vec::new()))
+            .1
+            .push(r);
     }
     let mut t = Table::new(
         format!("Sweep `{sweep}`: mean ± std over seeds"),
-        &["arch", "lr", "batch", "dropout", "epochs", "seeds", "test_acc", "train_time"],
+        &[
+            "arch",
+            "lr",
+            "batch",
+            "dropout",
+            "epochs",
+            "seeds",
+            "test_acc",
+            "train_time",
+        ],
     );
     let mut out: Vec<(f64, Vec<(String, Value)>)> = Vec::new();
     for (_, (c, members)) in groups {
@@ -212,7 +243,11 @@ fn seed_table(sweep: &str, rows: &[TrialRow]) -> Table {
             )
         };
         out.push((
-            if accs.is_empty() { f64::NEG_INFINITY } else { m },
+            if accs.is_empty() {
+                f64::NEG_INFINITY
+            } else {
+                m
+            },
             vec![
                 show_value(c.get("arch")),
                 show_value(c.get("lr")),
@@ -249,7 +284,9 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 /// Prints tables in `format` (JSON: one array of tables).
 pub fn render(tables: &[Table], format: Format) -> String {
     match format {
-        Format::Json => Value::Array(tables.iter().map(Table::to_json).collect()).to_string() + "\n",
+        Format::Json => {
+            Value::Array(tables.iter().map(Table::to_json).collect()).to_string() + "\n"
+        }
         _ => tables
             .iter()
             .map(|t| t.render(format))
@@ -288,7 +325,8 @@ pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
             info.push(vec![text(name), show_value(Some(v))]);
         }
     }
-    let config: BTreeMap<String, Value> = serde_json::from_str(r[4].as_str().unwrap_or("{}")).unwrap_or_default();
+    let config: BTreeMap<String, Value> =
+        serde_json::from_str(r[4].as_str().unwrap_or("{}")).unwrap_or_default();
     for (k, v) in &config {
         info.push(vec![text(format!("config.{k}")), show_value(Some(v))]);
     }
@@ -301,7 +339,16 @@ pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
     )?;
     let mut e = Table::new(
         "Epochs",
-        &["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "img/s"],
+        &[
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "valid_loss",
+            "valid_acc",
+            "lr",
+            "seconds",
+            "img/s",
+        ],
     );
     for r in epochs {
         e.push(vec![
@@ -323,10 +370,21 @@ pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
         &[&id],
     )?;
     if !classes.is_empty() {
-        let names: Vec<String> = classes.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect();
-        let mut c = Table::new("Per-class test accuracy", &["class", "correct", "total", "accuracy"]);
+        let names: Vec<String> = classes
+            .iter()
+            .map(|r| r[0].as_str().unwrap_or_default().to_string())
+            .collect();
+        let mut c = Table::new(
+            "Per-class test accuracy",
+            &["class", "correct", "total", "accuracy"],
+        );
         for r in &classes {
-            c.push(vec![show_value(Some(&r[0])), int(r[1].as_i64()), int(r[2].as_i64()), num(f(&r[3]), pct)]);
+            c.push(vec![
+                show_value(Some(&r[0])),
+                int(r[1].as_i64()),
+                int(r[2].as_i64()),
+                num(f(&r[3]), pct),
+            ]);
         }
         tables.push(c);
         let (_, cells) = db.query_strings(

@@ -57,7 +57,11 @@ pub fn trial_key(config: &TrainConfig, data_checksum: &str) -> String {
     h.update(serde_json::to_vec(config).expect("config serialises"));
     h.update(b"\0");
     h.update(data_checksum.as_bytes());
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn git_rev() -> Option<String> {
@@ -139,9 +143,11 @@ pub fn run(
     });
     let sweep_bar = mp.add(ProgressBar::new(plans.len() as u64));
     sweep_bar.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise}  {msg}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise}  {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     sweep_bar.set_prefix(spec.name.clone());
     sweep_bar.set_position(already);
@@ -152,7 +158,9 @@ pub fn run(
     let hb = {
         let (path, current, done) = (args.db.clone(), current.clone(), hb_done.clone());
         std::thread::spawn(move || {
-            let Ok(db) = Db::open_existing(&path) else { return };
+            let Ok(db) = Db::open_existing(&path) else {
+                return;
+            };
             let mut waited = Duration::ZERO;
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
@@ -192,7 +200,9 @@ pub fn run(
             if claimed.previous_status != "pending" {
                 tracing::info!("{label}: resuming ({})", claimed.previous_status);
             }
-            let outcome = run_trial(&db, claimed.id, &config, data, &device, &dir, &mp, &stop, args);
+            let outcome = run_trial(
+                &db, claimed.id, &config, data, &device, &dir, &mp, &stop, args,
+            );
             summary.ran += 1;
             match outcome {
                 Ok(Outcome::Finished {
@@ -283,7 +293,8 @@ impl Observer for TrialObserver<'_> {
             self.bar.set_length(p.batches as u64);
         }
         self.bar.set_position(p.batch as u64);
-        self.bar.set_prefix(format!("epoch {}/{}", p.epoch, p.epochs));
+        self.bar
+            .set_prefix(format!("epoch {}/{}", p.epoch, p.epochs));
         self.bar.set_message(format!(
             "loss {:.4}  acc {:.1}%  {:.0} img/s",
             p.loss,
@@ -332,7 +343,9 @@ fn run_trial(
     // The checkpoint may be one epoch ahead of the database (a crash between the two
     // writes) or absent (deleted): make the epoch rows match what training resumes from.
     let history = match trainer::checkpoint::read_meta(dir) {
-        Ok(Some(meta)) if meta.config == *config && meta.data_checksum == data.checksum => meta.history,
+        Ok(Some(meta)) if meta.config == *config && meta.data_checksum == data.checksum => {
+            meta.history
+        }
         _ => Vec::new(),
     };
     db.sync_epochs(trial_id, &history)?;
@@ -359,14 +372,19 @@ fn run_trial(
 
 /// Expected training time of `config` on `device`, from the epochs already recorded for the
 /// same architecture (same batch size preferred), scaled by the number of training images.
-pub fn estimate_seconds(db: &Db, config: &TrainConfig, device: &str) -> Result<Option<f64>, crate::db::DbError> {
+pub fn estimate_seconds(
+    db: &Db,
+    config: &TrainConfig,
+    device: &str,
+) -> Result<Option<f64>, crate::db::DbError> {
     // Seconds per training image of past epochs; a trial's training images are
     // train_subset, or the training split of the 50,000 images.
     let sql = "SELECT AVG(e.seconds / MIN(COALESCE(json_extract(t.config, '$.train_subset'), 1e9),
                                       50000 * (1 - json_extract(t.config, '$.valid_fraction'))))
                FROM epochs e JOIN trials t ON t.id = e.trial_id
                WHERE t.arch = ?1 AND t.device = ?2 AND (?3 IS NULL OR t.batch_size = ?3)";
-    let images = (50_000.0 * (1.0 - config.valid_fraction)).min(config.train_subset.map_or(f64::MAX, |n| n as f64));
+    let images = (50_000.0 * (1.0 - config.valid_fraction))
+        .min(config.train_subset.map_or(f64::MAX, |n| n as f64));
     for batch in [Some(config.batch_size as i64), None] {
         let (_, rows) = db.query_strings(sql, &[&config.arch, &device, &batch])?;
         if let Some(per_image) = rows.first().and_then(|r| r[0].as_f64()) {

@@ -162,7 +162,10 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 fn unknown_key(word: &str, candidates: &[&str], what: &str) -> String {
     match suggest(word, candidates) {
         Some(s) => format!("unknown {what} `{word}`; did you mean `{s}`?"),
-        None => format!("unknown {what} `{word}` (expected one of: {})", candidates.join(", ")),
+        None => format!(
+            "unknown {what} `{word}` (expected one of: {})",
+            candidates.join(", ")
+        ),
     }
 }
 
@@ -206,7 +209,10 @@ fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
             } else {
                 Err(match suggest(s, choices) {
                     Some(c) => format!("unknown value `{s}`; did you mean `{c}`?"),
-                    None => format!("unknown value `{s}` (expected one of: {})", choices.join(", ")),
+                    None => format!(
+                        "unknown value `{s}` (expected one of: {})",
+                        choices.join(", ")
+                    ),
                 })
             }
         }
@@ -228,7 +234,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, key: &str, msg: impl Into<String>) -> SpecError {
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        msg: impl Into<String>,
+    ) -> SpecError {
         SpecError {
             file: self.file.to_string(),
             pos: Pos::of(self.text, span),
@@ -238,17 +249,30 @@ impl Ctx<'_> {
     }
 
     /// Reads a table of hyperparameters (`[base]`, `[data]`, one `[[trials]]`).
-    fn settings(&self, table: &dyn TableLike, prefix: &str, allowed: &[&str]) -> Result<Vec<Setting>, SpecError> {
+    fn settings(
+        &self,
+        table: &dyn TableLike,
+        prefix: &str,
+        allowed: &[&str],
+    ) -> Result<Vec<Setting>, SpecError> {
         let mut out = Vec::new();
         for (k, item) in table.iter() {
             let path = format!("{prefix}.{k}");
             let key_span = table.key(k).and_then(|key| key.span());
             if !allowed.contains(&k) {
-                let what = if prefix == "data" { "data setting" } else { "hyperparameter" };
+                let what = if prefix == "data" {
+                    "data setting"
+                } else {
+                    "hyperparameter"
+                };
                 return Err(self.err(key_span, &path, unknown_key(k, allowed, what)));
             }
             let Some(v) = item.as_value() else {
-                return Err(self.err(item.span().or(key_span), &path, "expected a value, found a table"));
+                return Err(self.err(
+                    item.span().or(key_span),
+                    &path,
+                    "expected a value, found a table",
+                ));
             };
             let kind = kind_of(k).expect("allowed keys are hyperparameters");
             let value = convert(v, kind).map_err(|m| self.err(v.span(), &path, m))?;
@@ -295,20 +319,21 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
         }
     }
 
-    let name = match root.get("name") {
-        None => return Err(cx.err(Some(0..0), "name", "missing required key `name`")),
-        Some(item) => match item.as_str() {
-            Some(s) if valid_name(s) => s.to_string(),
-            Some(s) => {
-                return Err(cx.err(
+    let name =
+        match root.get("name") {
+            None => return Err(cx.err(Some(0..0), "name", "missing required key `name`")),
+            Some(item) => match item.as_str() {
+                Some(s) if valid_name(s) => s.to_string(),
+                Some(s) => return Err(cx.err(
                     item.span(),
                     "name",
-                    format!("`{s}` is not a valid sweep name: use letters, digits, `-`, `_` and `.`"),
-                ))
-            }
-            None => return Err(cx.err(item.span(), "name", "expected a string")),
-        },
-    };
+                    format!(
+                        "`{s}` is not a valid sweep name: use letters, digits, `-`, `_` and `.`"
+                    ),
+                )),
+                None => return Err(cx.err(item.span(), "name", "expected a string")),
+            },
+        };
     let description = match root.get("description") {
         None => String::new(),
         Some(item) => item
@@ -370,7 +395,11 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
                 ));
             };
             if arr.is_empty() {
-                return Err(cx.err(arr.span(), &path, "empty list: a grid axis needs at least one value"));
+                return Err(cx.err(
+                    arr.span(),
+                    &path,
+                    "empty list: a grid axis needs at least one value",
+                ));
             }
             let kind = kind_of(k).expect("checked above");
             let mut values = Vec::new();
@@ -411,13 +440,20 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
     let mut seeds = Vec::new();
     if let Some(item) = root.get("seeds") {
         let Some(arr) = item.as_array() else {
-            return Err(cx.err(item.span(), "seeds", "expected a list of integers, e.g. seeds = [0, 1, 2]"));
+            return Err(cx.err(
+                item.span(),
+                "seeds",
+                "expected a list of integers, e.g. seeds = [0, 1, 2]",
+            ));
         };
         if arr.is_empty() {
             return Err(cx.err(arr.span(), "seeds", "empty list"));
         }
         if grid.iter().any(|a| a.key == "seed") || base.iter().any(|s| s.key == "seed") {
-            return Err(root_err("seeds", "`seeds` and `seed` cannot both be set".into()));
+            return Err(root_err(
+                "seeds",
+                "`seeds` and `seed` cannot both be set".into(),
+            ));
         }
         for (i, v) in arr.iter().enumerate() {
             let p = format!("seeds[{i}]");

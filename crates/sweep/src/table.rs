@@ -56,7 +56,12 @@ impl Table {
             .json
             .iter()
             .map(|r| {
-                let m: Map<String, Value> = self.headers.iter().cloned().zip(r.iter().cloned()).collect();
+                let m: Map<String, Value> = self
+                    .headers
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().cloned())
+                    .collect();
                 Value::Object(m)
             })
             .collect();
@@ -97,7 +102,11 @@ impl Table {
         let mut out = format!("{}\n", self.title);
         out += &line(&self.headers);
         out.push('\n');
-        out += &w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("  ");
+        out += &w
+            .iter()
+            .map(|n| "-".repeat(*n))
+            .collect::<Vec<_>>()
+            .join("  ");
         out.push('\n');
         for r in &self.rows {
             out += &line(r);
@@ -114,7 +123,10 @@ impl Table {
         }
         out.push('\n');
         for r in &self.rows {
-            out += &format!("| {} |\n", r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | "));
+            out += &format!(
+                "| {} |\n",
+                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+            );
         }
         out
     }
@@ -127,7 +139,12 @@ impl Table {
                 s.to_string()
             }
         };
-        let mut out = self.headers.iter().map(|h| field(h)).collect::<Vec<_>>().join(",");
+        let mut out = self
+            .headers
+            .iter()
+            .map(|h| field(h))
+            .collect::<Vec<_>>()
+            .join(",");
         out.push('\n');
         for r in &self.json {
             let cells: Vec<String> = r
@@ -172,9 +189,18 @@ mod tests {
     #[test]
     fn renders_every_format() {
         let mut t = Table::new("T", &["name", "acc"]);
-        t.push(vec![text("a,b"), num(Some(0.5), |x| format!("{:.1}%", x * 100.0))]);
-        assert_eq!(t.render(Format::Table), "T\nname    acc\n----  -----\na,b   50.0%\n");
-        assert_eq!(t.render(Format::Markdown), "### T\n\n| name | acc |\n|---|---:|\n| a,b | 50.0% |\n");
+        t.push(vec![
+            text("a,b"),
+            num(Some(0.5), |x| format!("{:.1}%", x * 100.0)),
+        ]);
+        assert_eq!(
+            t.render(Format::Table),
+            "T\nname    acc\n----  -----\na,b   50.0%\n"
+        );
+        assert_eq!(
+            t.render(Format::Markdown),
+            "### T\n\n| name | acc |\n|---|---:|\n| a,b | 50.0% |\n"
+        );
         assert_eq!(t.render(Format::Csv), "name,acc\n\"a,b\",0.5\n");
         assert_eq!(
             t.render(Format::Json),

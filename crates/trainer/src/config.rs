@@ -122,8 +122,7 @@ impl TrainConfig {
                 format!("weight_decay must be >= 0, got {}", self.weight_decay),
             ));
         }
-        if !(self.warmup.is_finite() && self.warmup >= 0.0 && self.warmup < self.epochs as f64)
-        {
+        if !(self.warmup.is_finite() && self.warmup >= 0.0 && self.warmup < self.epochs as f64) {
             return Err((
                 "warmup",
                 format!(
@@ -136,12 +135,18 @@ impl TrainConfig {
             return Err(("step_size", "step_size must be at least 1".into()));
         }
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
-            return Err(("gamma", format!("gamma must be in (0, 1], got {}", self.gamma)));
+            return Err((
+                "gamma",
+                format!("gamma must be in (0, 1], got {}", self.gamma),
+            ));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err((
                 "label_smoothing",
-                format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing),
+                format!(
+                    "label_smoothing must be in [0, 1), got {}",
+                    self.label_smoothing
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -153,7 +158,10 @@ impl TrainConfig {
         if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
             return Err((
                 "valid_fraction",
-                format!("valid_fraction must be in (0, 1), got {}", self.valid_fraction),
+                format!(
+                    "valid_fraction must be in (0, 1), got {}",
+                    self.valid_fraction
+                ),
             ));
         }
         if self.train_subset == Some(0) {

@@ -46,7 +46,10 @@ mod tests {
         assert!(parse("cpu").unwrap().is_cpu());
         assert_eq!(name(&parse("cpu").unwrap()), "cpu");
         let e = parse("tpu").unwrap_err().to_string();
-        assert!(e.contains("expected auto, cpu, cuda, cuda:N or metal"), "{e}");
+        assert!(
+            e.contains("expected auto, cpu, cuda, cuda:N or metal"),
+            "{e}"
+        );
         if !candle_core::utils::cuda_is_available() {
             assert!(parse("cuda:0").is_err());
             assert!(parse("auto").unwrap().is_cpu() || candle_core::utils::metal_is_available());

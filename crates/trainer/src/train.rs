@@ -56,7 +56,10 @@ pub enum Outcome {
     },
     /// The loss became NaN or infinite during `epoch`; `last_good_epoch` is the last
     /// epoch that completed with finite losses (0 if none).
-    Diverged { epoch: usize, last_good_epoch: usize },
+    Diverged {
+        epoch: usize,
+        last_good_epoch: usize,
+    },
     /// Stopped on request; the checkpoint holds the exact position.
     Interrupted { epoch: usize, batch: usize },
 }
@@ -290,7 +293,8 @@ pub fn run(
     if let Some(n) = cfg.train_subset {
         train_idx.truncate(n);
     }
-    let test_idx: Vec<usize> = (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
+    let test_idx: Vec<usize> =
+        (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
     let batches = train_idx.len().div_ceil(cfg.batch_size);
 
     // Where to start: a fresh run, or the checkpoint of an earlier attempt.
@@ -343,8 +347,10 @@ pub fn run(
         let mut last_ckpt = Instant::now();
         for b in first_batch..batches {
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-            s.opt
-                .set_learning_rate(schedule::lr_at(cfg, (epoch - 1) as f64 + b as f64 / batches as f64));
+            s.opt.set_learning_rate(schedule::lr_at(
+                cfg,
+                (epoch - 1) as f64 + b as f64 / batches as f64,
+            ));
             s.model.reseed(mix(cfg.seed, epoch, b, 2));
             let mut aug_rng = StdRng::seed_from_u64(mix(cfg.seed, epoch, b, 3));
             let (x, y) = data::make_batch(
@@ -392,8 +398,14 @@ pub fn run(
             }
         }
         let train_secs = prior_secs + start.elapsed().as_secs_f64();
-        let (valid_loss, valid_conf) =
-            evaluate(s.model.as_ref(), &data.train, &valid_idx, &norm, classes, device)?;
+        let (valid_loss, valid_conf) = evaluate(
+            s.model.as_ref(),
+            &data.train,
+            &valid_idx,
+            &norm,
+            classes,
+            device,
+        )?;
         if !valid_loss.is_finite() {
             return Ok(Outcome::Diverged {
                 epoch,
@@ -414,7 +426,12 @@ pub fn run(
             let file = format!("best-e{epoch}.safetensors");
             let weights = s.weights();
             checkpoint::save_tensors(&dir.join(&file), &weights)?;
-            best_weights = Some(weights.into_iter().map(|(k, t)| (k, t.copy().unwrap_or(t))).collect());
+            best_weights = Some(
+                weights
+                    .into_iter()
+                    .map(|(k, t)| (k, t.copy().unwrap_or(t)))
+                    .collect(),
+            );
             meta.best = Some(Best {
                 epoch,
                 valid_loss,
@@ -440,8 +457,14 @@ pub fn run(
     if let Some(w) = &best_weights {
         s.load_weights(w, &dir.join(&best.file))?;
     }
-    let (test_loss, confusion) =
-        evaluate(s.model.as_ref(), &data.test, &test_idx, &norm, classes, device)?;
+    let (test_loss, confusion) = evaluate(
+        s.model.as_ref(),
+        &data.test,
+        &test_idx,
+        &norm,
+        classes,
+        device,
+    )?;
     Ok(Outcome::Finished {
         best_epoch: best.epoch,
         best_valid_loss: best.valid_loss,
@@ -452,4 +475,242 @@ pub fn run(
         },
         train_seconds: meta.history.iter().map(|r| r.seconds).sum(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScheduleKind;
+
+    /// Records epochs; optionally asks to stop after a given (epoch, batch).
+    #[derive(Default)]
+    struct Recorder {
+        epochs: Vec<EpochRecord>,
+        stop_at: Option<(usize, usize)>,
+        seen: (usize, usize),
+    }
+
+    impl Observer for Recorder {
+        fn on_batch(&mut self, p: &BatchProgress) {
+            self.seen = (p.epoch, p.batch);
+        }
+        fn on_epoch(&mut self, r: &EpochRecord) -> std::result::Result<(), String> {
+            self.epochs.push(r.clone());
+            Ok(())
+        }
+        fn should_stop(&self) -> bool {
+            self.stop_at.is_some_and(|s| self.seen >= s)
+        }
+    }
+
+    /// The parts of a record that must repeat exactly (timings never do).
+    fn exact(r: &[EpochRecord]) -> Vec<[u64; 6]> {
+        r.iter()
+            .map(|r| {
+                [
+                    r.epoch as u64,
+                    r.train_loss.to_bits(),
+                    r.train_acc.to_bits(),
+                    r.valid_loss.to_bits(),
+                    r.valid_acc.to_bits(),
+                    r.lr.to_bits(),
+                ]
+            })
+            .collect()
+    }
+
+    fn small_cfg() -> TrainConfig {
+        TrainConfig {
+            arch: "cnn3".into(),
+            epochs: 2,
+            batch_size: 16,
+            lr: 0.05,
+            momentum: 0.9,
+            dropout: 0.3,
+            augment: true,
+            schedule: ScheduleKind::Cosine,
+            seed: 3,
+            ..Default::default()
+        }
+    }
+
+    fn finished(o: &Outcome) -> (usize, f64, f64) {
+        match o {
+            Outcome::Finished {
+                best_epoch,
+                test,
+                best_valid_loss,
+                ..
+            } => (*best_epoch, *best_valid_loss, test.loss),
+            other => panic!("not finished: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_losses_bit_for_bit_and_resume_is_exact() {
+        let data = Cifar10::synthetic(160, 40, 1);
+        let cfg = small_cfg();
+        let dev = Device::Cpu;
+        let run_in = |dir: &Path, obs: &mut Recorder| {
+            let mut opts = RunOptions::new(dir);
+            opts.resume = true;
+            run(&cfg, &data, &dev, &opts, obs).unwrap()
+        };
+        let (d1, d2, d3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let mut a = Recorder::default();
+        let oa = run_in(d1.path(), &mut a);
+        let mut b = Recorder::default();
+        let ob = run_in(d2.path(), &mut b);
+        assert_eq!(exact(&a.epochs), exact(&b.epochs));
+        assert_eq!(a.epochs.len(), 2);
+        let (ea, la, ta) = finished(&oa);
+        let (eb, lb, tb) = finished(&ob);
+        assert_eq!(
+            (ea, la.to_bits(), ta.to_bits()),
+            (eb, lb.to_bits(), tb.to_bits())
+        );
+
+        // Interrupted mid-epoch 2, then resumed: the same numbers as the run above.
+        let mut c = Recorder {
+            stop_at: Some((2, 3)),
+            ..Default::default()
+        };
+        match run_in(d3.path(), &mut c) {
+            Outcome::Interrupted { epoch: 2, batch: 3 } => {}
+            other => panic!("expected an interruption, got {other:?}"),
+        }
+        let meta = checkpoint::read_meta(d3.path()).unwrap().unwrap();
+        assert_eq!((meta.epoch, meta.next_batch), (1, 3));
+        let mut d = Recorder::default();
+        let od = run_in(d3.path(), &mut d);
+        let mut all = c.epochs.clone();
+        all.extend(d.epochs.clone());
+        assert_eq!(exact(&all), exact(&a.epochs));
+        let (ed, ld, td) = finished(&od);
+        assert_eq!(
+            (ed, ld.to_bits(), td.to_bits()),
+            (ea, la.to_bits(), ta.to_bits())
+        );
+
+        // A finished run's checkpoint resumes to the end at once, with the same test result.
+        let mut e = Recorder::default();
+        let oe = run_in(d1.path(), &mut e);
+        assert!(e.epochs.is_empty());
+        assert_eq!(finished(&oe).2.to_bits(), ta.to_bits());
+
+        // Another seed, other numbers.
+        let other = TrainConfig {
+            seed: 4,
+            ..cfg.clone()
+        };
+        let d4 = tempfile::tempdir().unwrap();
+        let mut f = Recorder::default();
+        run(&other, &data, &dev, &RunOptions::new(d4.path()), &mut f).unwrap();
+        assert_ne!(exact(&f.epochs), exact(&a.epochs));
+    }
+
+    #[test]
+    fn nan_loss_ends_the_trial_as_diverged() {
+        let data = Cifar10::synthetic(64, 16, 2);
+        let cfg = TrainConfig {
+            arch: "lenet".into(),
+            epochs: 3,
+            batch_size: 16,
+            lr: 1e12,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::default();
+        let out = run(
+            &cfg,
+            &data,
+            &Device::Cpu,
+            &RunOptions::new(dir.path()),
+            &mut r,
+        )
+        .unwrap();
+        match out {
+            Outcome::Diverged {
+                epoch,
+                last_good_epoch,
+            } => {
+                assert_eq!(last_good_epoch, epoch - 1);
+                assert_eq!(r.epochs.len(), last_good_epoch);
+            }
+            other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn label_smoothing_matches_its_definition() {
+        let logits = Tensor::new(&[[2f32, 0.0, -1.0], [0.5, 0.5, 0.0]], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let plain = cross_entropy(&logits, &y, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let smooth = cross_entropy(&logits, &y, 0.1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // By hand: log-softmax rows, nll = mean(-lp[y]), uniform = mean over rows and classes.
+        let lsm = |r: [f64; 3]| {
+            let m = r.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = r.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
+            r.map(|x| x - z)
+        };
+        let (a, b) = (lsm([2.0, 0.0, -1.0]), lsm([0.5, 0.5, 0.0]));
+        let nll = -(a[0] + b[2]) / 2.0;
+        let uni = -(a.iter().sum::<f64>() + b.iter().sum::<f64>()) / 6.0;
+        assert!((plain as f64 - nll).abs() < 1e-6);
+        assert!((smooth as f64 - (0.9 * nll + 0.1 * uni)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lenet_learns_from_a_slice_of_the_real_data() {
+        let Some(src) = data::test_data_source() else {
+            return;
+        };
+        let data = data::load(&src).unwrap();
+        let cfg = TrainConfig {
+            arch: "lenet".into(),
+            epochs: 3,
+            batch_size: 32,
+            lr: 0.02,
+            momentum: 0.9,
+            train_subset: Some(6000),
+            test_subset: Some(2000),
+            seed: 1,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::default();
+        let out = run(
+            &cfg,
+            &data,
+            &Device::Cpu,
+            &RunOptions::new(dir.path()),
+            &mut r,
+        )
+        .unwrap();
+        let (_, _, _) = finished(&out);
+        let Outcome::Finished { test, .. } = out else {
+            unreachable!()
+        };
+        let first = &r.epochs[0];
+        let last = r.epochs.last().unwrap();
+        eprintln!("lenet on 6,000 real images: {:?}", r.epochs);
+        assert!(last.train_loss < first.train_loss - 0.1, "{:?}", r.epochs);
+        assert!(last.valid_loss < first.valid_loss, "{:?}", r.epochs);
+        // Chance is 10%; three short epochs reach well past 30%.
+        assert!(test.accuracy > 0.30, "test accuracy {}", test.accuracy);
+        assert_eq!(
+            test.confusion.per_class().iter().map(|c| c.1).sum::<u64>(),
+            2000
+        );
+    }
 }
