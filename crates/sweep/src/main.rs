@@ -70,6 +70,9 @@ struct ExecArgs {
     /// Run failed and diverged trials again.
     #[arg(long)]
     retry_failed: bool,
+    /// Run at most this many trials in this process, then stop (the rest stay queued).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Run a sweep larger than its `max_trials` limit.
     #[arg(long)]
     yes: bool,
@@ -354,6 +357,7 @@ fn execute(
         quiet: exec.quiet,
         retry_failed: exec.retry_failed,
         yes: exec.yes,
+        limit: exec.limit,
         checkpoint_every: Duration::from_secs_f64(exec.checkpoint_every.max(0.0)),
     };
     let summary = runner::run(&spec, &plans, &data, &args, stop).map_err(Error::from)?;

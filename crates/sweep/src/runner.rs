@@ -27,6 +27,8 @@ pub struct RunArgs {
     pub retry_failed: bool,
     /// Run sweeps larger than their `max_trials`.
     pub yes: bool,
+    /// Run at most this many trials, then return.
+    pub limit: Option<usize>,
     /// Seconds between mid-epoch checkpoints.
     pub checkpoint_every: Duration,
 }
@@ -184,7 +186,7 @@ pub fn run(
         ..Default::default()
     };
     let result = (|| -> Result<(), Error> {
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && args.limit.is_none_or(|l| summary.ran < l) {
             let Some(claimed) = db.claim_next(sweep_id, &worker, &device_name, STALE_AFTER)? else {
                 break;
             };

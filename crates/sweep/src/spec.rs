@@ -260,12 +260,14 @@ impl Ctx<'_> {
             let path = format!("{prefix}.{k}");
             let key_span = table.key(k).and_then(|key| key.span());
             if !allowed.contains(&k) {
-                let what = if prefix == "data" {
-                    "data setting"
+                let msg = if prefix == "data" && kind_of(k).is_some() {
+                    format!("`{k}` is a hyperparameter, not a data setting: put it under [base] or [grid]")
+                } else if prefix == "data" {
+                    unknown_key(k, allowed, "data setting")
                 } else {
-                    "hyperparameter"
+                    unknown_key(k, allowed, "hyperparameter")
                 };
-                return Err(self.err(key_span, &path, unknown_key(k, allowed, what)));
+                return Err(self.err(key_span, &path, msg));
             }
             let Some(v) = item.as_value() else {
                 return Err(self.err(
@@ -319,21 +321,22 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
         }
     }
 
-    let name =
-        match root.get("name") {
-            None => return Err(cx.err(Some(0..0), "name", "missing required key `name`")),
-            Some(item) => match item.as_str() {
-                Some(s) if valid_name(s) => s.to_string(),
-                Some(s) => return Err(cx.err(
+    let name = match root.get("name") {
+        None => return Err(cx.err(Some(0..0), "name", "missing required key `name`")),
+        Some(item) => match item.as_str() {
+            Some(s) if valid_name(s) => s.to_string(),
+            Some(s) => {
+                return Err(cx.err(
                     item.span(),
                     "name",
                     format!(
                         "`{s}` is not a valid sweep name: use letters, digits, `-`, `_` and `.`"
                     ),
-                )),
-                None => return Err(cx.err(item.span(), "name", "expected a string")),
-            },
-        };
+                ))
+            }
+            None => return Err(cx.err(item.span(), "name", "expected a string")),
+        },
+    };
     let description = match root.get("description") {
         None => String::new(),
         Some(item) => item

@@ -194,7 +194,10 @@ mod tests {
 
     #[test]
     fn plain_sgd() {
-        let cfg = TrainConfig { lr: 0.1, ..Default::default() };
+        let cfg = TrainConfig {
+            lr: 0.1,
+            ..Default::default()
+        };
         // p - 2 * 0.1 * g
         close(&run(cfg, 2), &[1.0 - 0.1, -2.0 - 0.6]);
     }

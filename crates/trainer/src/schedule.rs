@@ -13,7 +13,12 @@ pub fn lr_at(cfg: &TrainConfig, epoch: f64) -> f64 {
     }
     match cfg.schedule {
         ScheduleKind::Constant => cfg.lr,
-        ScheduleKind::Step => cfg.lr * cfg.gamma.powi((epoch / cfg.step_size as f64).floor() as i32),
+        ScheduleKind::Step => {
+            cfg.lr
+                * cfg
+                    .gamma
+                    .powi((epoch / cfg.step_size as f64).floor() as i32)
+        }
         ScheduleKind::Cosine => {
             let t = ((epoch - warmup) / (total - warmup)).clamp(0.0, 1.0);
             cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())

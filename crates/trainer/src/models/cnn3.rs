@@ -45,8 +45,12 @@ impl Model for Cnn3 {
             x = max_pool2d(&relu(&conv.forward(&x)?)?, 2)?;
         }
         let x = x.flatten_from(1)?;
-        let x = self.dropout.forward_t(&relu(&self.fc1.forward(&x)?)?, train)?;
-        let x = self.dropout.forward_t(&relu(&self.fc2.forward(&x)?)?, train)?;
+        let x = self
+            .dropout
+            .forward_t(&relu(&self.fc1.forward(&x)?)?, train)?;
+        let x = self
+            .dropout
+            .forward_t(&relu(&self.fc2.forward(&x)?)?, train)?;
         self.fc3.forward(&x)
     }
 

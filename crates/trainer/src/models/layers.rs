@@ -24,7 +24,13 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        padding: usize,
+    ) -> Result<Self> {
         let init = uniform(c_in * k * k);
         Ok(Self {
             weight: vb.get_with_hints((c_out, c_in, k, k), "weight", init)?,
@@ -102,7 +108,13 @@ impl Dropout {
         let mask: Vec<f32> = {
             let mut rng = self.rng.0.lock().expect("dropout rng poisoned");
             (0..n)
-                .map(|_| if rng.random::<f64>() < self.p { 0.0 } else { keep })
+                .map(|_| {
+                    if rng.random::<f64>() < self.p {
+                        0.0
+                    } else {
+                        keep
+                    }
+                })
                 .collect()
         };
         let mask = Tensor::from_vec(mask, mask_shape, x.device())?.to_dtype(x.dtype())?;

@@ -131,8 +131,16 @@ mod tests {
         };
         let model = build("cnn3", &cfg, vb).unwrap();
         let x = Tensor::randn(0f32, 1., (3, 3, 32, 32), &Device::Cpu).unwrap();
-        let a = model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
-        let b = model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        let a = model
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = model
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         model.reseed(1);
         let t1 = model.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap();

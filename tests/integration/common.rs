@@ -1,0 +1,42 @@
+//! Helpers: run the binary, build temporary sweep files, read the database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cifar-sweep"));
+    c.env("RUST_LOG", "warn").env_remove("CIFAR_SWEEP_DB");
+    c
+}
+
+/// The real data for tests (imported once into target/cifar10-cache), or None to skip.
+pub fn data_args() -> Option<Vec<String>> {
+    let src = trainer::data::test_data_source()?;
+    Some(vec![
+        "--data-dir".into(),
+        src.data_dir.display().to_string(),
+        "--archive".into(),
+        src.archive.unwrap().display().to_string(),
+        "--url".into(),
+        String::new(),
+    ])
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn query_i64(db: &Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}

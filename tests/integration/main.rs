@@ -1,0 +1,5 @@
+//! End-to-end tests of the `cifar-sweep` binary: one target, compiled once.
+
+mod common;
+mod malformed;
+mod sweep_e2e;

@@ -1,0 +1,238 @@
+//! A two-trial sweep on a slice of the real data into a temporary database: every table's
+//! rows, the tables printed, and a resumed run that redoes nothing.
+
+use crate::common::{bin, data_args, query_i64, stderr, stdout, write};
+
+const SWEEP: &str = r#"name = "e2e"
+description = "two small lenet trials"
+[data]
+train_subset = 600
+test_subset = 500
+[base]
+arch = "lenet"
+epochs = 2
+batch_size = 32
+momentum = 0.9
+[grid]
+lr = [0.02, 0.005]
+"#;
+
+#[test]
+fn two_trial_sweep_fills_every_table_and_resumes_without_redoing() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "e2e.toml", SWEEP);
+    let db = dir.path().join("results/results.db");
+    let dbs = db.to_str().unwrap();
+
+    // First run: stop after one trial (as a crash or a Ctrl-C between trials would).
+    let out = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            dbs,
+            "--device",
+            "cpu",
+            "--limit",
+            "1",
+        ])
+        .args(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM trials WHERE status = 'done'"),
+        1
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM trials WHERE status = 'pending'"),
+        1
+    );
+    let first_finished: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT finished_at FROM trials WHERE status = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+
+    // Second run: only the other trial runs.
+    let out = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            dbs,
+            "--device",
+            "cpu",
+        ])
+        .args(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Sweep `e2e`: trials by test accuracy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Sweep `e2e`: per-class test accuracy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("airplane") && text.contains("truck"),
+        "{text}"
+    );
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM sweeps"), 1);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM trials WHERE status = 'done'"),
+        2
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT MAX(attempts) FROM trials"),
+        1,
+        "a trial ran twice"
+    );
+    let again: String = c
+        .query_row("SELECT finished_at FROM trials WHERE lr = 0.02", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(again, first_finished, "the finished trial was redone");
+    for trial in 1..=2 {
+        let q = |sql: &str| query_i64(&db, &sql.replace("?", &trial.to_string()));
+        assert_eq!(q("SELECT COUNT(*) FROM epochs WHERE trial_id = ?"), 2);
+        assert_eq!(
+            q("SELECT COUNT(*) FROM epochs WHERE trial_id = ? AND epoch IN (1, 2)"),
+            2
+        );
+        assert_eq!(
+            q("SELECT COUNT(*) FROM class_accuracy WHERE trial_id = ?"),
+            10
+        );
+        assert_eq!(q("SELECT COUNT(*) FROM confusion WHERE trial_id = ?"), 100);
+        assert_eq!(
+            q("SELECT SUM(count) FROM confusion WHERE trial_id = ?"),
+            500
+        );
+        assert_eq!(
+            q("SELECT SUM(total) FROM class_accuracy WHERE trial_id = ?"),
+            500
+        );
+        // The test accuracy agrees with the confusion matrix's diagonal.
+        assert_eq!(
+            q("SELECT SUM(count) FROM confusion WHERE trial_id = ? AND true_class = predicted_class"),
+            q("SELECT CAST(ROUND(test_acc * 500) AS INTEGER) FROM trials WHERE id = ?")
+        );
+        assert_eq!(
+            q("SELECT best_epoch BETWEEN 1 AND 2 FROM trials WHERE id = ?"),
+            1
+        );
+        assert_eq!(
+            q("SELECT train_seconds > 0 AND images_per_sec > 0 FROM trials WHERE id = ?"),
+            1
+        );
+    }
+    let names: Vec<String> = c
+        .prepare("SELECT class_name FROM class_accuracy WHERE trial_id = 1 ORDER BY class_index")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, trainer::data::CIFAR10_CLASSES.to_vec());
+    // The swept columns are usable in SQL.
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(DISTINCT lr) FROM trial_summary WHERE sweep = 'e2e'"
+        ),
+        2
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM class_accuracy_wide"),
+        2
+    );
+
+    // A third run has nothing to do and changes no trial.
+    let out = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            dbs,
+            "--device",
+            "cpu",
+        ])
+        .args(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&db, "SELECT MAX(attempts) FROM trials"), 1);
+
+    readme_queries_run(&db);
+
+    // Reports in every format, and one trial in detail.
+    for format in ["table", "markdown", "csv", "json"] {
+        let out = bin()
+            .args(["report", "e2e", "--db", dbs, "--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert!(stdout(&out).contains("lenet"), "{format}");
+    }
+    let out = bin().args(["show", "1", "--db", dbs]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("Confusion matrix") && shown.contains("config.lr"),
+        "{shown}"
+    );
+    // The plan estimates from the recorded epochs.
+    let out = bin()
+        .args([
+            "plan",
+            file.to_str().unwrap(),
+            "--db",
+            dbs,
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("estimated"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("no timings"), "{}", stdout(&out));
+}
+
+/// Every ```sql block of the README runs as printed against a database with finished trials.
+pub fn readme_queries_run(db: &std::path::Path) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```sql\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 6, "README has {} SQL queries", blocks.len());
+    let c = rusqlite::Connection::open(db).unwrap();
+    for q in blocks {
+        let mut st = c.prepare(q).unwrap_or_else(|e| panic!("{q}\n{e}"));
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap()
+            .count();
+        if !q.contains("diverged") {
+            assert!(rows > 0, "no rows from:\n{q}");
+        }
+    }
+}
