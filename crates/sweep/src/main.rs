@@ -194,7 +194,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             dry_run,
             exec,
         } => {
-            let (spec, plans) = runner::plan(&file, exec.yes).map_err(Error::from)?;
+            let (spec, plans) = runner::plan(&file, exec.yes)?;
             if dry_run {
                 println!(
                     "{}",
@@ -205,7 +205,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             execute(spec, plans, &exec)
         }
         Cmd::Plan { file, db, device } => {
-            let (spec, plans) = runner::plan(&file, true).map_err(Error::from)?;
+            let (spec, plans) = runner::plan(&file, true)?;
             let db = if db.db.exists() {
                 Some(Db::open_existing(&db.db).map_err(Error::from)?)
             } else {
@@ -360,7 +360,7 @@ fn execute(
         limit: exec.limit,
         checkpoint_every: Duration::from_secs_f64(exec.checkpoint_every.max(0.0)),
     };
-    let summary = runner::run(&spec, &plans, &data, &args, stop).map_err(Error::from)?;
+    let summary = runner::run(&spec, &plans, &data, &args, stop)?;
     let db = Db::open_existing(&exec.db.db).map_err(Error::from)?;
     let tables = report::sweep_tables(&db, &summary.sweep).map_err(Error::from)?;
     print!("{}", report::render(&tables, exec.format));

@@ -541,6 +541,24 @@ pub fn find_shared_archive() -> Option<PathBuf> {
     None
 }
 
+/// The real data set for tests, cached under `<workspace>/target/cifar10-cache`. `None` (with
+/// a note) when the shared archive cannot be found, so the suite runs anywhere; with
+/// `CIFAR_SWEEP_REQUIRE_DATA` set (as CI does) a missing archive fails the test instead.
+pub fn test_data_source() -> Option<DataSource> {
+    let Some(archive) = find_shared_archive() else {
+        if std::env::var_os("CIFAR_SWEEP_REQUIRE_DATA").is_some() {
+            panic!("CIFAR_SWEEP_REQUIRE_DATA is set but the shared CIFAR-10 archive was not found");
+        }
+        eprintln!("note: shared/data/cifar10-jpeg.tar.gz not found; skipping a real-data test");
+        return None;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cifar10-cache");
+    let mut src = DataSource::new(root);
+    src.archive = Some(archive);
+    src.url = String::new();
+    Some(src)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,22 +671,4 @@ mod tests {
         assert_eq!(d.train.counts_per_class(10), vec![5_000; 10]);
         assert_eq!(d.test.counts_per_class(10), vec![1_000; 10]);
     }
-}
-
-/// The real data set for tests, cached under `<workspace>/target/cifar10-cache`. `None` (with
-/// a note) when the shared archive cannot be found, so the suite runs anywhere; with
-/// `CIFAR_SWEEP_REQUIRE_DATA` set (as CI does) a missing archive fails the test instead.
-pub fn test_data_source() -> Option<DataSource> {
-    let Some(archive) = find_shared_archive() else {
-        if std::env::var_os("CIFAR_SWEEP_REQUIRE_DATA").is_some() {
-            panic!("CIFAR_SWEEP_REQUIRE_DATA is set but the shared CIFAR-10 archive was not found");
-        }
-        eprintln!("note: shared/data/cifar10-jpeg.tar.gz not found; skipping a real-data test");
-        return None;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cifar10-cache");
-    let mut src = DataSource::new(root);
-    src.archive = Some(archive);
-    src.url = String::new();
-    Some(src)
 }
