@@ -1,0 +1,449 @@
+//! `cifar-bench`: CPU training and inference throughput of the project's models, side by side:
+//! candle with its stock kernels, candle with the fast kernels of `trainer::kernels`, and
+//! PyTorch (`bench/torch_bench.py`) with the same networks, batch sizes and thread count.
+//! Every measurement runs in its own child process so each gets its own peak RSS
+//! (`getrusage` high-water mark). See `BENCHMARKS.md`, section "CPU speed (issue 4)".
+//!
+//! ```text
+//! cifar-bench [--models lenet,cnn3,vgg6] [--batches 20,64,128] [--threads 2] [--time 3]
+//!             [--impls stock,fast,torch] [--python .venv-bench/bin/python]
+//!             [--epoch] [--epoch-models lenet] [--data-dir data] [--markdown FILE]
+//! ```
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use trainer::{models, optim::Optimizer, train, TrainConfig};
+
+mod flops;
+mod peak;
+
+/// Peak resident set size of this process so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_maxrss as u64
+}
+
+struct Args {
+    map: BTreeMap<String, String>,
+    flags: Vec<String>,
+}
+
+impl Args {
+    fn parse(v: &[String]) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        let mut flags = Vec::new();
+        let mut it = v.iter().peekable();
+        while let Some(a) = it.next() {
+            let Some(k) = a.strip_prefix("--") else {
+                bail!("unexpected argument {a:?}");
+            };
+            match it.peek() {
+                Some(v) if !v.starts_with("--") => {
+                    map.insert(k.to_string(), it.next().unwrap().clone());
+                }
+                _ => flags.push(k.to_string()),
+            }
+        }
+        Ok(Self { map, flags })
+    }
+    fn get(&self, k: &str, default: &str) -> String {
+        self.map
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    }
+    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T> {
+        match self.map.get(k) {
+            Some(v) => v
+                .parse()
+                .ok()
+                .with_context(|| format!("--{k}: bad value {v:?}")),
+            None => Ok(default),
+        }
+    }
+    fn list(&self, k: &str, default: &str) -> Vec<String> {
+        self.get(k, default)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+    fn flag(&self, k: &str) -> bool {
+        self.flags.iter().any(|f| f == k)
+    }
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match argv.first().map(String::as_str) {
+        Some("child") => child(&Args::parse(&argv[1..])?),
+        Some("epoch-child") => epoch_child(&Args::parse(&argv[1..])?),
+        Some("peak") => {
+            let a = Args::parse(&argv[1..])?;
+            let g = peak::measure(a.num("threads", 2)?, 1.0);
+            println!("{}", json!({ "peak_gflops": g }));
+            Ok(())
+        }
+        Some("-h" | "--help") => {
+            println!("{}", include_str!("usage.txt"));
+            Ok(())
+        }
+        _ => driver(&Args::parse(&argv)?),
+    }
+}
+
+fn set_impl(imp: &str) -> Result<()> {
+    match imp {
+        "stock" => trainer::kernels::set_enabled(false),
+        "fast" => trainer::kernels::set_enabled(true),
+        _ => bail!("unknown implementation {imp:?} (stock, fast)"),
+    }
+    Ok(())
+}
+
+fn random_batch(batch: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10u32)).collect();
+    Ok((
+        Tensor::from_vec(x, (batch, 3, 32, 32), &Device::Cpu)?,
+        Tensor::from_vec(y, batch, &Device::Cpu)?,
+    ))
+}
+
+/// Runs `step` once to warm up, then until `secs` have passed (at least 3 times); returns the
+/// number of calls per second.
+fn timed(secs: f64, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
+    step()?;
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    while n < 3 || t0.elapsed().as_secs_f64() < secs {
+        step()?;
+        n += 1;
+    }
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), n))
+}
+
+/// One (model, batch, implementation): training then inference throughput.
+fn child(a: &Args) -> Result<()> {
+    let arch = a.get("model", "lenet");
+    let batch: usize = a.num("batch", 20)?;
+    let secs: f64 = a.num("time", 3.0)?;
+    set_impl(&a.get("impl", "fast"))?;
+    let cfg = TrainConfig {
+        arch: arch.clone(),
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
+    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
+    let vars = models::sorted_vars(&varmap)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let mut opt = Optimizer::new(&cfg, vars)?;
+    let (x, y) = random_batch(batch, 1)?;
+    let (train_rate, train_steps) = timed(secs, || {
+        train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
+        Ok(())
+    })?;
+    let (infer_rate, infer_steps) = timed(secs / 2.0, || {
+        let logits = model.forward_t(&x, false)?;
+        logits.argmax(1)?.to_dtype(DType::U32)?;
+        Ok(())
+    })?;
+    println!(
+        "{}",
+        json!({
+            "train_img_s": train_rate * batch as f64,
+            "infer_img_s": infer_rate * batch as f64,
+            "train_steps": train_steps,
+            "infer_steps": infer_steps,
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    Ok(())
+}
+
+/// One real-data epoch of `model` (batch `batch`, the default 80/20 split: 40,000 images),
+/// end to end: reading the cache, the split, batching and training.
+fn epoch_child(a: &Args) -> Result<()> {
+    let arch = a.get("model", "lenet");
+    let batch: usize = a.num("batch", 20)?;
+    set_impl(&a.get("impl", "fast"))?;
+    let data_dir = PathBuf::from(a.get("data-dir", "data"));
+    let t0 = Instant::now();
+    let mut src = trainer::data::DataSource::new(&data_dir);
+    src.url = String::new();
+    let data = trainer::data::load(&src)?;
+    let cfg = TrainConfig {
+        arch,
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
+    let (train_idx, _valid) = trainer::data::split(&data.train, cfg.valid_fraction, cfg.seed);
+    let order = trainer::data::epoch_order(&train_idx, cfg.seed, 0);
+    let norm = trainer::data::Normalization::default();
+    let load_s = t0.elapsed().as_secs_f64();
+    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
+    let vars = models::sorted_vars(&varmap)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let mut opt = Optimizer::new(&cfg, vars)?;
+    let t1 = Instant::now();
+    let (mut loss, mut correct) = (0.0, 0u64);
+    for chunk in order.chunks(batch) {
+        let (x, y) = trainer::data::make_batch(
+            &data.train,
+            chunk,
+            &norm,
+            None::<&mut StdRng>,
+            &Device::Cpu,
+        )?;
+        let s = train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
+        loss += s.loss * chunk.len() as f64;
+        correct += s.correct;
+    }
+    let train_s = t1.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "images": order.len(),
+            "load_s": load_s,
+            "train_s": train_s,
+            "epoch_s": t0.elapsed().as_secs_f64(),
+            "loss": loss / order.len() as f64,
+            "acc": correct as f64 / order.len() as f64,
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    Ok(())
+}
+
+/// Runs a child command and parses the last line of its stdout as JSON.
+fn run_json(cmd: &mut Command) -> Result<Value> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
+    let line = line.with_context(|| format!("{cmd:?} printed no JSON:\n{stdout}"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn threads_env(cmd: &mut Command, threads: usize) -> &mut Command {
+    let t = threads.to_string();
+    for k in ["RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+        cmd.env(k, &t);
+    }
+    cmd.env_remove("CIFAR_SWEEP_KERNELS")
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn fmt_rate(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+        None => "-".into(),
+    }
+}
+
+fn driver(a: &Args) -> Result<()> {
+    let models = a.list("models", "lenet,cnn3,vgg6");
+    let batches: Vec<usize> = a
+        .list("batches", "20,64,128")
+        .iter()
+        .map(|b| b.parse().context("--batches"))
+        .collect::<Result<_>>()?;
+    let threads: usize = a.num("threads", 2)?;
+    let secs: f64 = a.num("time", 3.0)?;
+    let impls = a.list("impls", "stock,fast,torch");
+    let python = a.get("python", ".venv-bench/bin/python");
+    let script = a.get("script", "bench/torch_bench.py");
+    let exe = std::env::current_exe()?;
+    let want = |i: &str| impls.iter().any(|x| x == i);
+
+    let mut md = String::new();
+    let date = Command::new("date")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let peak = peak::measure(threads, 1.0);
+    md += &format!(
+        "Run: {date}; CPU: {} ({} logical CPUs), {threads} threads each side; \
+         load average before: {}; measured FMA peak: {peak:.0} GFLOP/s.\n\n",
+        cpu_name(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_avg()
+    );
+    if want("torch") {
+        let v = Command::new(&python)
+            .args(["-c", "import torch; print(torch.__version__)"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        md += &format!("PyTorch {v} ({python}).\n\n");
+    }
+    eprint!("{md}");
+
+    md += "| model | batch | train img/s: stock | fast | torch | fast/torch | train GFLOP/s: fast | torch | % peak (fast) | infer img/s: stock | fast | torch | fast/torch | infer GFLOP/s: fast | peak RSS MiB: stock / fast / torch |\n";
+    md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+    let mut results = Vec::new();
+    for m in &models {
+        let f = flops::per_image(m).with_context(|| format!("unknown model {m}"))?;
+        for &b in &batches {
+            let mut row: BTreeMap<&str, Value> = BTreeMap::new();
+            for imp in ["stock", "fast"] {
+                if want(imp) {
+                    let mut cmd = Command::new(&exe);
+                    cmd.args(["child", "--model", m, "--impl", imp]);
+                    cmd.args(["--batch", &b.to_string(), "--time", &secs.to_string()]);
+                    row.insert(imp, run_json(threads_env(&mut cmd, threads))?);
+                }
+            }
+            if want("torch") {
+                let mut cmd = Command::new(&python);
+                cmd.args([script.as_str(), "child", "--model", m]);
+                cmd.args(["--batch", &b.to_string(), "--time", &secs.to_string()]);
+                cmd.args(["--threads", &threads.to_string()]);
+                row.insert("torch", run_json(threads_env(&mut cmd, threads))?);
+            }
+            let g = |imp: &str, k: &str| row.get(imp).and_then(|v| v[k].as_f64());
+            let ratio = |k: &str| match (g("fast", k), g("torch", k)) {
+                (Some(a), Some(b)) => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            let gf = |imp: &str| g(imp, "train_img_s").map(|r| r * f.train / 1e9);
+            let rss = |imp: &str| {
+                g(imp, "peak_rss_kib").map_or("-".into(), |k| format!("{:.0}", k / 1024.0))
+            };
+            let line = format!(
+                "| {m} | {b} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+                fmt_rate(g("stock", "train_img_s")),
+                fmt_rate(g("fast", "train_img_s")),
+                fmt_rate(g("torch", "train_img_s")),
+                ratio("train_img_s"),
+                fmt_rate(gf("fast")),
+                fmt_rate(gf("torch")),
+                gf("fast").map_or("-".into(), |v| format!("{:.0}%", 100.0 * v / peak)),
+                fmt_rate(g("stock", "infer_img_s")),
+                fmt_rate(g("fast", "infer_img_s")),
+                fmt_rate(g("torch", "infer_img_s")),
+                ratio("infer_img_s"),
+                fmt_rate(g("fast", "infer_img_s").map(|r| r * f.forward / 1e9)),
+                rss("stock"),
+                rss("fast"),
+                rss("torch"),
+            );
+            eprint!("{line}");
+            md += &line;
+            results.push(json!({"model": m, "batch": b, "results": row}));
+        }
+    }
+    md += &format!("\nLoad average after: {}.\n", load_avg());
+
+    if a.flag("epoch") {
+        md += &epochs(a, threads, &exe, &python, &script, &impls)?;
+    }
+    println!("{md}");
+    if let Some(p) = a.map.get("markdown") {
+        std::fs::write(p, &md)?;
+    }
+    if let Some(p) = a.map.get("json") {
+        std::fs::write(p, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+/// One real-data epoch per model and implementation. Imports the data into the cache first
+/// (untimed) if needed.
+fn epochs(
+    a: &Args,
+    threads: usize,
+    exe: &Path,
+    python: &str,
+    script: &str,
+    impls: &[String],
+) -> Result<String> {
+    let data_dir = PathBuf::from(a.get("data-dir", "data"));
+    let mut src = trainer::data::DataSource::new(&data_dir);
+    src.url = String::new();
+    src.archive = trainer::data::find_shared_archive();
+    if !src.cache_dir().exists() {
+        eprintln!(
+            "importing CIFAR-10 into {} (untimed)...",
+            src.cache_dir().display()
+        );
+        trainer::data::load(&src)?;
+    }
+    let mut md = String::from(
+        "\nReal-data epoch (CIFAR-10 JPEG copy, imported cache `cifar-10-batches-bin`; 40,000 \
+         training images after the 20% validation split; reading the cache, batching and \
+         training all timed):\n\n| model | batch | impl | epoch s | of which loading s | train img/s | peak RSS MiB |\n|---|---:|---|---:|---:|---:|---:|\n",
+    );
+    let models = a.list("epoch-models", "lenet");
+    let batch: usize = a.num("epoch-batch", 20)?;
+    for m in &models {
+        for imp in impls {
+            let v = if imp == "torch" {
+                let mut cmd = Command::new(python);
+                cmd.args([script, "epoch", "--model", m, "--batch", &batch.to_string()]);
+                cmd.args(["--threads", &threads.to_string()]);
+                cmd.arg("--cache").arg(src.cache_dir());
+                run_json(threads_env(&mut cmd, threads))?
+            } else {
+                let mut cmd = Command::new(exe);
+                cmd.args(["epoch-child", "--model", m, "--impl", imp]);
+                cmd.args(["--batch", &batch.to_string()]);
+                cmd.arg("--data-dir").arg(&data_dir);
+                run_json(threads_env(&mut cmd, threads))?
+            };
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let line = format!(
+                "| {m} | {batch} | {imp} | {:.2} | {:.2} | {:.0} | {:.0} |\n",
+                f("epoch_s"),
+                f("load_s"),
+                f("images") / f("train_s"),
+                f("peak_rss_kib") / 1024.0
+            );
+            eprint!("{line}");
+            md += &line;
+        }
+    }
+    Ok(md)
+}

@@ -1,0 +1,496 @@
+//! 2-D convolution (NCHW, square padding/stride, no dilation or groups) as a candle custom op
+//! with its own backward pass: im2col + GEMM for the forward pass and the weight gradient,
+//! GEMM + col2im for the input gradient. Work is split over images; the weight gradient
+//! groups several small images into one GEMM so the reduction dimension stays long.
+
+use super::util::{
+    alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, sgemm, split_range, tensor_from,
+    with_data, with_scratch, Mat, SyncPtr,
+};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Geometry of one convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvParams {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub pad: usize,
+    pub stride: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvParams {
+    pub(crate) fn new(x: &[usize], wt: &[usize], pad: usize, stride: usize) -> Result<Self> {
+        let (&[n, c, h, w], &[o, c2, kh, kw]) = (x, wt) else {
+            bail!("conv2d: expected 4-d input and kernel, got {x:?} and {wt:?}");
+        };
+        if c != c2 {
+            bail!("conv2d: input has {c} channels, kernel expects {c2}");
+        }
+        if stride == 0 || h + 2 * pad < kh || w + 2 * pad < kw {
+            bail!("conv2d: kernel {kh}x{kw} (pad {pad}, stride {stride}) does not fit {h}x{w}");
+        }
+        let oh = (h + 2 * pad - kh) / stride + 1;
+        let ow = (w + 2 * pad - kw) / stride + 1;
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            pad,
+            stride,
+            oh,
+            ow,
+        })
+    }
+    /// Output pixels per image.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// GEMM reduction length of the forward pass (patch size).
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn in_img(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn out_img(&self) -> usize {
+        self.o * self.p()
+    }
+    /// A 1x1, stride 1, unpadded convolution: the image itself is the im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+    /// Range of output columns `ox` whose input column `ox * stride + kj - pad` is inside the
+    /// image.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let s = self.stride;
+        let lo = if self.pad > kj {
+            (self.pad - kj).div_ceil(s)
+        } else {
+            0
+        };
+        let hi = if self.w + self.pad > kj {
+            ((self.w - 1 + self.pad - kj) / s + 1).min(self.ow)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// Writes the patches of one image as rows of `col`: row `(ci, ki, kj)` holds
+/// `x[ci, oy * s + ki - pad, ox * s + kj - pad]` for every output pixel (zero outside), at
+/// `col[row * ld .. row * ld + oh * ow]`.
+fn im2col(x: &[f32], p: &ConvParams, col: &mut [f32], ld: usize) {
+    let (h, w, ow, s) = (p.h, p.w, p.ow, p.stride);
+    let np = p.p();
+    for ci in 0..p.c {
+        let xc = &x[ci * h * w..(ci + 1) * h * w];
+        for ki in 0..p.kh {
+            for kj in 0..p.kw {
+                let row = (ci * p.kh + ki) * p.kw + kj;
+                let dst = &mut col[row * ld..row * ld + np];
+                let (lo, hi) = p.valid_cols(kj);
+                for oy in 0..p.oh {
+                    let d = &mut dst[oy * ow..(oy + 1) * ow];
+                    let iy = (oy * s + ki) as isize - p.pad as isize;
+                    if iy < 0 || iy >= h as isize || lo == hi {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    if s == 1 {
+                        let ix0 = lo + kj - p.pad;
+                        d[lo..hi].copy_from_slice(&xr[ix0..ix0 + hi - lo]);
+                    } else {
+                        for (ox, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = xr[(lo + ox) * s + kj - p.pad];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: accumulates the rows of `col` (leading dimension `oh * ow`)
+/// into the image gradient `dx`.
+fn col2im(col: &[f32], p: &ConvParams, dx: &mut [f32]) {
+    let (h, w, ow, s) = (p.h, p.w, p.ow, p.stride);
+    let np = p.p();
+    for ci in 0..p.c {
+        let xc = &mut dx[ci * h * w..(ci + 1) * h * w];
+        for ki in 0..p.kh {
+            for kj in 0..p.kw {
+                let row = (ci * p.kh + ki) * p.kw + kj;
+                let src = &col[row * np..(row + 1) * np];
+                let (lo, hi) = p.valid_cols(kj);
+                if lo == hi {
+                    continue;
+                }
+                for oy in 0..p.oh {
+                    let iy = (oy * s + ki) as isize - p.pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let d = &src[oy * ow..(oy + 1) * ow];
+                    let xr = &mut xc[iy as usize * w..(iy as usize + 1) * w];
+                    if s == 1 {
+                        let ix0 = lo + kj - p.pad;
+                        for (a, b) in xr[ix0..ix0 + hi - lo].iter_mut().zip(&d[lo..hi]) {
+                            *a += *b;
+                        }
+                    } else {
+                        for (ox, v) in d[lo..hi].iter().enumerate() {
+                            xr[(lo + ox) * s + kj - p.pad] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits images over threads when there are enough of them; otherwise hands the threads to
+/// the GEMM. Returns (parallel over images?, threads per GEMM).
+fn plan(n: usize) -> (bool, usize) {
+    let nt = num_threads();
+    if n >= nt && nt > 1 {
+        (true, 1)
+    } else {
+        (false, nt)
+    }
+}
+
+/// `y = conv(x, w) + b`, all contiguous NCHW / OIHW.
+pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
+    let (np, k, o) = (p.p(), p.k(), p.o);
+    // Every element is written: either by the bias fill or by the non-accumulating GEMM.
+    let mut out = alloc_uninit(p.n * p.out_img());
+    let outp = SyncPtr(out.as_mut_ptr());
+    let (img_par, gt) = plan(p.n);
+    let one = |i: usize| {
+        // SAFETY: image i's output block is touched by this call only.
+        let y = unsafe { outp.slice(i * p.out_img(), p.out_img()) };
+        if let Some(b) = b {
+            for (oc, row) in y.chunks_exact_mut(np).enumerate() {
+                row.fill(b[oc]);
+            }
+        }
+        let xi = &x[i * p.in_img()..(i + 1) * p.in_img()];
+        let acc = b.is_some();
+        if p.pointwise() {
+            unsafe {
+                sgemm(
+                    o,
+                    np,
+                    k,
+                    y.as_mut_ptr(),
+                    np,
+                    acc,
+                    Mat::rm(w, k),
+                    Mat::rm(xi, np),
+                    gt,
+                )
+            };
+        } else {
+            with_scratch(k * np, |col| {
+                im2col(xi, p, col, np);
+                unsafe {
+                    sgemm(
+                        o,
+                        np,
+                        k,
+                        y.as_mut_ptr(),
+                        np,
+                        acc,
+                        Mat::rm(w, k),
+                        Mat::rm(col, np),
+                        gt,
+                    )
+                };
+            });
+        }
+    };
+    if img_par {
+        par_for(p.n, one);
+    } else {
+        (0..p.n).for_each(one);
+    }
+    out
+}
+
+/// Input gradient: `dx[n] = col2im(w^T @ dy[n])`.
+pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
+    let (np, k, o) = (p.p(), p.k(), p.o);
+    let pointwise = p.pointwise();
+    // col2im accumulates, so start from zeros; the pointwise GEMM overwrites.
+    let mut dx = if pointwise {
+        alloc_uninit(p.n * p.in_img())
+    } else {
+        alloc_zeroed(p.n * p.in_img())
+    };
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    let (img_par, gt) = plan(p.n);
+    let one = |i: usize| {
+        // SAFETY: image i's gradient block is touched by this call only.
+        let dxi = unsafe { dxp.slice(i * p.in_img(), p.in_img()) };
+        let dyi = &dy[i * p.out_img()..(i + 1) * p.out_img()];
+        if pointwise {
+            unsafe {
+                sgemm(
+                    k,
+                    np,
+                    o,
+                    dxi.as_mut_ptr(),
+                    np,
+                    false,
+                    Mat::rm_t(w, k),
+                    Mat::rm(dyi, np),
+                    gt,
+                )
+            };
+        } else {
+            with_scratch(k * np, |dcol| {
+                unsafe {
+                    sgemm(
+                        k,
+                        np,
+                        o,
+                        dcol.as_mut_ptr(),
+                        np,
+                        false,
+                        Mat::rm_t(w, k),
+                        Mat::rm(dyi, np),
+                        gt,
+                    )
+                };
+                col2im(dcol, p, dxi);
+            });
+        }
+    };
+    if img_par {
+        par_for(p.n, one);
+    } else {
+        (0..p.n).for_each(one);
+    }
+    dx
+}
+
+/// Columns (images x pixels) per weight-gradient GEMM: small feature maps are grouped so the
+/// reduction runs over at least this many columns.
+const WGRAD_COLS: usize = 512;
+
+/// Weight (and optionally bias) gradient: `dw = sum_n dy[n] @ im2col(x[n])^T`, `db = sum dy`.
+pub(crate) fn backward_weight(
+    x: &[f32],
+    dy: &[f32],
+    p: &ConvParams,
+    need_db: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (np, k, o) = (p.p(), p.k(), p.o);
+    let nt = num_threads().min(p.n).max(1);
+    let gt = if nt == 1 { num_threads() } else { 1 };
+    let group = WGRAD_COLS.div_ceil(np).clamp(1, p.n.div_ceil(nt).max(1));
+    let part = |t: usize| -> (Vec<f32>, Vec<f32>) {
+        let mut dw = alloc_zeroed(o * k);
+        let mut db = if need_db { alloc_zeroed(o) } else { Vec::new() };
+        let r = split_range(p.n, nt, t);
+        let mut start = r.start;
+        while start < r.end {
+            let g = group.min(r.end - start);
+            let cols = g * np;
+            let dy_len = if g == 1 { 0 } else { o * cols };
+            let col_len = if g == 1 && p.pointwise() { 0 } else { k * cols };
+            with_scratch(dy_len + col_len, |buf| {
+                let (dyg_buf, col_buf) = buf.split_at_mut(dy_len);
+                // dy of the group as one [o, g * np] matrix.
+                let dyg: &[f32] = if g == 1 {
+                    &dy[start * p.out_img()..(start + 1) * p.out_img()]
+                } else {
+                    for j in 0..g {
+                        let src = &dy[(start + j) * p.out_img()..(start + j + 1) * p.out_img()];
+                        for oc in 0..o {
+                            dyg_buf[oc * cols + j * np..oc * cols + (j + 1) * np]
+                                .copy_from_slice(&src[oc * np..(oc + 1) * np]);
+                        }
+                    }
+                    dyg_buf
+                };
+                if need_db {
+                    for (oc, d) in db.iter_mut().enumerate() {
+                        *d += dyg[oc * cols..(oc + 1) * cols].iter().sum::<f32>();
+                    }
+                }
+                let col: &[f32] = if g == 1 && p.pointwise() {
+                    &x[start * p.in_img()..(start + 1) * p.in_img()]
+                } else {
+                    for j in 0..g {
+                        let xi = &x[(start + j) * p.in_img()..(start + j + 1) * p.in_img()];
+                        im2col(xi, p, &mut col_buf[j * np..], cols);
+                    }
+                    col_buf
+                };
+                unsafe {
+                    sgemm(
+                        o,
+                        k,
+                        cols,
+                        dw.as_mut_ptr(),
+                        k,
+                        true,
+                        Mat::rm(dyg, cols),
+                        Mat::rm_t(col, cols),
+                        gt,
+                    )
+                };
+            });
+            start += g;
+        }
+        (dw, db)
+    };
+    let mut parts: Vec<(Vec<f32>, Vec<f32>)> = if nt == 1 {
+        vec![part(0)]
+    } else {
+        use rayon::prelude::*;
+        (0..nt).into_par_iter().map(part).collect()
+    };
+    let (mut dw, mut db) = parts.swap_remove(0);
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    (dw, need_db.then_some(db))
+}
+
+/// The custom op: `conv2d(x, w)` (binary) or `conv2d(x, w) + b` (ternary).
+pub(crate) struct Conv2dOp {
+    pub padding: usize,
+    pub stride: usize,
+}
+
+impl Conv2dOp {
+    fn fwd(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = ConvParams::new(x.1.dims(), w.1.dims(), self.padding, self.stride)?;
+        let xs = cpu_slice(x.0, x.1, "conv2d input")?;
+        let ws = cpu_slice(w.0, w.1, "conv2d kernel")?;
+        let bs = match b {
+            Some((s, l)) => {
+                if l.dims() != [p.o] {
+                    bail!("conv2d: bias shape {:?}, expected [{}]", l.dims(), p.o);
+                }
+                Some(cpu_slice(s, l, "conv2d bias")?)
+            }
+            None => None,
+        };
+        let y = forward(xs, ws, bs, &p);
+        Ok((CpuStorage::F32(y), Shape::from((p.n, p.o, p.oh, p.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let p = ConvParams::new(x.dims(), w.dims(), self.padding, self.stride)?;
+        // Nothing upstream of a plain tensor (such as the input images) wants a gradient.
+        let need_dx = x.track_op();
+        let need_dw = w.track_op();
+        let need_db = b.is_some_and(|b| b.track_op());
+        with_data(grad, |dy| {
+            let dx = if need_dx {
+                let v = with_data(w, |ws| Ok(backward_input(dy, ws, &p)))?;
+                Some(tensor_from(v, x.dims())?)
+            } else {
+                None
+            };
+            let (dw, db) = if need_dw || need_db {
+                let (dw, db) = with_data(x, |xs| Ok(backward_weight(xs, dy, &p, need_db)))?;
+                let dw = if need_dw {
+                    Some(tensor_from(dw, w.dims())?)
+                } else {
+                    None
+                };
+                let db = match db {
+                    Some(db) => Some(tensor_from(db, &[p.o])?),
+                    None => None,
+                };
+                (dw, db)
+            } else {
+                (None, None)
+            };
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "fast-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), None)
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = Conv2dOp::bwd(self, x, w, None, grad)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "fast-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Conv2dOp::bwd(self, x, w, Some(b), grad)
+    }
+}

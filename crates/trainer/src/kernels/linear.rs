@@ -1,0 +1,200 @@
+//! Fully connected layer `y = x @ w^T + b` (x `[N, I]`, w `[O, I]`) as one custom op: the bias
+//! is folded into the GEMM and the backward pass is three GEMM-shaped loops instead of
+//! candle's chain of transposes, matmuls and broadcast reductions.
+
+use super::util::{alloc_uninit, cpu_slice, num_threads, sgemm, tensor_from, with_data, Mat};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+fn dims(x: &[usize], w: &[usize]) -> Result<(usize, usize, usize)> {
+    let (&[n, i], &[o, i2]) = (x, w) else {
+        bail!("linear: expected x [N, I] and w [O, I], got {x:?} and {w:?}");
+    };
+    if i != i2 {
+        bail!("linear: x has {i} features, w expects {i2}");
+    }
+    Ok((n, i, o))
+}
+
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    i: usize,
+    o: usize,
+) -> Vec<f32> {
+    // Every element is written: by the bias fill or the non-accumulating GEMM.
+    let mut y = alloc_uninit(n * o);
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(o) {
+            row.copy_from_slice(b);
+        }
+    }
+    unsafe {
+        sgemm(
+            n,
+            o,
+            i,
+            y.as_mut_ptr(),
+            o,
+            b.is_some(),
+            Mat::rm(x, i),
+            Mat::rm_t(w, i),
+            num_threads(),
+        )
+    };
+    y
+}
+
+pub(crate) struct LinearOp;
+
+impl LinearOp {
+    fn fwd(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, i, o) = dims(x.1.dims(), w.1.dims())?;
+        let bs = match b {
+            Some((s, l)) => {
+                if l.dims() != [o] {
+                    bail!("linear: bias shape {:?}, expected [{o}]", l.dims());
+                }
+                Some(cpu_slice(s, l, "linear bias")?)
+            }
+            None => None,
+        };
+        let y = forward(
+            cpu_slice(x.0, x.1, "linear input")?,
+            cpu_slice(w.0, w.1, "linear weight")?,
+            bs,
+            n,
+            i,
+            o,
+        );
+        Ok((CpuStorage::F32(y), Shape::from((n, o))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, i, o) = dims(x.dims(), w.dims())?;
+        let nt = num_threads();
+        with_data(grad, |dy| {
+            let dx = if x.track_op() {
+                // Overwritten by the GEMM.
+                let mut dx = alloc_uninit(n * i);
+                with_data(w, |ws| {
+                    unsafe {
+                        sgemm(
+                            n,
+                            i,
+                            o,
+                            dx.as_mut_ptr(),
+                            i,
+                            false,
+                            Mat::rm(dy, o),
+                            Mat::rm(ws, i),
+                            nt,
+                        )
+                    };
+                    Ok(())
+                })?;
+                Some(tensor_from(dx, &[n, i])?)
+            } else {
+                None
+            };
+            let dw = if w.track_op() {
+                // Overwritten by the GEMM.
+                let mut dw = alloc_uninit(o * i);
+                with_data(x, |xs| {
+                    unsafe {
+                        sgemm(
+                            o,
+                            i,
+                            n,
+                            dw.as_mut_ptr(),
+                            i,
+                            false,
+                            Mat::rm_t(dy, o),
+                            Mat::rm(xs, i),
+                            nt,
+                        )
+                    };
+                    Ok(())
+                })?;
+                Some(tensor_from(dw, &[o, i])?)
+            } else {
+                None
+            };
+            let db = match b {
+                Some(b) if b.track_op() => {
+                    let mut db = vec![0f32; o];
+                    for row in dy.chunks_exact(o) {
+                        db.iter_mut().zip(row).for_each(|(a, g)| *a += g);
+                    }
+                    Some(tensor_from(db, &[o])?)
+                }
+                _ => None,
+            };
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "fast-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), None)
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = LinearOp::bwd(self, x, w, None, grad)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "fast-linear-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        LinearOp::bwd(self, x, w, Some(b), grad)
+    }
+}

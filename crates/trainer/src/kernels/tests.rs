@@ -1,0 +1,347 @@
+//! Every fast kernel against candle's implementation (`reference`), forward and gradients via
+//! `Var` + `backward()`, on fixed edge-case shapes and seeded random ones.
+//!
+//! Tolerance: `max |fast - ref| <= TOL * max(1, max |ref|)` with `TOL = 1e-4` (f32; sums of up
+//! to a few thousand products in a different order).
+
+use super::{fast, reference};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+const TOL: f32 = 1e-4;
+
+fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn rand_t(rng: &mut StdRng, dims: &[usize]) -> Tensor {
+    let n = dims.iter().product();
+    Tensor::from_vec(rand_vec(rng, n), dims, &Device::Cpu).unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = g
+        .iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= TOL * scale,
+        "{what}: max abs error {err} > {TOL} * {scale} (dims {:?})",
+        want.dims()
+    );
+}
+
+/// Runs `f` on variables holding `inputs` (or plain tensors where `var[i]` is false), takes
+/// `sum(f(..) * r)` for a fixed random `r`, and returns the output and each input's gradient.
+fn run(
+    inputs: &[Tensor],
+    var: &[bool],
+    r_seed: u64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> (Tensor, Vec<Option<Tensor>>) {
+    let ts: Vec<Tensor> = inputs
+        .iter()
+        .zip(var)
+        .map(|(t, &v)| {
+            if v {
+                Var::from_tensor(t).unwrap().as_tensor().clone()
+            } else {
+                t.copy().unwrap()
+            }
+        })
+        .collect();
+    let y = f(&ts).unwrap();
+    let r = rand_t(&mut StdRng::seed_from_u64(r_seed), y.dims());
+    let loss = (&y * &r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let gs = ts.iter().map(|t| grads.get(t).cloned()).collect();
+    (y, gs)
+}
+
+/// Compares fast and reference on the same inputs: output and every requested gradient.
+fn compare(
+    what: &str,
+    inputs: &[Tensor],
+    var: &[bool],
+    fast_f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ref_f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
+    let (yf, gf) = run(inputs, var, 7, fast_f);
+    let (yr, gr) = run(inputs, var, 7, ref_f);
+    assert_close(&yf, &yr, &format!("{what} forward"));
+    for (i, (a, b)) in gf.iter().zip(&gr).enumerate() {
+        match (a, b) {
+            (Some(a), Some(b)) => assert_close(a, b, &format!("{what} grad {i}")),
+            (None, _) if !var[i] => {}
+            _ => panic!("{what}: gradient {i} present in one implementation only"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    rng: &mut StdRng,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (o, kh, kw): (usize, usize, usize),
+    pad: usize,
+    stride: usize,
+    bias: bool,
+    x_var: bool,
+) {
+    let what = format!(
+        "conv2d x[{n},{c},{h},{w}] w[{o},{c},{kh},{kw}] pad {pad} stride {stride} bias {bias}"
+    );
+    let mut inputs = vec![rand_t(rng, &[n, c, h, w]), rand_t(rng, &[o, c, kh, kw])];
+    if bias {
+        inputs.push(rand_t(rng, &[o]));
+    }
+    let var = [x_var, true, true];
+    compare(
+        &what,
+        &inputs,
+        &var[..inputs.len()],
+        |t| fast::conv2d(&t[0], &t[1], t.get(2), pad, stride),
+        |t| reference::conv2d(&t[0], &t[1], t.get(2), pad, stride),
+    );
+}
+
+#[test]
+fn conv2d_edge_cases() {
+    let mut rng = StdRng::seed_from_u64(1);
+    // The networks' own layers (batch 3), then odd sizes, batch 1, 1x1, stride, big padding.
+    check_conv(&mut rng, (3, 3, 32, 32), (6, 5, 5), 0, 1, true, true);
+    check_conv(&mut rng, (3, 6, 14, 14), (16, 5, 5), 0, 1, true, true);
+    check_conv(&mut rng, (3, 3, 32, 32), (16, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (2, 64, 8, 8), (32, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (1, 1, 1, 1), (1, 1, 1), 0, 1, false, true);
+    check_conv(&mut rng, (1, 2, 7, 5), (3, 3, 2), 0, 1, true, true);
+    check_conv(&mut rng, (1, 3, 9, 11), (4, 3, 3), 2, 2, true, true);
+    check_conv(&mut rng, (2, 4, 6, 6), (5, 1, 1), 0, 1, true, true);
+    check_conv(&mut rng, (2, 4, 6, 6), (5, 1, 1), 1, 2, false, true);
+    check_conv(&mut rng, (2, 3, 4, 4), (2, 5, 5), 2, 1, true, true);
+    check_conv(&mut rng, (2, 3, 5, 5), (2, 3, 3), 0, 3, true, true);
+    check_conv(&mut rng, (9, 5, 6, 6), (7, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (5, 2, 13, 7), (3, 4, 2), 1, 2, true, false);
+}
+
+#[test]
+fn conv2d_random_shapes() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for _ in 0..40 {
+        let k: (usize, usize) = (rng.random_range(1..=5), rng.random_range(1..=5));
+        let pad: usize = rng.random_range(0..=2);
+        let stride = rng.random_range(1..=3);
+        let h = rng.random_range(k.0.saturating_sub(2 * pad).max(1)..=13);
+        let w = rng.random_range(k.1.saturating_sub(2 * pad).max(1)..=13);
+        let n = rng.random_range(1..=6);
+        let c = rng.random_range(1..=7);
+        let o = rng.random_range(1..=9);
+        let bias = rng.random_bool(0.7);
+        let x_var = rng.random_bool(0.8);
+        check_conv(
+            &mut rng,
+            (n, c, h, w),
+            (o, k.0, k.1),
+            pad,
+            stride,
+            bias,
+            x_var,
+        );
+    }
+}
+
+#[test]
+fn conv2d_skips_input_gradient_of_plain_tensor() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let x = rand_t(&mut rng, &[2, 3, 8, 8]);
+    let w = Var::from_tensor(&rand_t(&mut rng, &[4, 3, 3, 3])).unwrap();
+    let b = Var::from_tensor(&rand_t(&mut rng, &[4])).unwrap();
+    let y = fast::conv2d(&x, w.as_tensor(), Some(b.as_tensor()), 1, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(w.as_tensor()).is_some() && grads.get(b.as_tensor()).is_some());
+}
+
+#[test]
+fn max_pool2d_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut cases = vec![
+        ([1, 1, 2, 2], 2),
+        ([2, 3, 32, 32], 2),
+        ([3, 6, 28, 28], 2),
+        ([1, 2, 7, 9], 2),
+        ([2, 2, 9, 10], 3),
+        ([1, 1, 5, 5], 1),
+        ([4, 16, 5, 5], 5),
+    ];
+    for _ in 0..20 {
+        let k = rng.random_range(1..=4);
+        let dims = [
+            rng.random_range(1..=4),
+            rng.random_range(1..=5),
+            rng.random_range(k..=17),
+            rng.random_range(k..=17),
+        ];
+        cases.push((dims, k));
+    }
+    for (dims, k) in cases {
+        let x = rand_t(&mut rng, &dims);
+        // Forward against candle's own max_pool2d as well.
+        assert_close(
+            &fast::max_pool2d(&x, k).unwrap(),
+            &x.max_pool2d(k).unwrap(),
+            &format!("max_pool2d {dims:?} k {k} vs Tensor::max_pool2d"),
+        );
+        compare(
+            &format!("max_pool2d {dims:?} k {k}"),
+            &[x],
+            &[true],
+            |t| fast::max_pool2d(&t[0], k),
+            |t| reference::max_pool2d(&t[0], k),
+        );
+    }
+}
+
+/// Documents the candle bug `reference::max_pool2d` works around: `Tensor::max_pool2d`'s
+/// gradient is the true one divided by k^2.
+#[test]
+fn candle_max_pool2d_gradient_is_scaled() {
+    let x = Var::new(&[[[[1f32, 4.], [3., 2.]]]], &Device::Cpu).unwrap();
+    let g = x
+        .as_tensor()
+        .max_pool2d(2)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g: Vec<f32> = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(g, [0., 0.25, 0., 0.]);
+    let y = fast::max_pool2d(x.as_tensor(), 2).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let g: Vec<f32> = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(g, [0., 1., 0., 0.]);
+}
+
+#[test]
+fn relu_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for dims in [vec![1], vec![7, 3], vec![2, 3, 5, 5], vec![3, 70000]] {
+        let x = rand_t(&mut rng, &dims);
+        compare(
+            &format!("relu {dims:?}"),
+            &[x],
+            &[true],
+            |t| fast::relu(&t[0]),
+            |t| reference::relu(&t[0]),
+        );
+    }
+}
+
+#[test]
+fn linear_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut cases = vec![(1, 1, 1), (20, 400, 120), (64, 4096, 1024), (3, 84, 10)];
+    for _ in 0..15 {
+        cases.push((
+            rng.random_range(1..=40),
+            rng.random_range(1..=300),
+            rng.random_range(1..=70),
+        ));
+    }
+    for (i, &(n, fi, o)) in cases.iter().enumerate() {
+        let bias = i % 3 != 1;
+        let x_var = i % 4 != 2;
+        let mut inputs = vec![rand_t(&mut rng, &[n, fi]), rand_t(&mut rng, &[o, fi])];
+        if bias {
+            inputs.push(rand_t(&mut rng, &[o]));
+        }
+        let var = [x_var, true, true];
+        compare(
+            &format!("linear x[{n},{fi}] w[{o},{fi}] bias {bias}"),
+            &inputs,
+            &var[..inputs.len()],
+            |t| fast::linear(&t[0], &t[1], t.get(2)),
+            |t| reference::linear(&t[0], &t[1], t.get(2)),
+        );
+    }
+}
+
+/// A small LeNet-shaped chain, so gradients flow through every kernel in sequence.
+#[test]
+fn chain_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let inputs = vec![
+        rand_t(&mut rng, &[3, 3, 16, 16]),
+        rand_t(&mut rng, &[4, 3, 5, 5]),
+        rand_t(&mut rng, &[4]),
+        rand_t(&mut rng, &[5, 4 * 7 * 7]),
+        rand_t(&mut rng, &[5]),
+    ];
+    type Kern<'a> = (
+        &'a dyn Fn(&Tensor, &Tensor, Option<&Tensor>, usize, usize) -> Result<Tensor>,
+        &'a dyn Fn(&Tensor) -> Result<Tensor>,
+        &'a dyn Fn(&Tensor, usize) -> Result<Tensor>,
+        &'a dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    );
+    let net = |k: Kern, t: &[Tensor]| -> Result<Tensor> {
+        let y = (k.0)(&t[0], &t[1], Some(&t[2]), 1, 1)?;
+        let y = (k.2)(&(k.1)(&y)?, 2)?;
+        let y = y.flatten_from(1)?;
+        (k.3)(&y, &t[3], Some(&t[4]))
+    };
+    compare(
+        "chain",
+        &inputs,
+        &[false, true, true, true, true],
+        |t| {
+            net(
+                (&fast::conv2d, &fast::relu, &fast::max_pool2d, &fast::linear),
+                t,
+            )
+        },
+        |t| {
+            net(
+                (
+                    &reference::conv2d,
+                    &reference::relu,
+                    &reference::max_pool2d,
+                    &reference::linear,
+                ),
+                t,
+            )
+        },
+    );
+}
+
+/// Non-f32 tensors take candle's path through the public functions.
+#[test]
+fn public_api_falls_back_for_f64() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let x = rand_t(&mut rng, &[1, 2, 6, 6])
+        .to_dtype(DType::F64)
+        .unwrap();
+    let w = rand_t(&mut rng, &[3, 2, 3, 3])
+        .to_dtype(DType::F64)
+        .unwrap();
+    let y = super::conv2d(&x, &w, None, 1, 1).unwrap();
+    let y = super::max_pool2d(&super::relu(&y).unwrap(), 2).unwrap();
+    assert_eq!(y.dims(), [1, 3, 3, 3]);
+    assert_eq!(y.dtype(), DType::F64);
+}
