@@ -2,4 +2,5 @@
 
 mod common;
 mod malformed;
+mod reliability;
 mod sweep_e2e;
