@@ -92,6 +92,8 @@ fn main() -> Result<()> {
             println!("{}", json!({ "peak_gflops": g }));
             Ok(())
         }
+        Some("profile") => profile(&Args::parse(&argv[1..])?),
+        Some("gemm") => gemm_bench(),
         Some("-h" | "--help") => {
             println!("{}", include_str!("usage.txt"));
             Ok(())
@@ -170,6 +172,148 @@ fn child(a: &Args) -> Result<()> {
             "infer_steps": infer_steps,
             "peak_rss_kib": peak_rss_kib(),
         })
+    );
+    Ok(())
+}
+
+/// CPU time of this thread, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Single-thread GEMM throughput (thread CPU time, so other load matters less) for the
+/// shapes of vgg6's convolutions at batch 64.
+fn gemm_bench() -> Result<()> {
+    let t0 = thread_cpu_s();
+    let w = std::time::Instant::now();
+    let peak = peak::measure(1, 0.5) * (w.elapsed().as_secs_f64() / (thread_cpu_s() - t0)).max(1.0);
+    println!("1-thread FMA peak {peak:.1} GFLOP/s");
+    let shapes = [
+        ("fwd conv2", 64, 1024, 288, false, false),
+        ("fwd conv4", 128, 256, 1152, false, false),
+        ("fwd conv6", 256, 64, 2304, false, false),
+        ("dx conv2", 288, 1024, 64, true, false),
+        ("dx conv4", 1152, 256, 128, true, false),
+        ("dx conv6", 2304, 64, 256, true, false),
+        ("dw conv2", 64, 288, 1024, false, true),
+        ("dw conv4", 128, 1152, 512, false, true),
+        ("dw conv6", 256, 2304, 512, false, true),
+        ("dwT conv2", 288, 64, 1024, false, true),
+        ("dwT conv4", 1152, 128, 512, false, true),
+        ("dwT conv6", 2304, 256, 512, false, true),
+        ("dwT' conv2", 288, 64, 1024, true, false),
+        ("dwT' conv4", 1152, 128, 512, true, false),
+        ("dwT' conv6", 2304, 256, 512, true, false),
+        ("lenet fwd conv1", 6, 784, 75, false, false),
+        ("lenet fwd conv2", 16, 100, 150, false, false),
+        ("square 512", 512, 512, 512, false, false),
+    ];
+    for (name, m, n, k, at, bt) in shapes {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0f32; m * n];
+        let (ars, acs) = if at { (1, m as isize) } else { (k as isize, 1) };
+        let (brs, bcs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+        let reps = ((2e9 / (2.0 * (m * n * k) as f64)) as usize).max(3);
+        let t0 = thread_cpu_s();
+        for _ in 0..reps {
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    acs,
+                    ars,
+                    b.as_ptr(),
+                    bcs,
+                    brs,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+        }
+        let dt = thread_cpu_s() - t0;
+        let g = 2.0 * (m * n * k * reps) as f64 / dt / 1e9;
+        println!(
+            "{name:<16} m {m:5} n {n:5} k {k:5}: {g:6.1} GFLOP/s ({:.0}% of peak)",
+            100.0 * g / peak
+        );
+    }
+    Ok(())
+}
+
+/// Where one training step's time goes: forward, backward and update, and each kernel.
+fn profile(a: &Args) -> Result<()> {
+    let arch = a.get("model", "vgg6");
+    let batch: usize = a.num("batch", 64)?;
+    let steps: usize = a.num("steps", 10)?;
+    set_impl(&a.get("impl", "fast"))?;
+    let cfg = TrainConfig {
+        arch,
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
+    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
+    let vars = models::sorted_vars(&varmap)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let mut opt = Optimizer::new(&cfg, vars)?;
+    let (x, y) = random_batch(batch, 1)?;
+    let mut phase = [0f64; 3];
+    for i in 0..=steps {
+        if i == 1 {
+            trainer::kernels::profile::take();
+            trainer::kernels::profile::enable(true);
+            phase = [0.0; 3];
+        }
+        let t = Instant::now();
+        let logits = model.forward_t(&x, true)?;
+        let loss = train::cross_entropy(&logits, &y, 0.0)?;
+        loss.to_scalar::<f32>()?;
+        phase[0] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let grads = loss.backward()?;
+        phase[1] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        opt.step(&grads)?;
+        drop(grads);
+        phase[2] += t.elapsed().as_secs_f64();
+    }
+    let ms = |s: f64| s * 1e3 / steps as f64;
+    let total: f64 = phase.iter().sum();
+    println!(
+        "step {:.2} ms = forward+loss {:.2} + backward {:.2} + update {:.2}",
+        ms(total),
+        ms(phase[0]),
+        ms(phase[1]),
+        ms(phase[2])
+    );
+    let mut kern = 0.0;
+    for (name, t, calls) in trainer::kernels::profile::take() {
+        kern += t;
+        println!(
+            "  {name:<22} {:8.2} ms/step  ({} calls/step)",
+            ms(t),
+            calls / steps as u64
+        );
+    }
+    println!(
+        "  {:<22} {:8.2} ms/step",
+        "(outside kernels)",
+        ms(total - kern)
     );
     Ok(())
 }

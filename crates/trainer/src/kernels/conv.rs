@@ -4,8 +4,8 @@
 //! groups several small images into one GEMM so the reduction dimension stays long.
 
 use super::util::{
-    alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, sgemm, split_range, tensor_from,
-    with_data, with_scratch, Mat, SyncPtr,
+    alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
+    split_range, tensor_from, with_data, with_scratch, Mat, SyncPtr,
 };
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -163,24 +163,44 @@ fn col2im(col: &[f32], p: &ConvParams, dx: &mut [f32]) {
     }
 }
 
-/// Splits images over threads when there are enough of them; otherwise hands the threads to
-/// the GEMM. Returns (parallel over images?, threads per GEMM).
-fn plan(n: usize) -> (bool, usize) {
+/// Whether to split the images over the threads (else each GEMM is split instead).
+fn images_in_parallel(n: usize) -> bool {
     let nt = num_threads();
-    if n >= nt && nt > 1 {
-        (true, 1)
+    n >= nt && nt > 1
+}
+
+/// A GEMM inside a per-image task: on this thread when the images run in parallel, else
+/// split over the pool.
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn img_gemm(
+    img_par: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    acc: bool,
+    a: Mat,
+    b: Mat,
+) {
+    if img_par {
+        sgemm(m, n, k, dst, ldd, acc, a, b)
     } else {
-        (false, nt)
+        par_sgemm(m, n, k, dst, ldd, acc, a, b)
     }
 }
 
 /// `y = conv(x, w) + b`, all contiguous NCHW / OIHW.
 pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
+    let _t = prof::span("conv2d forward");
     let (np, k, o) = (p.p(), p.k(), p.o);
     // Every element is written: either by the bias fill or by the non-accumulating GEMM.
     let mut out = alloc_uninit(p.n * p.out_img());
     let outp = SyncPtr(out.as_mut_ptr());
-    let (img_par, gt) = plan(p.n);
+    let img_par = images_in_parallel(p.n);
     let one = |i: usize| {
         // SAFETY: image i's output block is touched by this call only.
         let y = unsafe { outp.slice(i * p.out_img(), p.out_img()) };
@@ -193,7 +213,8 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
         let acc = b.is_some();
         if p.pointwise() {
             unsafe {
-                sgemm(
+                img_gemm(
+                    img_par,
                     o,
                     np,
                     k,
@@ -202,14 +223,14 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
                     acc,
                     Mat::rm(w, k),
                     Mat::rm(xi, np),
-                    gt,
                 )
             };
         } else {
             with_scratch(k * np, |col| {
                 im2col(xi, p, col, np);
                 unsafe {
-                    sgemm(
+                    img_gemm(
+                        img_par,
                         o,
                         np,
                         k,
@@ -218,7 +239,6 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
                         acc,
                         Mat::rm(w, k),
                         Mat::rm(col, np),
-                        gt,
                     )
                 };
             });
@@ -234,6 +254,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
 
 /// Input gradient: `dx[n] = col2im(w^T @ dy[n])`.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
+    let _t = prof::span("conv2d input grad");
     let (np, k, o) = (p.p(), p.k(), p.o);
     let pointwise = p.pointwise();
     // col2im accumulates, so start from zeros; the pointwise GEMM overwrites.
@@ -243,14 +264,15 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> 
         alloc_zeroed(p.n * p.in_img())
     };
     let dxp = SyncPtr(dx.as_mut_ptr());
-    let (img_par, gt) = plan(p.n);
+    let img_par = images_in_parallel(p.n);
     let one = |i: usize| {
         // SAFETY: image i's gradient block is touched by this call only.
         let dxi = unsafe { dxp.slice(i * p.in_img(), p.in_img()) };
         let dyi = &dy[i * p.out_img()..(i + 1) * p.out_img()];
         if pointwise {
             unsafe {
-                sgemm(
+                img_gemm(
+                    img_par,
                     k,
                     np,
                     o,
@@ -259,13 +281,13 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> 
                     false,
                     Mat::rm_t(w, k),
                     Mat::rm(dyi, np),
-                    gt,
                 )
             };
         } else {
             with_scratch(k * np, |dcol| {
                 unsafe {
-                    sgemm(
+                    img_gemm(
+                        img_par,
                         k,
                         np,
                         o,
@@ -274,7 +296,6 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> 
                         false,
                         Mat::rm_t(w, k),
                         Mat::rm(dyi, np),
-                        gt,
                     )
                 };
                 col2im(dcol, p, dxi);
@@ -294,18 +315,19 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> 
 const WGRAD_COLS: usize = 512;
 
 /// Weight (and optionally bias) gradient: `dw = sum_n dy[n] @ im2col(x[n])^T`, `db = sum dy`.
+/// Computed as `dw^T = sum_n im2col(x[n]) @ dy[n]^T` (see below) and transposed at the end.
 pub(crate) fn backward_weight(
     x: &[f32],
     dy: &[f32],
     p: &ConvParams,
     need_db: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
+    let _t = prof::span("conv2d weight grad");
     let (np, k, o) = (p.p(), p.k(), p.o);
     let nt = num_threads().min(p.n).max(1);
-    let gt = if nt == 1 { num_threads() } else { 1 };
     let group = WGRAD_COLS.div_ceil(np).clamp(1, p.n.div_ceil(nt).max(1));
     let part = |t: usize| -> (Vec<f32>, Vec<f32>) {
-        let mut dw = alloc_zeroed(o * k);
+        let mut dwt = alloc_zeroed(k * o);
         let mut db = if need_db { alloc_zeroed(o) } else { Vec::new() };
         let r = split_range(p.n, nt, t);
         let mut start = r.start;
@@ -343,34 +365,39 @@ pub(crate) fn backward_weight(
                     }
                     col_buf
                 };
+                // dw^T[k, o] += col[k, cols] @ dyg^T: both operands in their natural layout,
+                // which the GEMM runs far faster than dw = dyg @ col^T.
+                // With one part the pool is free for the GEMM itself.
                 unsafe {
-                    sgemm(
+                    img_gemm(
+                        nt > 1,
+                        k,
                         o,
-                        k,
                         cols,
-                        dw.as_mut_ptr(),
-                        k,
+                        dwt.as_mut_ptr(),
+                        o,
                         true,
-                        Mat::rm(dyg, cols),
-                        Mat::rm_t(col, cols),
-                        gt,
+                        Mat::rm(col, cols),
+                        Mat::rm_t(dyg, cols),
                     )
                 };
             });
             start += g;
         }
-        (dw, db)
+        (dwt, db)
     };
-    let mut parts: Vec<(Vec<f32>, Vec<f32>)> = if nt == 1 {
-        vec![part(0)]
-    } else {
-        use rayon::prelude::*;
-        (0..nt).into_par_iter().map(part).collect()
-    };
-    let (mut dw, mut db) = parts.swap_remove(0);
+    let mut parts: Vec<(Vec<f32>, Vec<f32>)> = par_map(nt, part);
+    let (mut dwt, mut db) = parts.swap_remove(0);
     for (pw, pb) in parts {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        dwt.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    // Every element is written by the transpose.
+    let mut dw = alloc_uninit(o * k);
+    for (kk, row) in dwt.chunks_exact(o).enumerate() {
+        for (oc, v) in row.iter().enumerate() {
+            dw[oc * k + kk] = *v;
+        }
     }
     (dw, need_db.then_some(db))
 }

@@ -2,13 +2,14 @@
 //! so the input need not stay alive. The gradient at exactly 0 is 0 (PyTorch's convention;
 //! candle's own relu uses 1 there).
 
-use super::util::{alloc_uninit, cpu_slice, par_for, tensor_from, with_data, SyncPtr};
+use super::util::{alloc_uninit, cpu_slice, par_for, prof, tensor_from, with_data, SyncPtr};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 16;
+/// Elements per parallel task; smaller tensors run on the calling thread, where a pass costs
+/// less than waking another thread.
+const CHUNK: usize = 1 << 17;
 
-/// `out[i] = f(i-th chunk inputs)`, chunked over the rayon pool.
+/// `f(range, out[range])` over `0..len`, in chunks spread over the thread pool.
 fn map_chunks(
     len: usize,
     f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
@@ -25,6 +26,7 @@ fn map_chunks(
 }
 
 pub(crate) fn relu_forward(x: &[f32]) -> Vec<f32> {
+    let _t = prof::span("relu forward");
     map_chunks(x.len(), |r, o| {
         for (o, &v) in o.iter_mut().zip(&x[r]) {
             *o = if v > 0.0 { v } else { 0.0 };
@@ -33,6 +35,7 @@ pub(crate) fn relu_forward(x: &[f32]) -> Vec<f32> {
 }
 
 pub(crate) fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let _t = prof::span("relu backward");
     map_chunks(y.len(), |r, o| {
         for ((o, &v), &g) in o.iter_mut().zip(&y[r.clone()]).zip(&dy[r]) {
             *o = if v > 0.0 { g } else { 0.0 };

@@ -2,7 +2,7 @@
 //! is folded into the GEMM and the backward pass is three GEMM-shaped loops instead of
 //! candle's chain of transposes, matmuls and broadcast reductions.
 
-use super::util::{alloc_uninit, cpu_slice, num_threads, sgemm, tensor_from, with_data, Mat};
+use super::util::{alloc_uninit, cpu_slice, par_sgemm, prof, tensor_from, with_data, Mat};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 fn dims(x: &[usize], w: &[usize]) -> Result<(usize, usize, usize)> {
@@ -23,6 +23,7 @@ pub(crate) fn forward(
     i: usize,
     o: usize,
 ) -> Vec<f32> {
+    let _t = prof::span("linear forward");
     // Every element is written: by the bias fill or the non-accumulating GEMM.
     let mut y = alloc_uninit(n * o);
     if let Some(b) = b {
@@ -31,7 +32,7 @@ pub(crate) fn forward(
         }
     }
     unsafe {
-        sgemm(
+        par_sgemm(
             n,
             o,
             i,
@@ -40,7 +41,6 @@ pub(crate) fn forward(
             b.is_some(),
             Mat::rm(x, i),
             Mat::rm_t(w, i),
-            num_threads(),
         )
     };
     y
@@ -83,15 +83,15 @@ impl LinearOp {
         b: Option<&Tensor>,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = prof::span("linear backward");
         let (n, i, o) = dims(x.dims(), w.dims())?;
-        let nt = num_threads();
         with_data(grad, |dy| {
             let dx = if x.track_op() {
                 // Overwritten by the GEMM.
                 let mut dx = alloc_uninit(n * i);
                 with_data(w, |ws| {
                     unsafe {
-                        sgemm(
+                        par_sgemm(
                             n,
                             i,
                             o,
@@ -100,7 +100,6 @@ impl LinearOp {
                             false,
                             Mat::rm(dy, o),
                             Mat::rm(ws, i),
-                            nt,
                         )
                     };
                     Ok(())
@@ -114,7 +113,7 @@ impl LinearOp {
                 let mut dw = alloc_uninit(o * i);
                 with_data(x, |xs| {
                     unsafe {
-                        sgemm(
+                        par_sgemm(
                             o,
                             i,
                             n,
@@ -123,7 +122,6 @@ impl LinearOp {
                             false,
                             Mat::rm_t(dy, o),
                             Mat::rm(xs, i),
-                            nt,
                         )
                     };
                     Ok(())

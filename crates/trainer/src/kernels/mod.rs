@@ -18,6 +18,8 @@
 mod conv;
 mod eltwise;
 mod linear;
+mod norm;
+mod optim;
 mod pool;
 mod util;
 
@@ -110,10 +112,155 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
+/// Spatial batch normalisation with the parameters and running statistics of a candle-nn
+/// [`BatchNorm`](candle_nn::BatchNorm) (x `[N, C, H, W]`): the same result as
+/// `bn.forward_t(x, train)`, including the running-statistics update in training mode
+/// (momentum `bn.momentum()`, unbiased variance), as one fused op on the CPU. Falls back to
+/// `forward_t` off the CPU, for other dtypes, other ranks and non-affine batch norms. Assumes
+/// the default `remove_mean` configuration (candle-nn does not expose it).
+pub fn batch_norm(bn: &candle_nn::BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    match bn.weight_and_bias() {
+        Some((g, b)) if x.rank() == 4 && fast_for(&[x, g, b]) => {
+            fast::batch_norm(bn, g, b, x, train)
+        }
+        _ => candle_nn::ModuleT::forward_t(bn, x, train),
+    }
+}
+
+/// One SGD step for one parameter, in place, as `trainer::optim` defines it:
+/// `d = g + weight_decay * p`; with momentum `buf = momentum * buf + d` and
+/// `d = nesterov ? d + momentum * buf : buf`; then `p -= lr * d`.
+///
+/// `momentum_buf` (required when `momentum != 0`, same shape as `param`) is updated in place; a
+/// zero buffer reproduces the usual first step (`buf = d`). On the CPU with f32 tensors this is
+/// one fused pass (two with momentum) and no allocation; elsewhere it is candle ops and
+/// `Var::set`.
+pub fn sgd_update(
+    param: &candle_core::Var,
+    grad: &Tensor,
+    momentum_buf: Option<&candle_core::Var>,
+    lr: f64,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+) -> Result<()> {
+    let p = param.as_tensor();
+    if momentum != 0.0 && momentum_buf.is_none() {
+        candle_core::bail!("sgd_update: momentum {momentum} needs a momentum buffer");
+    }
+    let buf = momentum_buf.filter(|_| momentum != 0.0);
+    let fast = fast_for(&[p, grad]) && buf.is_none_or(|b| fast_for(&[b.as_tensor()]));
+    if fast && p.is_contiguous() {
+        let g = grad.contiguous()?;
+        let (lr32, m32, wd32) = (lr as f32, momentum as f32, weight_decay as f32);
+        return match buf {
+            None => p.inplace_op2(&g, &optim::SgdPlain { lr: lr32, wd: wd32 }),
+            Some(b) => {
+                let bt = b.as_tensor();
+                bt.inplace_op3(
+                    &g,
+                    p,
+                    &optim::SgdMomentumBuf {
+                        momentum: m32,
+                        wd: wd32,
+                    },
+                )?;
+                p.inplace_op3(
+                    bt,
+                    &g,
+                    &optim::SgdMomentumStep {
+                        lr: lr32,
+                        momentum: m32,
+                        wd: wd32,
+                        nesterov,
+                    },
+                )
+            }
+        };
+    }
+    let d = if weight_decay != 0.0 {
+        (grad + (p * weight_decay)?)?
+    } else {
+        grad.clone()
+    };
+    let d = match buf {
+        None => d,
+        Some(b) => {
+            let nb = ((b.as_tensor() * momentum)? + &d)?;
+            b.set(&nb)?;
+            if nesterov {
+                (d + (nb * momentum)?)?
+            } else {
+                nb
+            }
+        }
+    };
+    param.set(&(p - (d * lr)?)?)
+}
+
 /// The CPU custom ops (f32, CPU tensors only).
 pub(crate) mod fast {
+    use super::norm::{BatchNormOp, Stats};
     use super::{conv::Conv2dOp, eltwise::ReluOp, linear::LinearOp, pool::MaxPool2dOp};
-    use candle_core::{Result, Tensor};
+    use candle_core::{Result, Tensor, Var};
+    use std::sync::{Arc, Mutex};
+
+    pub(crate) fn batch_norm(
+        bn: &candle_nn::BatchNorm,
+        g: &Tensor,
+        b: &Tensor,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let (x, g, b) = (x.contiguous()?, g.contiguous()?, b.contiguous()?);
+        let batch = Arc::new(Mutex::new(Stats::default()));
+        let fixed = if train {
+            None
+        } else {
+            Some(Stats {
+                mean: bn
+                    .running_mean()
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1()?,
+                var: bn
+                    .running_var()
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1()?,
+            })
+        };
+        let op = BatchNormOp {
+            eps: bn.eps(),
+            fixed,
+            batch: batch.clone(),
+        };
+        let y = x.apply_op3(&g, &b, op)?;
+        if train {
+            let st = batch.lock().unwrap().clone();
+            let m = bn.momentum();
+            let cnt = (n * h * w) as f64;
+            let unbias = if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 };
+            let rm: Vec<f64> = bn
+                .running_mean()
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1()?;
+            let rv: Vec<f64> = bn
+                .running_var()
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1()?;
+            let new_m: Vec<f64> = (0..c)
+                .map(|i| rm[i] * (1.0 - m) + st.mean[i] as f64 * m)
+                .collect();
+            let new_v: Vec<f64> = (0..c)
+                .map(|i| rv[i] * (1.0 - m) + st.var[i] as f64 * unbias * m)
+                .collect();
+            for (t, v) in [(bn.running_mean(), new_m), (bn.running_var(), new_v)] {
+                let v = Tensor::from_vec(v, c, t.device())?.to_dtype(t.dtype())?;
+                Var::from_tensor(t)?.set(&v)?;
+            }
+        }
+        Ok(y)
+    }
 
     pub(crate) fn conv2d(
         x: &Tensor,
@@ -214,5 +361,24 @@ pub(crate) mod reference {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// Per-kernel timing, for benchmarks: off by default.
+pub mod profile {
+    use super::util::prof;
+    use std::sync::atomic::Ordering;
+
+    /// Starts (or stops) accumulating wall-clock time per kernel and phase.
+    pub fn enable(on: bool) {
+        prof::ON.store(on, Ordering::Relaxed);
+    }
+
+    /// The accumulated `(kernel phase, seconds, calls)` since the last call, largest first.
+    pub fn take() -> Vec<(String, f64, u64)> {
+        let mut s = prof::STATS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = s.drain(..).map(|(n, t, c)| (n.to_string(), t, c)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
     }
 }

@@ -5,13 +5,14 @@
 //! agree whenever a window's maximum is unique.
 
 use super::util::{
-    alloc_uninit, alloc_zeroed, cpu_slice, par_for, tensor_from, with_data, SyncPtr,
+    alloc_uninit, alloc_zeroed, cpu_slice, par_for, prof, tensor_from, with_data, SyncPtr,
 };
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-/// Planes (images x channels) per parallel task, aiming at ~64K input elements per task.
+/// Planes (images x channels) per parallel task, aiming at ~128K input elements per task;
+/// smaller inputs run on the calling thread.
 fn planes_per_task(plane: usize) -> usize {
-    (65536 / plane.max(1)).max(1)
+    ((1 << 17) / plane.max(1)).max(1)
 }
 
 fn dims(d: &[usize], k: usize) -> Result<(usize, usize, usize, usize, usize)> {
@@ -25,6 +26,7 @@ fn dims(d: &[usize], k: usize) -> Result<(usize, usize, usize, usize, usize)> {
 }
 
 pub(crate) fn forward(x: &[f32], planes: usize, h: usize, w: usize, k: usize) -> Vec<f32> {
+    let _t = prof::span("max_pool2d forward");
     let (oh, ow) = (h / k, w / k);
     // Every output element is written below.
     let mut y = alloc_uninit(planes * oh * ow);
@@ -73,6 +75,7 @@ pub(crate) fn backward(
     w: usize,
     k: usize,
 ) -> Vec<f32> {
+    let _t = prof::span("max_pool2d backward");
     let (oh, ow) = (h / k, w / k);
     let mut dx = alloc_zeroed(planes * h * w);
     let dxp = SyncPtr(dx.as_mut_ptr());

@@ -126,6 +126,8 @@ fn conv2d_edge_cases() {
     check_conv(&mut rng, (2, 3, 5, 5), (2, 3, 3), 0, 3, true, true);
     check_conv(&mut rng, (9, 5, 6, 6), (7, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (5, 2, 13, 7), (3, 4, 2), 1, 2, true, false);
+    // Batch 1, big enough for the GEMMs to be split over threads instead of images.
+    check_conv(&mut rng, (1, 16, 32, 32), (32, 3, 3), 1, 1, true, true);
 }
 
 #[test]
@@ -283,6 +285,67 @@ fn linear_matches_candle() {
     }
 }
 
+#[test]
+fn batch_norm_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (i, dims) in [
+        [2, 3, 4, 4],
+        [1, 5, 3, 7],
+        [8, 32, 8, 8],
+        [3, 1, 1, 2],
+        [4, 16, 16, 16],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = dims[1];
+        let stats = |rng: &mut StdRng| {
+            let m = rand_t(rng, &[c]);
+            let v = (rand_t(rng, &[c]).abs().unwrap() + 0.5).unwrap();
+            (m, v)
+        };
+        let (rm, rv) = stats(&mut rng);
+        // Off-centre, scaled input so the statistics matter.
+        let x = ((rand_t(&mut rng, &dims) * 3.0).unwrap() + 1.0).unwrap();
+        let inputs = vec![x, rand_t(&mut rng, &[c]), rand_t(&mut rng, &[c])];
+        for train in [true, false] {
+            let make = |t: &[Tensor]| {
+                candle_nn::BatchNorm::new(
+                    c,
+                    rm.copy()?,
+                    rv.copy()?,
+                    t[1].clone(),
+                    t[2].clone(),
+                    1e-5,
+                )
+            };
+            let what = format!("batch_norm {dims:?} train {train}");
+            // Outputs and gradients.
+            compare(
+                &what,
+                &inputs,
+                &[i % 2 == 0, true, true],
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train),
+                |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train),
+            );
+            // Running statistics.
+            let (bf, br) = (make(&inputs).unwrap(), make(&inputs).unwrap());
+            super::fast::batch_norm(&bf, &inputs[1], &inputs[2], &inputs[0], train).unwrap();
+            candle_nn::ModuleT::forward_t(&br, &inputs[0], train).unwrap();
+            assert_close(
+                bf.running_mean(),
+                br.running_mean(),
+                &format!("{what} running mean"),
+            );
+            assert_close(
+                bf.running_var(),
+                br.running_var(),
+                &format!("{what} running var"),
+            );
+        }
+    }
+}
+
 /// A small LeNet-shaped chain, so gradients flow through every kernel in sequence.
 #[test]
 fn chain_matches_candle() {
@@ -328,6 +391,37 @@ fn chain_matches_candle() {
             )
         },
     );
+}
+
+/// The fused SGD update against the same formula in candle ops (the fallback path, run on
+/// f64 copies), over a few steps with every option.
+#[test]
+fn sgd_update_matches_formula() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for (momentum, nesterov, wd) in [
+        (0.0, false, 0.0),
+        (0.0, false, 1e-2),
+        (0.9, false, 0.0),
+        (0.9, true, 5e-4),
+        (0.5, false, 1e-3),
+    ] {
+        for n in [1usize, 7, 300_001] {
+            let p = rand_t(&mut rng, &[n]);
+            let fast_p = Var::from_tensor(&p).unwrap();
+            let ref_p = Var::from_tensor(&p.to_dtype(DType::F64).unwrap()).unwrap();
+            let fast_b = Var::zeros(n, DType::F32, &Device::Cpu).unwrap();
+            let ref_b = Var::zeros(n, DType::F64, &Device::Cpu).unwrap();
+            for _ in 0..3 {
+                let g = rand_t(&mut rng, &[n]);
+                super::sgd_update(&fast_p, &g, Some(&fast_b), 0.1, momentum, nesterov, wd).unwrap();
+                let g64 = g.to_dtype(DType::F64).unwrap();
+                super::sgd_update(&ref_p, &g64, Some(&ref_b), 0.1, momentum, nesterov, wd).unwrap();
+            }
+            let what = format!("sgd momentum {momentum} nesterov {nesterov} wd {wd} n {n}");
+            let r = ref_p.as_tensor().to_dtype(DType::F32).unwrap();
+            assert_close(fast_p.as_tensor(), &r, &what);
+        }
+    }
 }
 
 /// Non-f32 tensors take candle's path through the public functions.

@@ -58,7 +58,7 @@ thread_local! {
 
 /// Runs `f` with a per-thread scratch buffer of at least `len` f32s (contents unspecified).
 /// The buffer is taken out of the thread-local slot for the duration, so re-entrant use (a
-/// rayon worker stealing another kernel task while inside `f`) just allocates a fresh one.
+/// thread picking up another kernel task while inside `f`) just allocates a fresh one.
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buf.len() < len {
@@ -74,20 +74,41 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     r
 }
 
-/// Number of worker threads the kernels split work over.
+/// Number of threads the kernels split work over: candle's CPU thread pool (its workers plus
+/// the calling thread; `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the cores).
 pub(crate) fn num_threads() -> usize {
-    rayon::current_num_threads().max(1)
+    candle_core::utils::barrier_pool().n_workers() + 1
 }
 
-/// Calls `f(i)` for `i in 0..n`, spread over the rayon pool in `n` tasks (serially when there
-/// is one thread or one task).
-pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync + Send) {
+/// Calls `f(i)` for `i in 0..n` on candle's CPU thread pool, the calling thread included
+/// (serially when there is one thread or one task). Sharing candle's pool, rather than a
+/// second one, keeps the number of runnable threads at the number of cores: candle's workers
+/// spin for a while after each of its own element-wise ops, and would otherwise compete with
+/// ours. Must not be nested.
+pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     if n <= 1 || num_threads() == 1 {
         (0..n).for_each(f);
     } else {
-        use rayon::prelude::*;
-        (0..n).into_par_iter().for_each(f);
+        candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f));
     }
+}
+
+/// Runs `f(i)` for `i in 0..n` in parallel (see [`par_for`]) and collects the results in
+/// order.
+pub(crate) fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| Default::default()).collect();
+    par_for(n, |i| {
+        let v = f(i);
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("par_map: task did not run")
+        })
+        .collect()
 }
 
 /// Splits `0..n` into `parts` contiguous ranges of near-equal length.
@@ -106,6 +127,10 @@ unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
 impl SyncPtr {
+    pub(crate) fn get(&self) -> *mut f32 {
+        self.0
+    }
+
     /// # Safety
     /// `off..off + len` must be in bounds and not accessed by anyone else meanwhile.
     #[allow(clippy::mut_from_ref)]
@@ -141,7 +166,7 @@ impl Mat {
     }
 }
 
-/// `dst[m, n] (row-major, leading dimension ldd) (+)= a[m, k] @ b[k, n]`.
+/// `dst[m, n] (row-major, leading dimension ldd) (+)= a[m, k] @ b[k, n]` on this thread.
 ///
 /// # Safety
 /// `a` and `b` must address `m x k` and `k x n` valid elements with their strides, and `dst`
@@ -156,16 +181,10 @@ pub(crate) unsafe fn sgemm(
     accumulate: bool,
     a: Mat,
     b: Mat,
-    threads: usize,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     gemm::gemm(
         m,
         n,
@@ -185,6 +204,97 @@ pub(crate) unsafe fn sgemm(
         false,
         false,
         false,
-        par,
+        gemm::Parallelism::None,
     );
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread.
+const PAR_GEMM_MIN: usize = 1 << 18;
+
+/// [`sgemm`] split over the thread pool along the longer side of `dst` (in blocks of at least
+/// 16 rows or columns). Must not be called from inside [`par_for`].
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn par_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+) {
+    let nt = num_threads();
+    let long = m.max(n);
+    let parts = nt.min(long / 16).max(1);
+    if parts == 1 || m * n * k < PAR_GEMM_MIN {
+        return sgemm(m, n, k, dst, ldd, accumulate, a, b);
+    }
+    let d = SyncPtr(dst);
+    let (a, b) = (SendMat(a), SendMat(b));
+    par_for(parts, |t| {
+        let r = split_range(long, parts, t);
+        // Through methods, so the closure captures the Sync wrappers, not their fields.
+        let (a, b, d) = (a.get(), b.get(), d.get());
+        if m >= n {
+            let a = Mat {
+                ptr: a.ptr.offset(r.start as isize * a.rs),
+                ..a
+            };
+            sgemm(r.len(), n, k, d.add(r.start * ldd), ldd, accumulate, a, b);
+        } else {
+            let b = Mat {
+                ptr: b.ptr.offset(r.start as isize * b.cs),
+                ..b
+            };
+            sgemm(m, r.len(), k, d.add(r.start), ldd, accumulate, a, b);
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct SendMat(Mat);
+unsafe impl Send for SendMat {}
+unsafe impl Sync for SendMat {}
+
+impl SendMat {
+    fn get(&self) -> Mat {
+        self.0
+    }
+}
+
+/// Optional per-kernel wall-clock accounting (off by default; see [`super::profile`]).
+pub(crate) mod prof {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    pub(crate) static ON: AtomicBool = AtomicBool::new(false);
+    pub(crate) static STATS: Mutex<Vec<(&'static str, f64, u64)>> = Mutex::new(Vec::new());
+
+    /// Records the time until it is dropped under `name`, when profiling is on.
+    pub(crate) struct Span(Option<(&'static str, Instant)>);
+
+    pub(crate) fn span(name: &'static str) -> Span {
+        Span(ON.load(Ordering::Relaxed).then(|| (name, Instant::now())))
+    }
+
+    impl Drop for Span {
+        fn drop(&mut self) {
+            if let Some((name, t)) = self.0 {
+                let dt = t.elapsed().as_secs_f64();
+                let mut s = STATS.lock().unwrap_or_else(|e| e.into_inner());
+                match s.iter_mut().find(|e| e.0 == name) {
+                    Some(e) => {
+                        e.1 += dt;
+                        e.2 += 1;
+                    }
+                    None => s.push((name, dt, 1)),
+                }
+            }
+        }
+    }
 }
