@@ -539,3 +539,67 @@ fn the_sweep_parser_never_panics_on_generated_input() {
         started.elapsed()
     );
 }
+
+#[test]
+fn ctrl_c_saves_marks_interrupted_and_the_next_run_resumes() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = SMALL
+        .replace("lr = [0.02, 0.01]", "lr = [0.02]")
+        .replace("epochs = 2", "epochs = 4")
+        .replace("train_subset = 320", "train_subset = 1600");
+    let file = write(dir.path(), "rel.toml", &text);
+    let db = dir.path().join("results.db");
+    let child = spawn_run(&file, &db, &data, &[]);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60)
+        && !(db.exists()
+            && query_i64(
+                &db,
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'epochs'",
+            ) == 1
+            && query_i64(&db, "SELECT COUNT(*) FROM epochs") >= 1)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let epochs_before = query_i64(&db, "SELECT COUNT(*) FROM epochs");
+    assert!(epochs_before < 4, "the run finished before the interrupt");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let st: String = c
+        .query_row("SELECT status FROM trials", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(st, "interrupted");
+    let out = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .args(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 4);
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM trials WHERE status = 'done' AND attempts = 2"
+        ),
+        1
+    );
+}
