@@ -40,3 +40,19 @@ pub fn query_i64(db: &Path, sql: &str) -> i64 {
     let c = rusqlite::Connection::open(db).unwrap();
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// `cifar-sweep run FILE --db DB --device cpu <data args>`, to the end.
+pub fn run_sweep(file: &Path, db: &Path, data: &[String]) -> Output {
+    bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .args(data)
+        .output()
+        .unwrap()
+}

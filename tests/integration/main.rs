@@ -1,5 +1,6 @@
 //! End-to-end tests of the `cifar-sweep` binary: one target, compiled once.
 
+mod charts;
 mod common;
 mod malformed;
 mod reliability;

@@ -1,7 +1,7 @@
 //! Reliability: hard kills at many moments, several processes on one database, failing and
 //! diverging trials, and a parser that never panics.
 
-use crate::common::{bin, data_args, query_i64, stderr, stdout, write};
+use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -107,18 +107,7 @@ fn kill_and_resume(points: &[u64]) {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "rel.toml", SMALL);
     let reference = dir.path().join("ref/results.db");
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            reference.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &reference, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     let want = snapshot(&reference);
     assert_eq!(want.0.len(), 2);
@@ -147,18 +136,7 @@ fn kill_and_resume(points: &[u64]) {
                 break;
             }
         }
-        let out = bin()
-            .args([
-                "run",
-                file.to_str().unwrap(),
-                "--db",
-                db.to_str().unwrap(),
-                "--device",
-                "cpu",
-            ])
-            .args(&data)
-            .output()
-            .unwrap();
+        let out = run_sweep(&file, &db, &data);
         assert!(out.status.success(), "kill point {ms} ms: {}", stderr(&out));
         let got = snapshot(&db);
         assert_eq!(
@@ -258,18 +236,7 @@ fn diverged_and_failed_trials_are_recorded_and_the_sweep_goes_on() {
     let file = write(dir.path(), "rel.toml", &text);
     let results = dir.path().join("results");
     let db = results.join("results.db");
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     let c = rusqlite::Connection::open(&db).unwrap();
     let (status, error, last_good): (String, String, i64) = c
@@ -312,18 +279,7 @@ fn diverged_and_failed_trials_are_recorded_and_the_sweep_goes_on() {
     let blocked = results.join("checkpoints/fail").join(&key);
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, b"a file where the checkpoint folder should be").unwrap();
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let (id, error): (i64, String) = c
         .query_row(
@@ -346,18 +302,7 @@ fn diverged_and_failed_trials_are_recorded_and_the_sweep_goes_on() {
         1
     );
     // Not retried without --retry-failed.
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         query_i64(&db, &format!("SELECT attempts FROM trials WHERE id = {id}")),
@@ -581,18 +526,7 @@ fn ctrl_c_saves_marks_interrupted_and_the_next_run_resumes() {
         .query_row("SELECT status FROM trials", [], |r| r.get(0))
         .unwrap();
     assert_eq!(st, "interrupted");
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 4);
     assert_eq!(

@@ -1,7 +1,7 @@
 //! A two-trial sweep on a slice of the real data into a temporary database: every table's
 //! rows, the tables printed, and a resumed run that redoes nothing.
 
-use crate::common::{bin, data_args, query_i64, stderr, stdout, write};
+use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
 
 const SWEEP: &str = r#"name = "e2e"
 description = "two small lenet trials"
@@ -59,18 +59,7 @@ fn two_trial_sweep_fills_every_table_and_resumes_without_redoing() {
         .unwrap();
 
     // Second run: only the other trial runs.
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            dbs,
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -159,18 +148,7 @@ fn two_trial_sweep_fills_every_table_and_resumes_without_redoing() {
     );
 
     // A third run has nothing to do and changes no trial.
-    let out = bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            dbs,
-            "--device",
-            "cpu",
-        ])
-        .args(&data)
-        .output()
-        .unwrap();
+    let out = run_sweep(&file, &db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(query_i64(&db, "SELECT MAX(attempts) FROM trials"), 1);
 
