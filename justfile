@@ -16,6 +16,23 @@ sweep FILE *ARGS:
 report *ARGS:
     cargo run --release -q -p sweep -- report {{ARGS}}
 
+# Charts of a sweep as PNG and SVG (the latest when none is named), in results/plots/<sweep>/.
+plot *ARGS:
+    cargo run --release -q -p sweep -- plot {{ARGS}}
+
+# Exit 4 when a trial lost more than 1 point of test accuracy or fails now. Point both steps at
+# another database with CIFAR_SWEEP_DB, not --db.
+# Nightly regression check: run sweeps/nightly.toml as nightly-<today>, compare with the night before.
+nightly *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    name="nightly-$(date +%F)"
+    status=0
+    cargo run --release -q -p sweep -- run sweeps/nightly.toml --name "$name" {{ARGS}} || status=$?
+    if [ "$status" = 130 ]; then exit 130; fi
+    cargo run --release -q -p sweep -- compare --previous-of "$name"
+    exit "$status"
+
 # Any cifar-sweep command, release build.
 cs *ARGS:
     cargo run --release -q -p sweep -- {{ARGS}}

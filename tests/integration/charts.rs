@@ -248,6 +248,22 @@ fn plot_draws_every_chart_kind_from_the_database() {
         assert!(svg.contains(class), "confusion matrix without {class}");
     }
 
+    // Without a data set the sample grid is skipped with the reason (and nothing downloads).
+    let out = bin()
+        .args(["plot", "grid", "--db", db.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path().join("no-data"))
+        .env_remove("CIFAR10_ARCHIVE")
+        .env("CIFAR10_URL", "http://127.0.0.1:9/never")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("samples           skipped: the data set: "),
+        "{}",
+        stdout(&out)
+    );
+
     // An unknown sweep is a usage error.
     let out = bin()
         .args(["plot", "nope", "--db", db.to_str().unwrap()])

@@ -1,8 +1,11 @@
 //! The sweep orchestrator: sweep files, grid expansion, the results database, the run loop
 //! and the reports. The `cifar-sweep` binary is a thin layer over this crate.
 
+pub mod compare;
 pub mod db;
 pub mod grid;
+pub mod html;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -92,6 +92,9 @@ enum Cmd {
         /// Print the expanded trials and stop.
         #[arg(long)]
         dry_run: bool,
+        /// Record the sweep under this name instead of the file's (e.g. nightly-2025-01-31).
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -106,6 +109,46 @@ enum Cmd {
     /// Comparison tables of a sweep (the latest when none is named).
     Report {
         sweep: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Write one self-contained HTML page (tables, charts, sweep file) to FILE instead.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        #[command(flatten)]
+        charts: ChartArgs,
+    },
+    /// Charts of a sweep as PNG and SVG: loss curves, accuracy, time, per-class accuracy,
+    /// confusion matrix, sample predictions.
+    Plot {
+        /// The sweep (the latest when none is named).
+        sweep: Option<String>,
+        /// Output folder (default: `plots/<sweep>` next to the database).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        charts: ChartArgs,
+    },
+    /// Compare two runs (sweeps) trial by trial; exit 4 when accuracy dropped by more than
+    /// --max-drop points or a trial that finished before fails now.
+    Compare {
+        /// The earlier run.
+        a: Option<String>,
+        /// The later run.
+        b: Option<String>,
+        /// Compare NAME with the latest run of the same series before it
+        /// (nightly-2025-01-31 with nightly-2025-01-30).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["a", "b"])]
+        previous_of: Option<String>,
+        /// Largest allowed drop in test accuracy, in percentage points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f64,
+        /// The database of B (default: --db).
+        #[arg(long)]
+        db_b: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         #[arg(long, value_enum, default_value = "table")]
@@ -136,6 +179,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DataCmd,
     },
+}
+
+#[derive(Args, Clone)]
+struct ChartArgs {
+    /// Skip the grid of sample test images (which needs the data set and a checkpoint).
+    #[arg(long)]
+    no_samples: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Subcommand)]
@@ -192,9 +244,21 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         Cmd::Run {
             file,
             dry_run,
+            name,
             exec,
         } => {
-            let (spec, plans) = runner::plan(&file, exec.yes)?;
+            let (mut spec, plans) = runner::plan(&file, exec.yes)?;
+            if let Some(name) = name {
+                if !sweep::spec::valid_name(&name) {
+                    return Err(Failure(
+                        anyhow::anyhow!(
+                            "--name {name:?}: not a valid sweep name: use letters, digits, `-`, `_` and `.`"
+                        ),
+                        2,
+                    ));
+                }
+                spec.name = name;
+            }
             if dry_run {
                 println!(
                     "{}",
@@ -239,7 +303,13 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             );
             Ok(0)
         }
-        Cmd::Report { sweep, db, format } => {
+        Cmd::Report {
+            sweep,
+            db,
+            format,
+            html,
+            charts,
+        } => {
             let db = open_for_reading(&db.db)?;
             let name = match sweep {
                 Some(s) => s,
@@ -248,9 +318,105 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                     .map_err(Error::from)?
                     .context("the database holds no sweep yet")?,
             };
+            if let Some(file) = html {
+                let charts = draw_charts(&db, &name, &charts)?;
+                let page = sweep::html::report(&db, &name, &charts)?;
+                std::fs::write(&file, page).with_context(|| format!("{}", file.display()))?;
+                println!("wrote {}", file.display());
+                return Ok(0);
+            }
             let tables = report::sweep_tables(&db, &name).map_err(Error::from)?;
             print!("{}", report::render(&tables, format));
             Ok(0)
+        }
+        Cmd::Plot {
+            sweep,
+            out,
+            db,
+            charts,
+        } => {
+            let db_path = db.db;
+            let db = open_for_reading(&db_path)?;
+            let name = match sweep {
+                Some(s) => s,
+                None => db
+                    .latest_sweep()
+                    .map_err(Error::from)?
+                    .context("the database holds no sweep yet")?,
+            };
+            let drawn = draw_charts(&db, &name, &charts)?;
+            let dir = out.unwrap_or_else(|| sweep::plot::default_dir(&db_path, &name));
+            sweep::plot::write(&drawn, &dir)?;
+            for c in &drawn.charts {
+                println!(
+                    "{:<17} {}x{}  {}/{}.{{png,svg}}",
+                    c.name,
+                    c.width,
+                    c.height,
+                    dir.display(),
+                    c.name
+                );
+            }
+            for (kind, why) in &drawn.skipped {
+                println!("{kind:<17} skipped: {why}");
+            }
+            if drawn.charts.is_empty() {
+                return Err(Failure(
+                    anyhow::anyhow!("sweep `{name}` has nothing to plot yet"),
+                    2,
+                ));
+            }
+            Ok(0)
+        }
+        Cmd::Compare {
+            a,
+            b,
+            previous_of,
+            max_drop,
+            db_b,
+            db,
+            format,
+        } => {
+            let db_a = open_for_reading(&db.db)?;
+            let db_b = match &db_b {
+                Some(p) => open_for_reading(p)?,
+                None => open_for_reading(&db.db)?,
+            };
+            let (a, b) = match (previous_of, a, b) {
+                (Some(name), _, _) => {
+                    match sweep::compare::previous_run(&db_a, &name).map_err(Error::from)? {
+                        Some(prev) => (prev, name),
+                        None => {
+                            println!("no run before `{name}` to compare with");
+                            return Ok(0);
+                        }
+                    }
+                }
+                (None, Some(a), Some(b)) => (a, b),
+                _ => {
+                    return Err(Failure(
+                        anyhow::anyhow!("compare: name two runs (A B), or give --previous-of NAME"),
+                        2,
+                    ))
+                }
+            };
+            let cmp = sweep::compare::compare(&db_a, &a, &db_b, &b, max_drop)?;
+            print!("{}", report::render(&cmp.tables, format));
+            println!("{}", cmp.summary);
+            for n in &cmp.notes {
+                eprintln!("note: {n}");
+            }
+            if cmp.problems.is_empty() {
+                return Ok(0);
+            }
+            eprintln!(
+                "error: `{b}` is worse than `{a}` in {} trial(s):",
+                cmp.problems.len()
+            );
+            for p in &cmp.problems {
+                eprintln!("  {p}");
+            }
+            Ok(sweep::compare::REGRESSION_EXIT)
         }
         Cmd::Show { trial, db, format } => {
             let db = open_for_reading(&db.db)?;
@@ -326,6 +492,24 @@ fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
         ));
     }
     Ok(Db::open_existing(path).map_err(Error::from)?)
+}
+
+/// Draws a sweep's charts; the sample-image grid loads the data set unless --no-samples.
+fn draw_charts(db: &Db, name: &str, args: &ChartArgs) -> Result<sweep::plot::Charts, Failure> {
+    let data = sweep::plot::SweepData::load(db, name)?;
+    let loaded;
+    let images = if args.no_samples {
+        None
+    } else if data.best().is_none() {
+        Some(Err("no finished trial".to_string()))
+    } else {
+        // Never a 170 MB download for a chart: the cache or a local archive only.
+        let mut src = args.data.source();
+        src.url = String::new();
+        loaded = trainer::data::load(&src);
+        Some(loaded.as_ref().map_err(|e| format!("the data set: {e}")))
+    };
+    Ok(sweep::plot::charts(&data, images))
 }
 
 fn execute(
