@@ -93,14 +93,20 @@ def make_step(torch, model, opt):
     return step
 
 
+def cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def timed(secs, fn):
+    """Calls per wall second, calls, and process CPU seconds per call."""
     fn()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     n = 0
     while n < 3 or time.perf_counter() - t0 < secs:
         fn()
         n += 1
-    return n / (time.perf_counter() - t0), n
+    return n / (time.perf_counter() - t0), n, (cpu_s() - c0) / n
 
 
 def child(a):
@@ -112,19 +118,21 @@ def child(a):
     y = torch.randint(0, 10, (a.batch,), generator=g)
     step = make_step(torch, model, opt)
     model.train()
-    train_rate, train_steps = timed(a.time, lambda: step(x, y))
+    train_rate, train_steps, train_cpu = timed(a.time, lambda: step(x, y))
     model.eval()
 
     def infer():
         with torch.inference_mode():
             model(x).argmax(1)
 
-    infer_rate, infer_steps = timed(a.time / 2, infer)
+    infer_rate, infer_steps, infer_cpu = timed(a.time / 2, infer)
     print(json.dumps({
         "train_img_s": train_rate * a.batch,
         "infer_img_s": infer_rate * a.batch,
         "train_steps": train_steps,
         "infer_steps": infer_steps,
+        "train_cpu_s_per_img": train_cpu / a.batch,
+        "infer_cpu_s_per_img": infer_cpu / a.batch,
         "peak_rss_kib": peak_rss_kib(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

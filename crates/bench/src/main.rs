@@ -94,6 +94,7 @@ fn main() -> Result<()> {
         }
         Some("profile") => profile(&Args::parse(&argv[1..])?),
         Some("gemm") => gemm_bench(),
+        Some("layers") => layers_bench(&Args::parse(&argv[1..])?),
         Some("-h" | "--help") => {
             println!("{}", include_str!("usage.txt"));
             Ok(())
@@ -123,17 +124,27 @@ fn random_batch(batch: usize, seed: u64) -> Result<(Tensor, Tensor)> {
     ))
 }
 
+/// User + system CPU time of this process, in seconds.
+fn process_cpu_s() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Runs `step` once to warm up, then until `secs` have passed (at least 3 times); returns the
-/// number of calls per second.
-fn timed(secs: f64, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
+/// calls per wall-clock second, the calls and the process CPU seconds per call.
+fn timed(secs: f64, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize, f64)> {
     step()?;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_s());
     let mut n = 0usize;
     while n < 3 || t0.elapsed().as_secs_f64() < secs {
         step()?;
         n += 1;
     }
-    Ok((n as f64 / t0.elapsed().as_secs_f64(), n))
+    let cpu = (process_cpu_s() - c0) / n as f64;
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), n, cpu))
 }
 
 /// One (model, batch, implementation): training then inference throughput.
@@ -154,11 +165,11 @@ fn child(a: &Args) -> Result<()> {
         .collect();
     let mut opt = Optimizer::new(&cfg, vars)?;
     let (x, y) = random_batch(batch, 1)?;
-    let (train_rate, train_steps) = timed(secs, || {
+    let (train_rate, train_steps, train_cpu) = timed(secs, || {
         train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
         Ok(())
     })?;
-    let (infer_rate, infer_steps) = timed(secs / 2.0, || {
+    let (infer_rate, infer_steps, infer_cpu) = timed(secs / 2.0, || {
         let logits = model.forward_t(&x, false)?;
         logits.argmax(1)?.to_dtype(DType::U32)?;
         Ok(())
@@ -170,6 +181,8 @@ fn child(a: &Args) -> Result<()> {
             "infer_img_s": infer_rate * batch as f64,
             "train_steps": train_steps,
             "infer_steps": infer_steps,
+            "train_cpu_s_per_img": train_cpu / batch as f64,
+            "infer_cpu_s_per_img": infer_cpu / batch as f64,
             "peak_rss_kib": peak_rss_kib(),
         })
     );
@@ -187,36 +200,49 @@ fn thread_cpu_s() -> f64 {
 /// Single-thread GEMM throughput (thread CPU time, so other load matters less) for the
 /// shapes of vgg6's convolutions at batch 64.
 fn gemm_bench() -> Result<()> {
-    let t0 = thread_cpu_s();
-    let w = std::time::Instant::now();
-    let peak = peak::measure(1, 0.5) * (w.elapsed().as_secs_f64() / (thread_cpu_s() - t0)).max(1.0);
-    println!("1-thread FMA peak {peak:.1} GFLOP/s");
+    // (name, m, n, k, a transposed, b transposed, dst column-major)
     let shapes = [
-        ("fwd conv2", 64, 1024, 288, false, false),
-        ("fwd conv4", 128, 256, 1152, false, false),
-        ("fwd conv6", 256, 64, 2304, false, false),
-        ("dx conv2", 288, 1024, 64, true, false),
-        ("dx conv4", 1152, 256, 128, true, false),
-        ("dx conv6", 2304, 64, 256, true, false),
-        ("dw conv2", 64, 288, 1024, false, true),
-        ("dw conv4", 128, 1152, 512, false, true),
-        ("dw conv6", 256, 2304, 512, false, true),
-        ("dwT conv2", 288, 64, 1024, false, true),
-        ("dwT conv4", 1152, 128, 512, false, true),
-        ("dwT conv6", 2304, 256, 512, false, true),
-        ("dwT' conv2", 288, 64, 1024, true, false),
-        ("dwT' conv4", 1152, 128, 512, true, false),
-        ("dwT' conv6", 2304, 256, 512, true, false),
-        ("lenet fwd conv1", 6, 784, 75, false, false),
-        ("lenet fwd conv2", 16, 100, 150, false, false),
-        ("square 512", 512, 512, 512, false, false),
+        ("fwd conv2", 64, 1024, 288, false, false, false),
+        ("fwd conv4", 128, 256, 1152, false, false, false),
+        ("fwd conv6", 256, 64, 2304, false, false, false),
+        ("dx conv2", 288, 1024, 64, true, false, false),
+        ("dx conv4", 1152, 256, 128, true, false, false),
+        ("dx conv6", 2304, 64, 256, true, false, false),
+        ("dwT conv2", 288, 64, 1024, false, true, false),
+        ("dwT conv4", 1152, 128, 512, false, true, false),
+        ("dwT conv6", 2304, 256, 512, false, true, false),
+        ("dwT nat conv2", 288, 64, 1024, false, false, false),
+        ("dwT nat conv4", 1152, 128, 512, false, false, false),
+        ("dwT nat conv6", 2304, 256, 512, false, false, false),
+        ("dwT at conv2", 288, 64, 1024, true, false, false),
+        ("dwT cm conv2", 288, 64, 1024, false, true, true),
+        ("dwT cm conv4", 1152, 128, 512, false, true, true),
+        ("dwT cm conv6", 2304, 256, 512, false, true, true),
+        ("dw conv2", 64, 288, 1024, false, true, false),
+        ("dw conv4", 128, 1152, 512, false, true, false),
+        ("dw conv6", 256, 2304, 512, false, true, false),
+        ("dw cm conv2", 64, 288, 1024, false, true, true),
+        ("dw cm conv4", 128, 1152, 512, false, true, true),
+        ("dw cm conv6", 256, 2304, 512, false, true, true),
+        ("fc1 fwd", 64, 1024, 4096, false, true, false),
+        ("fc1 fwd yT", 1024, 64, 4096, false, true, true),
+        ("fc1 dx", 64, 4096, 1024, false, false, false),
+        ("fc1 dw", 1024, 4096, 64, true, false, false),
+        ("lenet fc1 fwd", 20, 120, 400, false, true, false),
+        ("lenet fc1 fwd yT", 120, 20, 400, false, true, true),
+        ("lenet fc1 dx", 20, 400, 120, false, false, false),
+        ("lenet fc1 dw", 120, 400, 20, true, false, false),
+        ("lenet fwd conv1", 6, 784, 75, false, false, false),
+        ("lenet fwd conv2", 16, 100, 150, false, false, false),
+        ("square 512", 512, 512, 512, false, false, false),
     ];
-    for (name, m, n, k, at, bt) in shapes {
+    for (name, m, n, k, at, bt, cm) in shapes {
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
         let mut c = vec![0f32; m * n];
         let (ars, acs) = if at { (1, m as isize) } else { (k as isize, 1) };
         let (brs, bcs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+        let (crs, ccs) = if cm { (1, m as isize) } else { (n as isize, 1) };
         let reps = ((2e9 / (2.0 * (m * n * k) as f64)) as usize).max(3);
         let t0 = thread_cpu_s();
         for _ in 0..reps {
@@ -226,8 +252,8 @@ fn gemm_bench() -> Result<()> {
                     n,
                     k,
                     c.as_mut_ptr(),
-                    1,
-                    n as isize,
+                    ccs,
+                    crs,
                     false,
                     a.as_ptr(),
                     acs,
@@ -246,10 +272,82 @@ fn gemm_bench() -> Result<()> {
         }
         let dt = thread_cpu_s() - t0;
         let g = 2.0 * (m * n * k * reps) as f64 / dt / 1e9;
-        println!(
-            "{name:<16} m {m:5} n {n:5} k {k:5}: {g:6.1} GFLOP/s ({:.0}% of peak)",
-            100.0 * g / peak
-        );
+        println!("{name:<16} m {m:5} n {n:5} k {k:5}: {g:6.1} GFLOP/s");
+    }
+    Ok(())
+}
+
+/// Per-layer convolution kernel times (forward, input and weight gradient) for the models'
+/// convolution shapes, from the kernels' own profiling spans.
+fn layers_bench(a: &Args) -> Result<()> {
+    let batch: usize = a.num("batch", 64)?;
+    let reps: usize = a.num("reps", 5)?;
+    trainer::kernels::set_enabled(true);
+    // (name, c_in, c_out, k, pad, side, input needs a gradient)
+    let layers = [
+        ("lenet conv1", 3, 6, 5, 0, 32, false),
+        ("lenet conv2", 6, 16, 5, 0, 14, true),
+        ("cnn3 conv1", 3, 16, 3, 1, 32, false),
+        ("cnn3 conv2", 16, 32, 3, 1, 16, true),
+        ("cnn3 conv3", 32, 64, 3, 1, 8, true),
+        ("vgg6 conv1", 3, 32, 3, 1, 32, false),
+        ("vgg6 conv2", 32, 64, 3, 1, 32, true),
+        ("vgg6 conv3", 64, 128, 3, 1, 16, true),
+        ("vgg6 conv4", 128, 128, 3, 1, 16, true),
+        ("vgg6 conv5", 128, 256, 3, 1, 8, true),
+        ("vgg6 conv6", 256, 256, 3, 1, 8, true),
+    ];
+    println!(
+        "batch {batch}, {} threads; CPU time of the calling thread per call, GFLOP/s of that",
+        trainer::kernels::num_threads()
+    );
+    for (name, c, o, k, pad, side, xgrad) in layers {
+        let (x, _) = random_batch(batch, 3)?;
+        let x = x
+            .narrow(1, 0, 1)?
+            .repeat((1, c, 1, 1))?
+            .narrow(2, 0, side)?
+            .narrow(3, 0, side)?
+            .contiguous()?;
+        let x = if xgrad {
+            candle_core::Var::from_tensor(&x)?.as_tensor().clone()
+        } else {
+            x
+        };
+        let w = candle_core::Var::from_tensor(
+            &(Tensor::randn(0f32, 0.1, (o, c, k, k), &Device::Cpu)?),
+        )?;
+        let b = candle_core::Var::zeros(o, DType::F32, &Device::Cpu)?;
+        let run = || -> Result<()> {
+            let y = trainer::kernels::conv2d(&x, w.as_tensor(), Some(b.as_tensor()), pad, 1)?;
+            y.sum_all()?.backward()?;
+            Ok(())
+        };
+        for algo in a.list("algos", "gemm,direct") {
+            trainer::kernels::set_conv_algorithm(&algo)?;
+            run()?;
+            trainer::kernels::profile::take();
+            trainer::kernels::profile::enable(true);
+            for _ in 0..reps {
+                run()?;
+            }
+            trainer::kernels::profile::enable(false);
+            let side_out = side + 2 * pad - k + 1;
+            let gflop = 2.0 * (batch * o * c * k * k * side_out * side_out) as f64 / 1e9;
+            let mut line = format!("{name:<12} {algo:<6}");
+            let mut es = trainer::kernels::profile::take();
+            es.sort_by(|a, b| a.name.cmp(&b.name));
+            for e in es {
+                if e.name.contains("(in conv)") {
+                    continue;
+                }
+                let short = e.name.trim().replace("conv2d ", "").replace(" grad", "");
+                let per = |v: f64| v * 1e3 / e.calls as f64;
+                let gf = gflop / (e.cpu / e.calls as f64);
+                line += &format!("  {short} {:6.2} ms {gf:4.0} GF/s", per(e.cpu));
+            }
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -272,48 +370,69 @@ fn profile(a: &Args) -> Result<()> {
         .collect();
     let mut opt = Optimizer::new(&cfg, vars)?;
     let (x, y) = random_batch(batch, 1)?;
-    let mut phase = [0f64; 3];
+    // Wall and process CPU time of each phase.
+    let mut phase = [[0f64; 2]; 3];
+    let cpu = process_cpu_s;
+    let mark = |ph: &mut [f64; 2], t: Instant, c: f64| {
+        ph[0] += t.elapsed().as_secs_f64();
+        ph[1] += cpu() - c;
+    };
     for i in 0..=steps {
         if i == 1 {
             trainer::kernels::profile::take();
             trainer::kernels::profile::enable(true);
-            phase = [0.0; 3];
+            phase = [[0.0; 2]; 3];
         }
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu());
         let logits = model.forward_t(&x, true)?;
         let loss = train::cross_entropy(&logits, &y, 0.0)?;
         loss.to_scalar::<f32>()?;
-        phase[0] += t.elapsed().as_secs_f64();
-        let t = Instant::now();
+        mark(&mut phase[0], t, c);
+        let (t, c) = (Instant::now(), cpu());
         let grads = loss.backward()?;
-        phase[1] += t.elapsed().as_secs_f64();
-        let t = Instant::now();
+        mark(&mut phase[1], t, c);
+        let (t, c) = (Instant::now(), cpu());
         opt.step(&grads)?;
         drop(grads);
-        phase[2] += t.elapsed().as_secs_f64();
+        mark(&mut phase[2], t, c);
     }
     let ms = |s: f64| s * 1e3 / steps as f64;
-    let total: f64 = phase.iter().sum();
+    let total = |k: usize| phase.iter().map(|p| p[k]).sum::<f64>();
     println!(
-        "step {:.2} ms = forward+loss {:.2} + backward {:.2} + update {:.2}",
-        ms(total),
-        ms(phase[0]),
-        ms(phase[1]),
-        ms(phase[2])
+        "wall ms/step {:.2} = forward+loss {:.2} + backward {:.2} + update {:.2}",
+        ms(total(0)),
+        ms(phase[0][0]),
+        ms(phase[1][0]),
+        ms(phase[2][0])
     );
-    let mut kern = 0.0;
-    for (name, t, calls) in trainer::kernels::profile::take() {
-        kern += t;
+    println!(
+        "process CPU ms/step {:.2} = forward+loss {:.2} + backward {:.2} + update {:.2}",
+        ms(total(1)),
+        ms(phase[0][1]),
+        ms(phase[1][1]),
+        ms(phase[2][1])
+    );
+    println!(
+        "  {:<22} {:>9} {:>9}  calls/step",
+        "kernel", "wall ms", "cpu ms"
+    );
+    let (mut kw, mut kc) = (0.0, 0.0);
+    for e in trainer::kernels::profile::take() {
+        kw += e.wall;
+        kc += e.cpu;
         println!(
-            "  {name:<22} {:8.2} ms/step  ({} calls/step)",
-            ms(t),
-            calls / steps as u64
+            "  {:<22} {:9.2} {:9.2}  {}",
+            e.name,
+            ms(e.wall),
+            ms(e.cpu),
+            e.calls / steps as u64
         );
     }
     println!(
-        "  {:<22} {:8.2} ms/step",
+        "  {:<22} {:9.2} {:9.2}",
         "(outside kernels)",
-        ms(total - kern)
+        ms(total(0) - kw),
+        ms(total(1) - kc)
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! GEMM + col2im for the input gradient. Work is split over images; the weight gradient
 //! groups several small images into one GEMM so the reduction dimension stays long.
 
+use super::direct;
 use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
     split_range, tensor_from, with_data, with_scratch, Mat, SyncPtr,
@@ -23,6 +24,7 @@ pub(crate) struct ConvParams {
     pub stride: usize,
     pub oh: usize,
     pub ow: usize,
+    pub algo: Algo,
 }
 
 impl ConvParams {
@@ -50,6 +52,7 @@ impl ConvParams {
             stride,
             oh,
             ow,
+            algo: Algo::Auto,
         })
     }
     /// Output pixels per image.
@@ -92,6 +95,7 @@ impl ConvParams {
 /// `x[ci, oy * s + ki - pad, ox * s + kj - pad]` for every output pixel (zero outside), at
 /// `col[row * ld .. row * ld + oh * ow]`.
 fn im2col(x: &[f32], p: &ConvParams, col: &mut [f32], ld: usize) {
+    let _t = prof::span("  im2col (in conv)");
     let (h, w, ow, s) = (p.h, p.w, p.ow, p.stride);
     let np = p.p();
     for ci in 0..p.c {
@@ -128,6 +132,7 @@ fn im2col(x: &[f32], p: &ConvParams, col: &mut [f32], ld: usize) {
 /// The adjoint of [`im2col`]: accumulates the rows of `col` (leading dimension `oh * ow`)
 /// into the image gradient `dx`.
 fn col2im(col: &[f32], p: &ConvParams, dx: &mut [f32]) {
+    let _t = prof::span("  col2im (in conv)");
     let (h, w, ow, s) = (p.h, p.w, p.ow, p.stride);
     let np = p.p();
     for ci in 0..p.c {
@@ -196,6 +201,9 @@ unsafe fn img_gemm(
 /// `y = conv(x, w) + b`, all contiguous NCHW / OIHW.
 pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
     let _t = prof::span("conv2d forward");
+    if use_direct(p, Phase::Forward) {
+        return forward_direct(x, w, b, p);
+    }
     let (np, k, o) = (p.p(), p.k(), p.o);
     // Every element is written: either by the bias fill or by the non-accumulating GEMM.
     let mut out = alloc_uninit(p.n * p.out_img());
@@ -255,6 +263,9 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
 /// Input gradient: `dx[n] = col2im(w^T @ dy[n])`.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
     let _t = prof::span("conv2d input grad");
+    if use_direct(p, Phase::InputGrad) {
+        return backward_input_direct(dy, w, p);
+    }
     let (np, k, o) = (p.p(), p.k(), p.o);
     let pointwise = p.pointwise();
     // col2im accumulates, so start from zeros; the pointwise GEMM overwrites.
@@ -310,6 +321,22 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> 
     dx
 }
 
+/// `dst[c * rows + r] = src[r * cols + c]` for a row-major `rows x cols` `src`, in tiles.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 16;
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                for c in c0..c1 {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 /// Columns (images x pixels) per weight-gradient GEMM: small feature maps are grouped so the
 /// reduction runs over at least this many columns.
 const WGRAD_COLS: usize = 512;
@@ -323,6 +350,9 @@ pub(crate) fn backward_weight(
     need_db: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let _t = prof::span("conv2d weight grad");
+    if use_direct(p, Phase::WeightGrad) {
+        return backward_weight_direct(x, dy, p, need_db);
+    }
     let (np, k, o) = (p.p(), p.k(), p.o);
     let nt = num_threads().min(p.n).max(1);
     let group = WGRAD_COLS.div_ceil(np).clamp(1, p.n.div_ceil(nt).max(1));
@@ -334,26 +364,18 @@ pub(crate) fn backward_weight(
         while start < r.end {
             let g = group.min(r.end - start);
             let cols = g * np;
-            let dy_len = if g == 1 { 0 } else { o * cols };
+            let dy_len = o * cols;
             let col_len = if g == 1 && p.pointwise() { 0 } else { k * cols };
             with_scratch(dy_len + col_len, |buf| {
-                let (dyg_buf, col_buf) = buf.split_at_mut(dy_len);
-                // dy of the group as one [o, g * np] matrix.
-                let dyg: &[f32] = if g == 1 {
-                    &dy[start * p.out_img()..(start + 1) * p.out_img()]
-                } else {
-                    for j in 0..g {
-                        let src = &dy[(start + j) * p.out_img()..(start + j + 1) * p.out_img()];
-                        for oc in 0..o {
-                            dyg_buf[oc * cols + j * np..oc * cols + (j + 1) * np]
-                                .copy_from_slice(&src[oc * np..(oc + 1) * np]);
+                let (dyt, col_buf) = buf.split_at_mut(dy_len);
+                // dy of the group, transposed: one [g * np, o] matrix.
+                for j in 0..g {
+                    let src = &dy[(start + j) * p.out_img()..(start + j + 1) * p.out_img()];
+                    transpose(src, o, np, &mut dyt[j * np * o..(j + 1) * np * o]);
+                    if need_db {
+                        for (oc, d) in db.iter_mut().enumerate() {
+                            *d += src[oc * np..(oc + 1) * np].iter().sum::<f32>();
                         }
-                    }
-                    dyg_buf
-                };
-                if need_db {
-                    for (oc, d) in db.iter_mut().enumerate() {
-                        *d += dyg[oc * cols..(oc + 1) * cols].iter().sum::<f32>();
                     }
                 }
                 let col: &[f32] = if g == 1 && p.pointwise() {
@@ -365,8 +387,8 @@ pub(crate) fn backward_weight(
                     }
                     col_buf
                 };
-                // dw^T[k, o] += col[k, cols] @ dyg^T: both operands in their natural layout,
-                // which the GEMM runs far faster than dw = dyg @ col^T.
+                // dw^T[k, o] += col[k, cols] @ dyt[cols, o]: both operands row-major, the
+                // layout the GEMM runs fastest (dw = dy @ col^T directly is 2-3x slower).
                 // With one part the pool is free for the GEMM itself.
                 unsafe {
                     img_gemm(
@@ -378,7 +400,7 @@ pub(crate) fn backward_weight(
                         o,
                         true,
                         Mat::rm(col, cols),
-                        Mat::rm_t(dyg, cols),
+                        Mat::rm(dyt, o),
                     )
                 };
             });
@@ -394,11 +416,239 @@ pub(crate) fn backward_weight(
     }
     // Every element is written by the transpose.
     let mut dw = alloc_uninit(o * k);
-    for (kk, row) in dwt.chunks_exact(o).enumerate() {
-        for (oc, v) in row.iter().enumerate() {
-            dw[oc * k + kk] = *v;
+    transpose(&dwt, k, o, &mut dw);
+    (dw, need_db.then_some(db))
+}
+
+/// Which algorithm: `CIFAR_SWEEP_CONV=gemm` or `direct` forces one (for benchmarks and
+/// tests); otherwise [`direct_pays`] decides. `Direct` still falls back to im2col + GEMM where
+/// the direct kernels cannot run (strides, no AVX-512).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Algo {
+    Auto,
+    Gemm,
+    Direct,
+}
+
+static ALGO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+pub(crate) fn algo() -> Algo {
+    use std::sync::atomic::Ordering;
+    match ALGO.load(Ordering::Relaxed) {
+        0 => Algo::Auto,
+        1 => Algo::Gemm,
+        2 => Algo::Direct,
+        _ => {
+            let a = match std::env::var("CIFAR_SWEEP_CONV").as_deref() {
+                Ok("gemm") => Algo::Gemm,
+                Ok("direct") => Algo::Direct,
+                _ => Algo::Auto,
+            };
+            set_algo(a);
+            a
         }
     }
+}
+
+pub(crate) fn set_algo(a: Algo) {
+    ALGO.store(a as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the direct kernels can run this convolution at all.
+fn direct_possible(p: &ConvParams) -> bool {
+    direct::available() && p.stride == 1 && p.pad < p.kh && p.pad < p.kw
+}
+
+/// The three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+/// Where the direct kernels beat im2col + GEMM (measured per layer on Zen 4 with
+/// `cifar-bench layers`): the forward and input-gradient kernels vectorise along the row they
+/// write, so they need rows of at least 10 (8-wide rows waste half of every register, and the
+/// GEMM wins); the weight gradient wins everywhere.
+fn direct_pays(p: &ConvParams, phase: Phase) -> bool {
+    match phase {
+        Phase::Forward => p.ow >= 10,
+        Phase::InputGrad => p.w >= 10,
+        Phase::WeightGrad => true,
+    }
+}
+
+fn use_direct(p: &ConvParams, phase: Phase) -> bool {
+    direct_possible(p)
+        && match p.algo {
+            Algo::Auto => direct_pays(p, phase),
+            Algo::Gemm => false,
+            Algo::Direct => true,
+        }
+}
+
+fn direct_geom(p: &ConvParams) -> direct::Geom {
+    direct::Geom {
+        c: p.c,
+        hp: p.h + 2 * p.pad,
+        wp: p.w + 2 * p.pad,
+        o: p.o,
+        kh: p.kh,
+        kw: p.kw,
+    }
+}
+
+/// Runs `f` on image `i`'s input, zero-padded by `p.pad` when needed.
+fn with_padded<R>(x: &[f32], p: &ConvParams, f: impl FnOnce(&[f32]) -> R) -> R {
+    if p.pad == 0 {
+        return f(x);
+    }
+    let g = direct_geom(p);
+    with_scratch(p.c * g.hp * g.wp, |buf| {
+        direct::pad_planes(x, p.c, p.h, p.w, p.pad, p.pad, p.pad, p.pad, buf);
+        f(buf)
+    })
+}
+
+fn forward_direct(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
+    // Every element is written by the kernel.
+    let mut out = alloc_uninit(p.n * p.out_img());
+    let outp = SyncPtr(out.as_mut_ptr());
+    let g = direct_geom(p);
+    par_for(p.n, |i| {
+        // SAFETY: image i's output block is touched by this task only.
+        let y = unsafe { outp.slice(i * p.out_img(), p.out_img()) };
+        with_padded(&x[i * p.in_img()..(i + 1) * p.in_img()], p, |xp| unsafe {
+            direct::forward(&g, xp, w, b, y)
+        });
+    });
+    out
+}
+
+fn backward_input_direct(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
+    // The input gradient is the correlation of the output gradient, padded by k - 1 - pad,
+    // with the kernel flipped and its channel axes swapped: wf[ci, o, a, b] =
+    // w[o, ci, kh - 1 - a, kw - 1 - b].
+    let (kh, kw) = (p.kh, p.kw);
+    let mut wf = alloc_uninit(w.len());
+    for o in 0..p.o {
+        for ci in 0..p.c {
+            for a in 0..kh {
+                for b in 0..kw {
+                    wf[((ci * p.o + o) * kh + a) * kw + b] =
+                        w[((o * p.c + ci) * kh + kh - 1 - a) * kw + kw - 1 - b];
+                }
+            }
+        }
+    }
+    let (ph, pw) = (kh - 1 - p.pad, kw - 1 - p.pad);
+    let g = direct::Geom {
+        c: p.o,
+        hp: p.oh + 2 * ph,
+        wp: p.ow + 2 * pw,
+        o: p.c,
+        kh,
+        kw,
+    };
+    debug_assert_eq!((g.oh(), g.ow()), (p.h, p.w));
+    // Every element is written by the kernel.
+    let mut dx = alloc_uninit(p.n * p.in_img());
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    par_for(p.n, |i| {
+        // SAFETY: image i's gradient block is touched by this task only.
+        let dxi = unsafe { dxp.slice(i * p.in_img(), p.in_img()) };
+        let dyi = &dy[i * p.out_img()..(i + 1) * p.out_img()];
+        with_scratch(p.o * g.hp * g.wp, |buf| {
+            direct::pad_planes(dyi, p.o, p.oh, p.ow, ph, ph, pw, pw, buf);
+            unsafe { direct::forward(&g, buf, &wf, None, dxi) };
+        });
+    });
+    dx
+}
+
+/// Bytes of padded input and output gradient the weight-gradient kernel streams per group of
+/// images: about half the L2 cache.
+const DIRECT_WGRAD_BYTES: usize = 1 << 20;
+
+fn backward_weight_direct(
+    x: &[f32],
+    dy: &[f32],
+    p: &ConvParams,
+    need_db: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (np, k, o) = (p.p(), p.k(), p.o);
+    let g = direct_geom(p);
+    // Wide layers vectorise along output channels (on dy transposed, into dw transposed);
+    // narrow ones along pixels.
+    let by_channel = o >= 16;
+    let nt = num_threads().min(p.n).max(1);
+    let pl = p.c * g.hp * g.wp;
+    let img_bytes = 4 * (pl + p.out_img());
+    let group = (DIRECT_WGRAD_BYTES / img_bytes).clamp(1, 64);
+    let part = |t: usize| -> (Vec<f32>, Vec<f32>) {
+        let mut dw = alloc_zeroed(o * k);
+        let mut db = if need_db { alloc_zeroed(o) } else { Vec::new() };
+        let r = split_range(p.n, nt, t);
+        let mut start = r.start;
+        while start < r.end {
+            let gn = group.min(r.end - start);
+            let dy_img = |i: usize| &dy[i * p.out_img()..(i + 1) * p.out_img()];
+            if need_db {
+                for i in start..start + gn {
+                    let d = dy_img(i);
+                    for (oc, s) in db.iter_mut().enumerate() {
+                        *s += d[oc * np..(oc + 1) * np].iter().sum::<f32>();
+                    }
+                }
+            }
+            let x_len = if p.pad == 0 { 0 } else { gn * pl };
+            let dyt_len = if by_channel { gn * p.out_img() } else { 0 };
+            with_scratch(x_len + dyt_len, |buf| {
+                let (xbuf, dytbuf) = buf.split_at_mut(x_len);
+                let xs: Vec<&[f32]> = if p.pad == 0 {
+                    (start..start + gn)
+                        .map(|i| &x[i * p.in_img()..(i + 1) * p.in_img()])
+                        .collect()
+                } else {
+                    for (j, i) in (start..start + gn).enumerate() {
+                        let xi = &x[i * p.in_img()..(i + 1) * p.in_img()];
+                        let pd = p.pad;
+                        let out = &mut xbuf[j * pl..(j + 1) * pl];
+                        direct::pad_planes(xi, p.c, p.h, p.w, pd, pd, pd, pd, out);
+                    }
+                    xbuf.chunks_exact(pl).collect()
+                };
+                if by_channel {
+                    for (j, i) in (start..start + gn).enumerate() {
+                        let out = &mut dytbuf[j * p.out_img()..(j + 1) * p.out_img()];
+                        transpose(dy_img(i), o, np, out);
+                    }
+                    let dyts: Vec<&[f32]> = dytbuf.chunks_exact(p.out_img()).collect();
+                    unsafe { direct::weight_grad_t(&g, &xs, &dyts, &mut dw) };
+                } else {
+                    let dys: Vec<&[f32]> = (start..start + gn).map(dy_img).collect();
+                    unsafe { direct::weight_grad(&g, &xs, &dys, &mut dw) };
+                }
+            });
+            start += gn;
+        }
+        (dw, db)
+    };
+    let mut parts: Vec<(Vec<f32>, Vec<f32>)> = par_map(nt, part);
+    let (mut acc, mut db) = parts.swap_remove(0);
+    for (pw, pb) in parts {
+        acc.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    let dw = if by_channel {
+        // Every element is written by the transpose.
+        let mut dw = alloc_uninit(o * k);
+        transpose(&acc, k, o, &mut dw);
+        dw
+    } else {
+        acc
+    };
     (dw, need_db.then_some(db))
 }
 
@@ -406,6 +656,7 @@ pub(crate) fn backward_weight(
 pub(crate) struct Conv2dOp {
     pub padding: usize,
     pub stride: usize,
+    pub algo: Algo,
 }
 
 impl Conv2dOp {
@@ -415,7 +666,8 @@ impl Conv2dOp {
         w: (&CpuStorage, &Layout),
         b: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let p = ConvParams::new(x.1.dims(), w.1.dims(), self.padding, self.stride)?;
+        let mut p = ConvParams::new(x.1.dims(), w.1.dims(), self.padding, self.stride)?;
+        p.algo = self.algo;
         let xs = cpu_slice(x.0, x.1, "conv2d input")?;
         let ws = cpu_slice(w.0, w.1, "conv2d kernel")?;
         let bs = match b {
@@ -438,7 +690,8 @@ impl Conv2dOp {
         b: Option<&Tensor>,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let p = ConvParams::new(x.dims(), w.dims(), self.padding, self.stride)?;
+        let mut p = ConvParams::new(x.dims(), w.dims(), self.padding, self.stride)?;
+        p.algo = self.algo;
         // Nothing upstream of a plain tensor (such as the input images) wants a gradient.
         let need_dx = x.track_op();
         let need_dw = w.track_op();

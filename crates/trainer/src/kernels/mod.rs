@@ -12,10 +12,15 @@
 //! image batch is a plain tensor, so the first convolution never computes an input gradient;
 //! frozen weights (plain tensors) get no weight gradient either.
 //!
+//! Memory: the first fast kernel call tunes glibc's allocator so that freed buffers are reused
+//! rather than returned to the kernel and faulted back in every step (see
+//! `util::tune_allocator_once`; `CIFAR_SWEEP_MALLOC_TUNE=0` opts out).
+//!
 //! Switching: the fast kernels are on by default; `CIFAR_SWEEP_KERNELS=candle` (read once)
 //! or [`set_enabled`]`(false)` selects candle's implementation everywhere.
 
 mod conv;
+mod direct;
 mod eltwise;
 mod linear;
 mod norm;
@@ -63,12 +68,36 @@ pub fn enabled() -> bool {
     }
 }
 
+/// Forces the convolution algorithm of the fast path, for benchmarks: `"gemm"` (im2col +
+/// GEMM), `"direct"` (AVX-512 direct kernels where they apply) or `"auto"` (per layer shape,
+/// the default). Also settable with `CIFAR_SWEEP_CONV`.
+pub fn set_conv_algorithm(name: &str) -> Result<()> {
+    let a = match name {
+        "gemm" => conv::Algo::Gemm,
+        "direct" => conv::Algo::Direct,
+        "auto" => conv::Algo::Auto,
+        _ => candle_core::bail!("unknown convolution algorithm {name:?} (gemm, direct, auto)"),
+    };
+    conv::set_algo(a);
+    Ok(())
+}
+
+/// Threads the fast kernels use: candle's CPU pool (`CANDLE_NUM_THREADS`, else
+/// `RAYON_NUM_THREADS`, else the number of cores).
+pub fn num_threads() -> usize {
+    util::num_threads()
+}
+
 /// The fast path applies to f32 tensors on the CPU.
 fn fast_for(ts: &[&Tensor]) -> bool {
-    enabled()
+    let fast = enabled()
         && ts
             .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if fast {
+        util::tune_allocator_once();
+    }
+    fast
 }
 
 /// Convolution with an optional per-output-channel bias.
@@ -269,8 +298,23 @@ pub(crate) mod fast {
         padding: usize,
         stride: usize,
     ) -> Result<Tensor> {
+        conv2d_with(x, w, b, padding, stride, super::conv::algo())
+    }
+
+    pub(crate) fn conv2d_with(
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        padding: usize,
+        stride: usize,
+        algo: super::conv::Algo,
+    ) -> Result<Tensor> {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let op = Conv2dOp { padding, stride };
+        let op = Conv2dOp {
+            padding,
+            stride,
+            algo,
+        };
         match b {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
             None => x.apply_op2(&w, op),
@@ -369,16 +413,40 @@ pub mod profile {
     use super::util::prof;
     use std::sync::atomic::Ordering;
 
-    /// Starts (or stops) accumulating wall-clock time per kernel and phase.
+    /// One kernel phase's totals since the last [`take`].
+    #[derive(Clone, Debug)]
+    pub struct Entry {
+        pub name: String,
+        /// Wall-clock seconds.
+        pub wall: f64,
+        /// CPU seconds of the calling thread (the kernel's helpers not included).
+        pub cpu: f64,
+        pub calls: u64,
+    }
+
+    /// Starts (or stops) accumulating time per kernel and phase.
     pub fn enable(on: bool) {
         prof::ON.store(on, Ordering::Relaxed);
     }
 
-    /// The accumulated `(kernel phase, seconds, calls)` since the last call, largest first.
-    pub fn take() -> Vec<(String, f64, u64)> {
+    /// CPU time of the calling thread, in seconds.
+    pub fn thread_cpu() -> f64 {
+        prof::thread_cpu()
+    }
+
+    /// The accumulated entries since the last call, largest wall time first.
+    pub fn take() -> Vec<Entry> {
         let mut s = prof::STATS.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = s.drain(..).map(|(n, t, c)| (n.to_string(), t, c)).collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut v: Vec<Entry> = s
+            .drain(..)
+            .map(|(n, wall, cpu, calls)| Entry {
+                name: n.to_string(),
+                wall,
+                cpu,
+                calls,
+            })
+            .collect();
+        v.sort_by(|a, b| b.wall.total_cmp(&a.wall));
         v
     }
 }

@@ -4,6 +4,7 @@
 //! Tolerance: `max |fast - ref| <= TOL * max(1, max |ref|)` with `TOL = 1e-4` (f32; sums of up
 //! to a few thousand products in a different order).
 
+use super::conv::Algo;
 use super::{fast, reference};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -100,13 +101,15 @@ fn check_conv(
         inputs.push(rand_t(rng, &[o]));
     }
     let var = [x_var, true, true];
-    compare(
-        &what,
-        &inputs,
-        &var[..inputs.len()],
-        |t| fast::conv2d(&t[0], &t[1], t.get(2), pad, stride),
-        |t| reference::conv2d(&t[0], &t[1], t.get(2), pad, stride),
-    );
+    for algo in [Algo::Gemm, Algo::Direct, Algo::Auto] {
+        compare(
+            &format!("{what} {algo:?}"),
+            &inputs,
+            &var[..inputs.len()],
+            |t| fast::conv2d_with(&t[0], &t[1], t.get(2), pad, stride, algo),
+            |t| reference::conv2d(&t[0], &t[1], t.get(2), pad, stride),
+        );
+    }
 }
 
 #[test]
@@ -128,6 +131,13 @@ fn conv2d_edge_cases() {
     check_conv(&mut rng, (5, 2, 13, 7), (3, 4, 2), 1, 2, true, false);
     // Batch 1, big enough for the GEMMs to be split over threads instead of images.
     check_conv(&mut rng, (1, 16, 32, 32), (32, 3, 3), 1, 1, true, true);
+    // Direct kernels: register-block remainders (channels not multiples of 6, rows not of
+    // 4, columns not of 16), wide rows, and a weight-gradient group boundary.
+    check_conv(&mut rng, (3, 7, 19, 37), (13, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (2, 5, 9, 17), (11, 3, 5), 2, 1, true, true);
+    check_conv(&mut rng, (40, 16, 34, 34), (8, 3, 3), 0, 1, true, true);
+    check_conv(&mut rng, (3, 3, 11, 13), (70, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (2, 9, 7, 20), (17, 2, 3), 1, 1, true, true);
 }
 
 #[test]
@@ -239,6 +249,30 @@ fn candle_max_pool2d_gradient_is_scaled() {
         .to_vec1()
         .unwrap();
     assert_eq!(g, [0., 1., 0., 0.]);
+}
+
+/// Tied maxima: the whole gradient goes to the first one (row-major), for the 2x2 fast path
+/// and the general one.
+#[test]
+fn max_pool2d_ties_go_to_first_maximum() {
+    // (k, rows, columns): 2x2 rows of 36 go through the 16-window vector path too.
+    for (k, h, w) in [(2usize, 5usize, 5usize), (3, 7, 7), (2, 4, 37)] {
+        let x = Var::zeros((1, 1, h, w), DType::F32, &Device::Cpu).unwrap();
+        let y = fast::max_pool2d(x.as_tensor(), k).unwrap();
+        let g = (y.sum_all().unwrap() * 3.0).unwrap().backward().unwrap();
+        let g: Vec<f32> = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, v) in g.iter().enumerate() {
+            let (r, c) = (i / w, i % w);
+            let first = r % k == 0 && c % k == 0 && r < h / k * k && c < w / k * k;
+            assert_eq!(*v, if first { 3.0 } else { 0.0 }, "k {k} at ({r}, {c})");
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,479 @@
+//! Direct (im2col-free) stride-1 convolution kernels with AVX-512, for the small layers where
+//! im2col + GEMM spends more time copying and packing than multiplying (few channels, short
+//! reductions). Vectorised along output columns (16 per register, the tail masked):
+//!
+//! - forward: a block of 6 output channels x 4 output rows accumulates in 24 registers; each
+//!   kernel tap loads 4 input rows and broadcasts 6 weights.
+//! - input gradient: the same kernel run on the zero-padded output gradient with the kernel
+//!   flipped and its channel axes swapped (a "full" correlation).
+//! - weight gradient, wide layers (16 or more output channels): an implicit GEMM vectorised
+//!   along output channels, on the output gradient transposed to pixel-major `[pixels, o]`:
+//!   a block of 6 taps x 64 channels accumulates in 24 registers, each pixel loading 4 vectors
+//!   and broadcasting 6 input values.
+//! - weight gradient, narrow layers: a block of 6 output channels x 4 taps accumulates inner
+//!   products over the pixels of a group of images in 24 registers, reduced once per group.
+//!
+//! Every function here requires AVX-512F; [`available`] says whether the CPU has it.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether these kernels can run on this CPU.
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Output channels per register block.
+const BO: usize = 6;
+/// Output rows (forward) or kernel taps (weight gradient) per register block.
+const BR: usize = 4;
+
+/// Copies `x` (`c` planes of `h x w`) into `out` (`c` planes of `(h + top + bottom) x
+/// (w + left + right)`) with zero borders.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pad_planes(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    top: usize,
+    bottom: usize,
+    left: usize,
+    right: usize,
+    out: &mut [f32],
+) {
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    for ci in 0..c {
+        let o = &mut out[ci * hp * wp..(ci + 1) * hp * wp];
+        o[..top * wp].fill(0.0);
+        o[(top + h) * wp..].fill(0.0);
+        for y in 0..h {
+            let row = &mut o[(top + y) * wp..(top + y + 1) * wp];
+            row[..left].fill(0.0);
+            row[left..left + w].copy_from_slice(&x[(ci * h + y) * w..(ci * h + y + 1) * w]);
+            row[left + w..].fill(0.0);
+        }
+    }
+}
+
+/// Geometry of one direct correlation: input planes `[c, hp, wp]` (already padded), kernel
+/// `[o, c, kh, kw]` (row stride `c * kh * kw` between output channels), output `[o, oh, ow]`
+/// with `oh = hp - kh + 1`, `ow = wp - kw + 1`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geom {
+    pub c: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+impl Geom {
+    pub(crate) fn oh(&self) -> usize {
+        self.hp - self.kh + 1
+    }
+    pub(crate) fn ow(&self) -> usize {
+        self.wp - self.kw + 1
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tail_mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// `y = correlate(x, w) (+ bias)` for one image. `x` is `[c, hp, wp]`, `w` `[o, c, kh, kw]`,
+/// `y` `[o, oh, ow]` (fully overwritten).
+///
+/// # Safety
+/// Requires AVX-512F ([`available`]); slices must have the sizes above.
+pub(crate) unsafe fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    debug_assert!(x.len() >= g.c * g.hp * g.wp);
+    debug_assert!(w.len() >= g.o * g.c * g.kh * g.kw);
+    debug_assert!(y.len() >= g.o * g.oh() * g.ow());
+    #[cfg(target_arch = "x86_64")]
+    forward_avx512(
+        g,
+        x.as_ptr(),
+        w.as_ptr(),
+        bias.map(|b| b.as_ptr()),
+        y.as_mut_ptr(),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct convolution kernels need x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_avx512(
+    g: &Geom,
+    x: *const f32,
+    w: *const f32,
+    b: Option<*const f32>,
+    y: *mut f32,
+) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut o0 = 0;
+    while o0 < g.o {
+        let no = BO.min(g.o - o0);
+        let mut oy = 0;
+        while oy < oh {
+            let nr = BR.min(oh - oy);
+            let mut ox = 0;
+            while ox < ow {
+                let m = tail_mask(ow - ox);
+                let xb = x.add(oy * g.wp + ox);
+                let yb = y.add(o0 * oh * ow + oy * ow + ox);
+                let wb = w.add(o0 * g.c * g.kh * g.kw);
+                let bb = b.map(|b| b.add(o0));
+                macro_rules! go {
+                    ($no:literal, $nr:literal) => {
+                        fwd_block::<$no, $nr>(g, xb, wb, bb, yb, m)
+                    };
+                }
+                match (no, nr) {
+                    (6, 4) => go!(6, 4),
+                    (6, 3) => go!(6, 3),
+                    (6, 2) => go!(6, 2),
+                    (6, 1) => go!(6, 1),
+                    (5, 4) => go!(5, 4),
+                    (5, 3) => go!(5, 3),
+                    (5, 2) => go!(5, 2),
+                    (5, 1) => go!(5, 1),
+                    (4, 4) => go!(4, 4),
+                    (4, 3) => go!(4, 3),
+                    (4, 2) => go!(4, 2),
+                    (4, 1) => go!(4, 1),
+                    (3, 4) => go!(3, 4),
+                    (3, 3) => go!(3, 3),
+                    (3, 2) => go!(3, 2),
+                    (3, 1) => go!(3, 1),
+                    (2, 4) => go!(2, 4),
+                    (2, 3) => go!(2, 3),
+                    (2, 2) => go!(2, 2),
+                    (2, 1) => go!(2, 1),
+                    (1, 4) => go!(1, 4),
+                    (1, 3) => go!(1, 3),
+                    (1, 2) => go!(1, 2),
+                    _ => go!(1, 1),
+                }
+                ox += 16;
+            }
+            oy += nr;
+        }
+        o0 += no;
+    }
+}
+
+/// One register block of the forward pass: `NO` output channels x `NR` output rows x 16
+/// columns (masked by `m`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn fwd_block<const NO: usize, const NR: usize>(
+    g: &Geom,
+    x: *const f32,
+    w: *const f32,
+    b: Option<*const f32>,
+    y: *mut f32,
+    m: __mmask16,
+) {
+    let ks = g.c * g.kh * g.kw;
+    let mut acc = [[_mm512_setzero_ps(); NR]; NO];
+    if let Some(b) = b {
+        for (o, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(*b.add(o));
+            for r in a.iter_mut() {
+                *r = v;
+            }
+        }
+    }
+    for ci in 0..g.c {
+        for ki in 0..g.kh {
+            let xr = x.add((ci * g.hp + ki) * g.wp);
+            let wr = w.add((ci * g.kh + ki) * g.kw);
+            for kj in 0..g.kw {
+                let mut xv = [_mm512_setzero_ps(); NR];
+                for (r, v) in xv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(m, xr.add(r * g.wp + kj));
+                }
+                for (o, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*wr.add(o * ks + kj));
+                    for (r, v) in a.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(wv, xv[r], *v);
+                    }
+                }
+            }
+        }
+    }
+    let (oh, ow) = (g.oh(), g.ow());
+    for (o, a) in acc.iter().enumerate() {
+        for (r, v) in a.iter().enumerate() {
+            _mm512_mask_storeu_ps(y.add(o * oh * ow + r * ow), m, *v);
+        }
+    }
+}
+
+/// Weight gradient contribution of a group of images: `dw[o, t] += sum over the images and
+/// pixels of dy[o, pixel] * x[tap t, pixel]`, with taps `t = (ci, ki, kj)` in `w`'s order.
+/// `xs[i]` is image i's padded input `[c, hp, wp]`, `dys[i]` its output gradient `[o, oh, ow]`;
+/// `dw` is `[o, c * kh * kw]`.
+///
+/// # Safety
+/// Requires AVX-512F ([`available`]); slices must have the sizes above.
+pub(crate) unsafe fn weight_grad(g: &Geom, xs: &[&[f32]], dys: &[&[f32]], dw: &mut [f32]) {
+    debug_assert_eq!(xs.len(), dys.len());
+    debug_assert!(dw.len() >= g.o * g.c * g.kh * g.kw);
+    #[cfg(target_arch = "x86_64")]
+    weight_grad_avx512(g, xs, dys, dw);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct convolution kernels need x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_avx512(g: &Geom, xs: &[&[f32]], dys: &[&[f32]], dw: &mut [f32]) {
+    let ks = g.c * g.kh * g.kw;
+    // Offset of each tap's first input element.
+    let taps: Vec<usize> = (0..ks)
+        .map(|t| {
+            let (ci, r) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
+            (ci * g.hp + r / g.kw) * g.wp + r % g.kw
+        })
+        .collect();
+    let mut o0 = 0;
+    while o0 < g.o {
+        let no = BO.min(g.o - o0);
+        let mut t0 = 0;
+        while t0 < ks {
+            let nt = BR.min(ks - t0);
+            let mut sums = [[0f32; BR]; BO];
+            macro_rules! go {
+                ($no:literal, $nt:literal) => {
+                    dw_block::<$no, $nt>(g, xs, dys, o0, &taps[t0..t0 + $nt], &mut sums)
+                };
+            }
+            match (no, nt) {
+                (6, 4) => go!(6, 4),
+                (6, 3) => go!(6, 3),
+                (6, 2) => go!(6, 2),
+                (6, 1) => go!(6, 1),
+                (5, 4) => go!(5, 4),
+                (5, 3) => go!(5, 3),
+                (5, 2) => go!(5, 2),
+                (5, 1) => go!(5, 1),
+                (4, 4) => go!(4, 4),
+                (4, 3) => go!(4, 3),
+                (4, 2) => go!(4, 2),
+                (4, 1) => go!(4, 1),
+                (3, 4) => go!(3, 4),
+                (3, 3) => go!(3, 3),
+                (3, 2) => go!(3, 2),
+                (3, 1) => go!(3, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, 1) => go!(2, 1),
+                (1, 4) => go!(1, 4),
+                (1, 3) => go!(1, 3),
+                (1, 2) => go!(1, 2),
+                _ => go!(1, 1),
+            }
+            for (o, row) in sums.iter().enumerate().take(no) {
+                for (t, v) in row.iter().enumerate().take(nt) {
+                    dw[(o0 + o) * ks + t0 + t] += *v;
+                }
+            }
+            t0 += nt;
+        }
+        o0 += no;
+    }
+}
+
+/// One register block of the weight gradient: `NO` output channels x `NT` taps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dw_block<const NO: usize, const NT: usize>(
+    g: &Geom,
+    xs: &[&[f32]],
+    dys: &[&[f32]],
+    o0: usize,
+    taps: &[usize],
+    sums: &mut [[f32; BR]; BO],
+) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut tap = [0usize; NT];
+    tap.copy_from_slice(&taps[..NT]);
+    let mut acc = [[_mm512_setzero_ps(); NT]; NO];
+    for (x, dy) in xs.iter().zip(dys) {
+        let (x, dy) = (x.as_ptr(), dy.as_ptr().add(o0 * oh * ow));
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox < ow {
+                let m = tail_mask(ow - ox);
+                let mut dv = [_mm512_setzero_ps(); NO];
+                for (o, v) in dv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(m, dy.add(o * oh * ow + oy * ow + ox));
+                }
+                for (t, &off) in tap.iter().enumerate() {
+                    let xv = _mm512_maskz_loadu_ps(m, x.add(off + oy * g.wp + ox));
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        a[t] = _mm512_fmadd_ps(dv[o], xv, a[t]);
+                    }
+                }
+                ox += 16;
+            }
+        }
+    }
+    for (o, a) in acc.iter().enumerate() {
+        for (t, v) in a.iter().enumerate() {
+            sums[o][t] = _mm512_reduce_add_ps(*v);
+        }
+    }
+}
+
+/// Taps per register block of the channel-vectorised weight gradient.
+const WT: usize = 6;
+/// 16-channel vectors per register block of the channel-vectorised weight gradient.
+const WV: usize = 4;
+
+/// Weight gradient contribution of a group of images, vectorised along output channels:
+/// `dwt[t, o] += sum over images and pixels of x[tap t, pixel] * dyt[pixel, o]`. `xs[i]` is
+/// image i's padded input `[c, hp, wp]`, `dyts[i]` its output gradient transposed to
+/// `[oh * ow, o]`; `dwt` is `[c * kh * kw, o]` (the transposed weight gradient).
+///
+/// # Safety
+/// Requires AVX-512F ([`available`]); slices must have the sizes above.
+pub(crate) unsafe fn weight_grad_t(g: &Geom, xs: &[&[f32]], dyts: &[&[f32]], dwt: &mut [f32]) {
+    debug_assert_eq!(xs.len(), dyts.len());
+    debug_assert!(dwt.len() >= g.o * g.c * g.kh * g.kw);
+    #[cfg(target_arch = "x86_64")]
+    weight_grad_t_avx512(g, xs, dyts, dwt);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct convolution kernels need x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_t_avx512(g: &Geom, xs: &[&[f32]], dyts: &[&[f32]], dwt: &mut [f32]) {
+    let ks = g.c * g.kh * g.kw;
+    let taps: Vec<usize> = (0..ks)
+        .map(|t| {
+            let (ci, r) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
+            (ci * g.hp + r / g.kw) * g.wp + r % g.kw
+        })
+        .collect();
+    let nvec = g.o.div_ceil(16);
+    let mut v0 = 0;
+    while v0 < nvec {
+        let nv = WV.min(nvec - v0);
+        let mut t0 = 0;
+        while t0 < ks {
+            let nt = WT.min(ks - t0);
+            macro_rules! go {
+                ($nt:literal, $nv:literal) => {
+                    dwt_block::<$nt, $nv>(
+                        g,
+                        xs,
+                        dyts,
+                        &taps[t0..t0 + $nt],
+                        v0 * 16,
+                        dwt.as_mut_ptr().add(t0 * g.o),
+                    )
+                };
+            }
+            match (nt, nv) {
+                (6, 4) => go!(6, 4),
+                (6, 3) => go!(6, 3),
+                (6, 2) => go!(6, 2),
+                (6, 1) => go!(6, 1),
+                (5, 4) => go!(5, 4),
+                (5, 3) => go!(5, 3),
+                (5, 2) => go!(5, 2),
+                (5, 1) => go!(5, 1),
+                (4, 4) => go!(4, 4),
+                (4, 3) => go!(4, 3),
+                (4, 2) => go!(4, 2),
+                (4, 1) => go!(4, 1),
+                (3, 4) => go!(3, 4),
+                (3, 3) => go!(3, 3),
+                (3, 2) => go!(3, 2),
+                (3, 1) => go!(3, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, 1) => go!(2, 1),
+                (1, 4) => go!(1, 4),
+                (1, 3) => go!(1, 3),
+                (1, 2) => go!(1, 2),
+                _ => go!(1, 1),
+            }
+            t0 += nt;
+        }
+        v0 += nv;
+    }
+}
+
+/// One register block: `NT` taps x `NV` vectors of 16 output channels starting at `o0`,
+/// added into `dwt` (pointing at row `t0`, row stride `g.o`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dwt_block<const NT: usize, const NV: usize>(
+    g: &Geom,
+    xs: &[&[f32]],
+    dyts: &[&[f32]],
+    taps: &[usize],
+    o0: usize,
+    dwt: *mut f32,
+) {
+    let (oh, ow, o) = (g.oh(), g.ow(), g.o);
+    let mut tap = [0usize; NT];
+    tap.copy_from_slice(&taps[..NT]);
+    let mut mask = [0 as __mmask16; NV];
+    for (v, m) in mask.iter_mut().enumerate() {
+        *m = tail_mask(o.saturating_sub(o0 + 16 * v));
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; NT];
+    for (x, dyt) in xs.iter().zip(dyts) {
+        let (x, dyt) = (x.as_ptr(), dyt.as_ptr().add(o0));
+        for oy in 0..oh {
+            let xr = x.add(oy * g.wp);
+            let dr = dyt.add(oy * ow * o);
+            for ox in 0..ow {
+                let mut dv = [_mm512_setzero_ps(); NV];
+                for (v, d) in dv.iter_mut().enumerate() {
+                    *d = _mm512_maskz_loadu_ps(mask[v], dr.add(ox * o + 16 * v));
+                }
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*xr.add(tap[t] + ox));
+                    for (v, r) in a.iter_mut().enumerate() {
+                        *r = _mm512_fmadd_ps(xv, dv[v], *r);
+                    }
+                }
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        for (v, r) in a.iter().enumerate() {
+            let p = dwt.add(t * o + o0 + 16 * v);
+            let cur = _mm512_maskz_loadu_ps(mask[v], p);
+            _mm512_mask_storeu_ps(p, mask[v], _mm512_add_ps(cur, *r));
+        }
+    }
+}
