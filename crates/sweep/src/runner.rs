@@ -306,9 +306,17 @@ impl Observer for TrialObserver<'_> {
     }
 
     fn on_epoch(&mut self, r: &EpochRecord) -> Result<(), String> {
+        let t0 = std::time::Instant::now();
         self.db
             .record_epoch(self.trial_id, r)
             .map_err(|e| crate::error_chain(&e))?;
+        // The per-epoch write must stay a negligible part of an epoch (issue #4).
+        tracing::debug!(
+            trial = self.trial_id,
+            epoch = r.epoch,
+            "epoch recorded in {:.2?}",
+            t0.elapsed()
+        );
         self.mp.suspend(|| {
             tracing::info!(
                 "trial {} epoch {}: train loss {:.4} acc {:.2}%, valid loss {:.4} acc {:.2}%, {:.1}s, {:.0} img/s",
