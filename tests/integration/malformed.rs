@@ -130,3 +130,13 @@ fn bad_databases_are_refused_clearly() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_missing_sweep_file_is_named() {
+    let out = bin().args(["run", "/nonexistent/sweep.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: /nonexistent/sweep.toml: cannot read the sweep file: No such file or directory (os error 2)"
+    );
+}
