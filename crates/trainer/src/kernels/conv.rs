@@ -113,6 +113,16 @@ fn im2col(x: &[f32], p: &ConvParams, col: &mut [f32], ld: usize) {
                         continue;
                     }
                     let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                    #[cfg(target_arch = "x86_64")]
+                    if s == 1 && direct::available() {
+                        // SAFETY: AVX-512F is available; input columns lo + kj - pad ..
+                        // hi + kj - pad lie inside the row.
+                        unsafe {
+                            let src = xr.as_ptr().wrapping_offset(kj as isize - p.pad as isize);
+                            direct::shifted_row_copy(d, src, lo, hi)
+                        };
+                        continue;
+                    }
                     d[..lo].fill(0.0);
                     d[hi..].fill(0.0);
                     if s == 1 {
@@ -152,6 +162,18 @@ fn col2im(col: &[f32], p: &ConvParams, dx: &mut [f32]) {
                     }
                     let d = &src[oy * ow..(oy + 1) * ow];
                     let xr = &mut xc[iy as usize * w..(iy as usize + 1) * w];
+                    #[cfg(target_arch = "x86_64")]
+                    if s == 1 && direct::available() {
+                        // SAFETY: AVX-512F is available; input columns lo + kj - pad ..
+                        // hi + kj - pad lie inside the row.
+                        unsafe {
+                            let dst = xr
+                                .as_mut_ptr()
+                                .wrapping_offset(kj as isize - p.pad as isize);
+                            direct::shifted_row_add(d, dst, lo, hi)
+                        };
+                        continue;
+                    }
                     if s == 1 {
                         let ix0 = lo + kj - p.pad;
                         for (a, b) in xr[ix0..ix0 + hi - lo].iter_mut().zip(&d[lo..hi]) {

@@ -477,3 +477,58 @@ unsafe fn dwt_block<const NT: usize, const NV: usize>(
         }
     }
 }
+
+/// Lanes `ox0 + i` (i < 16) with `lo <= ox0 + i < hi`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn range_mask(ox0: usize, lo: usize, hi: usize) -> __mmask16 {
+    let below_hi = if hi > ox0 { tail_mask(hi - ox0) } else { 0 };
+    let from_lo = if lo > ox0 {
+        !tail_mask(lo - ox0)
+    } else {
+        0xffff
+    };
+    below_hi & from_lo
+}
+
+/// im2col row for stride 1: `d[ox] = src[ox]` for `lo <= ox < hi`, else 0, for `ox < d.len()`.
+/// `src` points at input column `-off` (it may lie before the row; only lanes in `lo..hi`
+/// are read).
+///
+/// # Safety
+/// Requires AVX-512F; `src.wrapping_add(ox)` must be readable for every `ox` in `lo..hi`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn shifted_row_copy(d: &mut [f32], src: *const f32, lo: usize, hi: usize) {
+    let n = d.len();
+    let mut ox0 = 0;
+    while ox0 < n {
+        let store = tail_mask(n - ox0);
+        let load = range_mask(ox0, lo, hi) & store;
+        let v = _mm512_maskz_loadu_ps(load, src.wrapping_add(ox0));
+        _mm512_mask_storeu_ps(d.as_mut_ptr().add(ox0), store, v);
+        ox0 += 16;
+    }
+}
+
+/// col2im row for stride 1: `dst[ox] += s[ox]` for `lo <= ox < hi` (`dst` as in
+/// [`shifted_row_copy`]).
+///
+/// # Safety
+/// Requires AVX-512F; `dst.wrapping_add(ox)` must be writable for every `ox` in `lo..hi`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn shifted_row_add(s: &[f32], dst: *mut f32, lo: usize, hi: usize) {
+    let n = s.len();
+    let mut ox0 = 0;
+    while ox0 < n {
+        let m = range_mask(ox0, lo, hi) & tail_mask(n - ox0);
+        if m != 0 {
+            let a = _mm512_maskz_loadu_ps(m, s.as_ptr().add(ox0));
+            let p = dst.wrapping_add(ox0);
+            let b = _mm512_maskz_loadu_ps(m, p);
+            _mm512_mask_storeu_ps(p, m, _mm512_add_ps(a, b));
+        }
+        ox0 += 16;
+    }
+}

@@ -26,6 +26,7 @@ mod linear;
 mod norm;
 mod optim;
 mod pool;
+mod pool_threads;
 mod util;
 
 #[cfg(test)]
@@ -82,8 +83,8 @@ pub fn set_conv_algorithm(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Threads the fast kernels use: candle's CPU pool (`CANDLE_NUM_THREADS`, else
-/// `RAYON_NUM_THREADS`, else the number of cores).
+/// Threads the fast kernels use, the caller included (`CIFAR_SWEEP_THREADS`, else
+/// `RAYON_NUM_THREADS`, else the number of physical cores).
 pub fn num_threads() -> usize {
     util::num_threads()
 }

@@ -156,8 +156,9 @@ fn backward_plane_2x2(x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], h: usize
     }
 }
 
-/// 16 windows at a time: de-interleaves even and odd columns of both rows, compares with the
-/// maxima and re-interleaves the masked gradients. Returns how many windows it did.
+/// 16 windows at a time (the last group masked): de-interleaves even and odd columns of both
+/// rows, compares with the maxima and re-interleaves the masked gradients. Returns how many
+/// windows it did (all of them).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn backward_rows_2x2_avx512(
@@ -175,16 +176,39 @@ unsafe fn backward_rows_2x2_avx512(
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let mut ox = 0;
-    while ox + 16 <= ow {
+    while ox < ow {
+        // Windows ox..ox + n: input columns 2 * ox .. 2 * (ox + n), in two halves of 16.
+        let n = (ow - ox).min(16);
+        let mw = if n == 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        };
+        let m_lo = if n >= 8 {
+            0xffff
+        } else {
+            ((1u32 << (2 * n)) - 1) as u16
+        };
+        let m_hi = if n > 8 {
+            ((1u64 << (2 * n - 16)) - 1) as u16
+        } else {
+            0
+        };
         let (p0, p1) = (x0.as_ptr().add(2 * ox), x1.as_ptr().add(2 * ox));
-        let (r0a, r0b) = (_mm512_loadu_ps(p0), _mm512_loadu_ps(p0.add(16)));
-        let (r1a, r1b) = (_mm512_loadu_ps(p1), _mm512_loadu_ps(p1.add(16)));
+        let (r0a, r0b) = (
+            _mm512_maskz_loadu_ps(m_lo, p0),
+            _mm512_maskz_loadu_ps(m_hi, p0.add(16)),
+        );
+        let (r1a, r1b) = (
+            _mm512_maskz_loadu_ps(m_lo, p1),
+            _mm512_maskz_loadu_ps(m_hi, p1.add(16)),
+        );
         let a = _mm512_permutex2var_ps(r0a, even, r0b);
         let b = _mm512_permutex2var_ps(r0a, odd, r0b);
         let c = _mm512_permutex2var_ps(r1a, even, r1b);
         let d = _mm512_permutex2var_ps(r1a, odd, r1b);
-        let m = _mm512_loadu_ps(ym.as_ptr().add(ox));
-        let gv = _mm512_loadu_ps(g.as_ptr().add(ox));
+        let m = _mm512_maskz_loadu_ps(mw, ym.as_ptr().add(ox));
+        let gv = _mm512_maskz_loadu_ps(mw, g.as_ptr().add(ox));
         let ta = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, m);
         let tb = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(b, m) & !ta;
         let tc = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(c, m) & !(ta | tb);
@@ -195,11 +219,11 @@ unsafe fn backward_rows_2x2_avx512(
             top.as_mut_ptr().add(2 * ox),
             bottom.as_mut_ptr().add(2 * ox),
         );
-        _mm512_storeu_ps(t, _mm512_permutex2var_ps(ga, lo, gb));
-        _mm512_storeu_ps(t.add(16), _mm512_permutex2var_ps(ga, hi, gb));
-        _mm512_storeu_ps(bt, _mm512_permutex2var_ps(gc, lo, gd));
-        _mm512_storeu_ps(bt.add(16), _mm512_permutex2var_ps(gc, hi, gd));
-        ox += 16;
+        _mm512_mask_storeu_ps(t, m_lo, _mm512_permutex2var_ps(ga, lo, gb));
+        _mm512_mask_storeu_ps(t.add(16), m_hi, _mm512_permutex2var_ps(ga, hi, gb));
+        _mm512_mask_storeu_ps(bt, m_lo, _mm512_permutex2var_ps(gc, lo, gd));
+        _mm512_mask_storeu_ps(bt.add(16), m_hi, _mm512_permutex2var_ps(gc, hi, gd));
+        ox += n;
     }
     ox
 }

@@ -473,3 +473,38 @@ fn public_api_falls_back_for_f64() {
     assert_eq!(y.dims(), [1, 3, 3, 3]);
     assert_eq!(y.dtype(), DType::F64);
 }
+
+/// The kernels' thread pool runs every task once, runs nested loops inline, and survives a
+/// panicking task (which reaches the caller).
+#[test]
+fn thread_pool_runs_every_task_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for n in [0usize, 1, 2, 3, 17, 1000] {
+        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        super::util::par_for(n, |i| {
+            hits[i].fetch_add(1, Ordering::Relaxed);
+            // Nested: inline on whichever thread runs task i.
+            let inner = AtomicUsize::new(0);
+            super::util::par_for(3, |_| {
+                inner.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(inner.load(Ordering::Relaxed), 3);
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n {n}");
+    }
+    let r = std::panic::catch_unwind(|| {
+        super::util::par_for(64, |i| {
+            if i == 40 {
+                panic!("task 40");
+            }
+        })
+    });
+    assert!(r.is_err());
+    let count = AtomicUsize::new(0);
+    super::util::par_for(100, |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    assert_eq!(count.load(Ordering::Relaxed), 100);
+    let v = super::util::par_map(10, |i| i * i);
+    assert_eq!(v, (0..10).map(|i| i * i).collect::<Vec<_>>());
+}

@@ -97,23 +97,15 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     r
 }
 
-/// Number of threads the kernels split work over: candle's CPU thread pool (its workers plus
-/// the calling thread; `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the cores).
+/// Number of threads the kernels split work over (see [`super::pool_threads`]).
 pub(crate) fn num_threads() -> usize {
-    candle_core::utils::barrier_pool().n_workers() + 1
+    super::pool_threads::threads()
 }
 
-/// Calls `f(i)` for `i in 0..n` on candle's CPU thread pool, the calling thread included
-/// (serially when there is one thread or one task). Sharing candle's pool, rather than a
-/// second one, keeps the number of runnable threads at the number of cores: candle's workers
-/// spin for a while after each of its own element-wise ops, and would otherwise compete with
-/// ours. Must not be nested.
+/// Calls `f(i)` for `i in 0..n` on the kernels' thread pool, the calling thread included
+/// (serially when there is one thread or one task, and when nested).
 pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
-    if n <= 1 || num_threads() == 1 {
-        (0..n).for_each(f);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f));
-    }
+    super::pool_threads::run(n, &f);
 }
 
 /// Runs `f(i)` for `i in 0..n` in parallel (see [`par_for`]) and collects the results in
