@@ -301,7 +301,11 @@ fn layers_bench(a: &Args) -> Result<()> {
         "batch {batch}, {} threads; CPU time of the calling thread per call, GFLOP/s of that",
         trainer::kernels::num_threads()
     );
+    let only = a.get("only", "");
     for (name, c, o, k, pad, side, xgrad) in layers {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let (x, _) = random_batch(batch, 3)?;
         let x = x
             .narrow(1, 0, 1)?

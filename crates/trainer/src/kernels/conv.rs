@@ -6,7 +6,7 @@
 use super::direct;
 use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
-    split_range, tensor_from, with_data, with_scratch, Mat, SyncPtr,
+    split_range, sum, tensor_from, with_data, with_scratch, Mat, SyncPtr,
 };
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -396,7 +396,7 @@ pub(crate) fn backward_weight(
                     transpose(src, o, np, &mut dyt[j * np * o..(j + 1) * np * o]);
                     if need_db {
                         for (oc, d) in db.iter_mut().enumerate() {
-                            *d += src[oc * np..(oc + 1) * np].iter().sum::<f32>();
+                            *d += sum(&src[oc * np..(oc + 1) * np]);
                         }
                     }
                 }
@@ -602,8 +602,8 @@ fn backward_weight_direct(
     let (np, k, o) = (p.p(), p.k(), p.o);
     let g = direct_geom(p);
     // Wide layers vectorise along output channels (on dy transposed, into dw transposed);
-    // narrow ones along pixels.
-    let by_channel = o >= 16;
+    // narrow ones, and those with few taps (first layers: 3 input channels), along pixels.
+    let by_channel = o >= 16 && k >= 64;
     let nt = num_threads().min(p.n).max(1);
     let pl = p.c * g.hp * g.wp;
     let img_bytes = 4 * (pl + p.out_img());
@@ -620,7 +620,7 @@ fn backward_weight_direct(
                 for i in start..start + gn {
                     let d = dy_img(i);
                     for (oc, s) in db.iter_mut().enumerate() {
-                        *s += d[oc * np..(oc + 1) * np].iter().sum::<f32>();
+                        *s += sum(&d[oc * np..(oc + 1) * np]);
                     }
                 }
             }

@@ -10,8 +10,10 @@
 //!   along output channels, on the output gradient transposed to pixel-major `[pixels, o]`:
 //!   a block of 6 taps x 64 channels accumulates in 24 registers, each pixel loading 4 vectors
 //!   and broadcasting 6 input values.
-//! - weight gradient, narrow layers: a block of 6 output channels x 4 taps accumulates inner
-//!   products over the pixels of a group of images in 24 registers, reduced once per group.
+//! - weight gradient, narrow layers: a block of 4 output channels x up to 6 taps of one kernel
+//!   row accumulates inner products over the pixels of a group of images in 24 registers,
+//!   reduced once per group; the output gradient is packed so each step loads it with one
+//!   pointer.
 //!
 //! Every function here requires AVX-512F; [`available`] says whether the CPU has it.
 
@@ -33,7 +35,7 @@ pub(crate) fn available() -> bool {
 
 /// Output channels per register block.
 const BO: usize = 6;
-/// Output rows (forward) or kernel taps (weight gradient) per register block.
+/// Output rows per register block of the forward kernel.
 const BR: usize = 4;
 
 /// Copies `x` (`c` planes of `h x w`) into `out` (`c` planes of `(h + top + bottom) x
@@ -183,7 +185,7 @@ unsafe fn forward_avx512(
 /// columns (masked by `m`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(never)]
 unsafe fn fwd_block<const NO: usize, const NR: usize>(
     g: &Geom,
     x: *const f32,
@@ -247,96 +249,125 @@ pub(crate) unsafe fn weight_grad(g: &Geom, xs: &[&[f32]], dys: &[&[f32]], dw: &m
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn weight_grad_avx512(g: &Geom, xs: &[&[f32]], dys: &[&[f32]], dw: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
     let ks = g.c * g.kh * g.kw;
-    // Offset of each tap's first input element.
-    let taps: Vec<usize> = (0..ks)
-        .map(|t| {
-            let (ci, r) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
-            (ci * g.hp + r / g.kw) * g.wp + r % g.kw
-        })
-        .collect();
+    let nch = ow.div_ceil(16);
+    let tail = tail_mask(ow - (nch - 1) * 16);
     let mut o0 = 0;
     while o0 < g.o {
-        let no = BO.min(g.o - o0);
-        let mut t0 = 0;
-        while t0 < ks {
-            let nt = BR.min(ks - t0);
-            let mut sums = [[0f32; BR]; BO];
-            macro_rules! go {
-                ($no:literal, $nt:literal) => {
-                    dw_block::<$no, $nt>(g, xs, dys, o0, &taps[t0..t0 + $nt], &mut sums)
-                };
-            }
-            match (no, nt) {
-                (6, 4) => go!(6, 4),
-                (6, 3) => go!(6, 3),
-                (6, 2) => go!(6, 2),
-                (6, 1) => go!(6, 1),
-                (5, 4) => go!(5, 4),
-                (5, 3) => go!(5, 3),
-                (5, 2) => go!(5, 2),
-                (5, 1) => go!(5, 1),
-                (4, 4) => go!(4, 4),
-                (4, 3) => go!(4, 3),
-                (4, 2) => go!(4, 2),
-                (4, 1) => go!(4, 1),
-                (3, 4) => go!(3, 4),
-                (3, 3) => go!(3, 3),
-                (3, 2) => go!(3, 2),
-                (3, 1) => go!(3, 1),
-                (2, 4) => go!(2, 4),
-                (2, 3) => go!(2, 3),
-                (2, 2) => go!(2, 2),
-                (2, 1) => go!(2, 1),
-                (1, 4) => go!(1, 4),
-                (1, 3) => go!(1, 3),
-                (1, 2) => go!(1, 2),
-                _ => go!(1, 1),
-            }
-            for (o, row) in sums.iter().enumerate().take(no) {
-                for (t, v) in row.iter().enumerate().take(nt) {
-                    dw[(o0 + o) * ks + t0 + t] += *v;
+        let no = NO_NARROW.min(g.o - o0);
+        // The group's output gradient for channels o0..o0 + no, packed as
+        // [image][oy][chunk][o][16] with zeros past the row end: aligned loads, one pointer.
+        let per_img = oh * nch * no * 16;
+        let mut packed = vec![0f32; xs.len() * per_img];
+        for (img, dy) in dys.iter().enumerate() {
+            for o in 0..no {
+                for oy in 0..oh {
+                    let row = &dy[((o0 + o) * oh + oy) * ow..((o0 + o) * oh + oy + 1) * ow];
+                    for (ch, part) in row.chunks(16).enumerate() {
+                        let at = img * per_img + ((oy * nch + ch) * no + o) * 16;
+                        packed[at..at + part.len()].copy_from_slice(part);
+                    }
                 }
             }
-            t0 += nt;
+        }
+        for ci in 0..g.c {
+            for ki in 0..g.kh {
+                let mut kj0 = 0;
+                while kj0 < g.kw {
+                    let nt = NT_NARROW.min(g.kw - kj0);
+                    let mut sums = [[0f32; NT_NARROW]; NO_NARROW];
+                    let row0 = (ci * g.hp + ki) * g.wp + kj0;
+                    macro_rules! go {
+                        ($no:literal, $nt:literal) => {
+                            dw_narrow::<$no, $nt>(
+                                g, xs, &packed, per_img, row0, nch, tail, &mut sums,
+                            )
+                        };
+                    }
+                    match (no, nt) {
+                        (4, 6) => go!(4, 6),
+                        (4, 5) => go!(4, 5),
+                        (4, 4) => go!(4, 4),
+                        (4, 3) => go!(4, 3),
+                        (4, 2) => go!(4, 2),
+                        (4, 1) => go!(4, 1),
+                        (3, 6) => go!(3, 6),
+                        (3, 5) => go!(3, 5),
+                        (3, 4) => go!(3, 4),
+                        (3, 3) => go!(3, 3),
+                        (3, 2) => go!(3, 2),
+                        (3, 1) => go!(3, 1),
+                        (2, 6) => go!(2, 6),
+                        (2, 5) => go!(2, 5),
+                        (2, 4) => go!(2, 4),
+                        (2, 3) => go!(2, 3),
+                        (2, 2) => go!(2, 2),
+                        (2, 1) => go!(2, 1),
+                        (1, 6) => go!(1, 6),
+                        (1, 5) => go!(1, 5),
+                        (1, 4) => go!(1, 4),
+                        (1, 3) => go!(1, 3),
+                        (1, 2) => go!(1, 2),
+                        _ => go!(1, 1),
+                    }
+                    let t0 = (ci * g.kh + ki) * g.kw + kj0;
+                    for (o, row) in sums.iter().enumerate().take(no) {
+                        for (t, v) in row.iter().enumerate().take(nt) {
+                            dw[(o0 + o) * ks + t0 + t] += *v;
+                        }
+                    }
+                    kj0 += nt;
+                }
+            }
         }
         o0 += no;
     }
 }
 
-/// One register block of the weight gradient: `NO` output channels x `NT` taps.
+/// Output channels per register block of the pixel-vectorised weight gradient.
+const NO_NARROW: usize = 4;
+/// Consecutive taps of one kernel row per register block of the pixel-vectorised weight
+/// gradient.
+const NT_NARROW: usize = 6;
+
+/// One register block of the pixel-vectorised weight gradient: `NO` output channels x `NT`
+/// consecutive taps of one kernel row (input offset `row0` in each image), summed over every
+/// pixel of every image of the group.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dw_block<const NO: usize, const NT: usize>(
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_narrow<const NO: usize, const NT: usize>(
     g: &Geom,
     xs: &[&[f32]],
-    dys: &[&[f32]],
-    o0: usize,
-    taps: &[usize],
-    sums: &mut [[f32; BR]; BO],
+    packed: &[f32],
+    per_img: usize,
+    row0: usize,
+    nch: usize,
+    tail: __mmask16,
+    sums: &mut [[f32; NT_NARROW]; NO_NARROW],
 ) {
-    let (oh, ow) = (g.oh(), g.ow());
-    let mut tap = [0usize; NT];
-    tap.copy_from_slice(&taps[..NT]);
+    let oh = g.oh();
     let mut acc = [[_mm512_setzero_ps(); NT]; NO];
-    for (x, dy) in xs.iter().zip(dys) {
-        let (x, dy) = (x.as_ptr(), dy.as_ptr().add(o0 * oh * ow));
+    for (img, x) in xs.iter().enumerate() {
+        let mut d = packed.as_ptr().add(img * per_img);
         for oy in 0..oh {
-            let mut ox = 0;
-            while ox < ow {
-                let m = tail_mask(ow - ox);
+            let xr = x.as_ptr().add(row0 + oy * g.wp);
+            for ch in 0..nch {
+                let m = if ch + 1 < nch { 0xffff } else { tail };
                 let mut dv = [_mm512_setzero_ps(); NO];
                 for (o, v) in dv.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_ps(m, dy.add(o * oh * ow + oy * ow + ox));
+                    *v = _mm512_loadu_ps(d.add(o * 16));
                 }
-                for (t, &off) in tap.iter().enumerate() {
-                    let xv = _mm512_maskz_loadu_ps(m, x.add(off + oy * g.wp + ox));
-                    for (o, a) in acc.iter_mut().enumerate() {
-                        a[t] = _mm512_fmadd_ps(dv[o], xv, a[t]);
+                let xc = xr.add(ch * 16);
+                for t in 0..NT {
+                    let xv = _mm512_maskz_loadu_ps(m, xc.add(t));
+                    for o in 0..NO {
+                        acc[o][t] = _mm512_fmadd_ps(dv[o], xv, acc[o][t]);
                     }
                 }
-                ox += 16;
+                d = d.add(NO * 16);
             }
         }
     }
@@ -433,7 +464,7 @@ unsafe fn weight_grad_t_avx512(g: &Geom, xs: &[&[f32]], dyts: &[&[f32]], dwt: &m
 /// added into `dwt` (pointing at row `t0`, row stride `g.o`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(never)]
 unsafe fn dwt_block<const NT: usize, const NV: usize>(
     g: &Geom,
     xs: &[&[f32]],

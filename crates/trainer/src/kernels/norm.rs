@@ -7,7 +7,10 @@
 //! the caller can update the running statistics (unbiased variance), as candle-nn and
 //! PyTorch do; evaluation mode normalises with given statistics.
 
-use super::util::{alloc_uninit, cpu_slice, par_for, prof, tensor_from, with_data, SyncPtr};
+use super::util::{
+    alloc_uninit, cpu_slice, par_for, prof, sum_and_centered_dot, sum_and_squares, tensor_from,
+    with_data, SyncPtr,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -42,9 +45,7 @@ fn channel_sums(x: &[f32], n: usize, c: usize, hw: usize, ch: usize) -> (f64, f6
     for i in 0..n {
         let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
         // f32 partial sums over a plane (at most a few thousand values), f64 across planes.
-        let (ps, pq) = plane
-            .iter()
-            .fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
+        let (ps, pq) = sum_and_squares(plane);
         s += ps as f64;
         q += pq as f64;
     }
@@ -135,12 +136,7 @@ impl BatchNormOp {
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for i in 0..n {
                 let off = (i * c + ch) * hw;
-                let (a, b) = x[off..off + hw]
-                    .iter()
-                    .zip(&dy[off..off + hw])
-                    .fold((0f32, 0f32), |(a, b), (&xv, &gv)| {
-                        (a + gv, b + gv * (xv - mu))
-                    });
+                let (a, b) = sum_and_centered_dot(&dy[off..off + hw], &x[off..off + hw], mu);
                 sdy += a as f64;
                 sdyx += b as f64;
             }

@@ -138,6 +138,8 @@ fn conv2d_edge_cases() {
     check_conv(&mut rng, (40, 16, 34, 34), (8, 3, 3), 0, 1, true, true);
     check_conv(&mut rng, (3, 3, 11, 13), (70, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (2, 9, 7, 20), (17, 2, 3), 1, 1, true, true);
+    // Kernel rows wider than one weight-gradient register block (6 taps).
+    check_conv(&mut rng, (2, 2, 9, 12), (3, 2, 7), 1, 1, true, true);
 }
 
 #[test]

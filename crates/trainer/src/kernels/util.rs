@@ -52,6 +52,58 @@ pub(crate) fn tune_allocator_once() {
     });
 }
 
+/// Lanes of the vectorisable reductions below: independent partial sums (float addition is
+/// not associative, so the compiler only vectorises a reduction written this way).
+const LANES: usize = 16;
+
+/// `sum(x)`, vectorised (16 partial sums).
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `(sum(x), sum(x * x))`, vectorised.
+pub(crate) fn sum_and_squares(x: &[f32]) -> (f32, f32) {
+    let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for ((a, b), v) in s.iter_mut().zip(q.iter_mut()).zip(c) {
+            *a += v;
+            *b += v * v;
+        }
+    }
+    let (ts, tq) = tail
+        .iter()
+        .fold((0f32, 0f32), |(a, b), v| (a + v, b + v * v));
+    (s.iter().sum::<f32>() + ts, q.iter().sum::<f32>() + tq)
+}
+
+/// `(sum(g), sum(g * (x - mu)))`, vectorised.
+pub(crate) fn sum_and_centered_dot(g: &[f32], x: &[f32], mu: f32) -> (f32, f32) {
+    let (mut s, mut d) = ([0f32; LANES], [0f32; LANES]);
+    let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (gt, xt) = (gc.remainder(), xc.remainder());
+    for (gv, xv) in gc.zip(xc) {
+        for i in 0..LANES {
+            s[i] += gv[i];
+            d[i] += gv[i] * (xv[i] - mu);
+        }
+    }
+    let (ts, td) = gt
+        .iter()
+        .zip(xt)
+        .fold((0f32, 0f32), |(a, b), (g, x)| (a + g, b + g * (x - mu)));
+    (s.iter().sum::<f32>() + ts, d.iter().sum::<f32>() + td)
+}
+
 /// A new CPU tensor owning `v`.
 pub(crate) fn tensor_from(v: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(v, dims, &candle_core::Device::Cpu)
