@@ -337,7 +337,7 @@ const NT_NARROW: usize = 6;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn dw_narrow<const NO: usize, const NT: usize>(
     g: &Geom,
     xs: &[&[f32]],
