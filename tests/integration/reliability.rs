@@ -118,8 +118,15 @@ fn kill_and_resume(points: &[u64]) {
         let results = dir.path().join(format!("k{i}"));
         let db = results.join("results.db");
         // Several kills into the same run: each at `ms`, then a clean run to the end.
+        // The first kill of each point lands in a run that must import the data set into an
+        // empty folder, so early points interrupt the import itself.
+        let fresh_data = results.join("data");
+        let mut importing = data.clone();
+        let at = importing.iter().position(|a| a == "--data-dir").unwrap();
+        importing[at + 1] = fresh_data.display().to_string();
         for round in 0..3 {
-            let mut child = spawn_run(&file, &db, &data, &["--checkpoint-every", "0.05"]);
+            let args = if round == 0 { &importing } else { &data };
+            let mut child = spawn_run(&file, &db, args, &["--checkpoint-every", "0.05"]);
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_millis(*ms) {
                 if child.try_wait().unwrap().is_some() {
@@ -136,7 +143,7 @@ fn kill_and_resume(points: &[u64]) {
                 break;
             }
         }
-        let out = run_sweep(&file, &db, &data);
+        let out = run_sweep(&file, &db, &importing);
         assert!(out.status.success(), "kill point {ms} ms: {}", stderr(&out));
         let got = snapshot(&db);
         assert_eq!(
@@ -150,6 +157,18 @@ fn kill_and_resume(points: &[u64]) {
         assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM class_accuracy"), 20);
         assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM confusion"), 200);
         checkpoints_whole(&results);
+        // The last run read (or imported) the data in the folder whose import was killed: it is
+        // whole, and what the killed import left behind was cleaned up.
+        trainer::data::verify(&fresh_data).expect("a whole cache");
+        let leftovers: Vec<_> = std::fs::read_dir(&fresh_data)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            leftovers
+                .iter()
+                .all(|n| !n.to_string_lossy().contains(".tmp")),
+            "temporary import files left behind: {leftovers:?}"
+        );
     }
     eprintln!(
         "kill -9: {} kill points x 3 kills, {killed_mid_run} landed before the run ended; all resumed to identical results",
