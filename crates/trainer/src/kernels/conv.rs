@@ -4,6 +4,7 @@
 //! groups several small images into one GEMM so the reduction dimension stays long.
 
 use super::direct;
+use super::eltwise::relu_backward;
 use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
     split_range, sum, tensor_from, with_data, with_scratch, Mat, SyncPtr,
@@ -220,11 +221,17 @@ unsafe fn img_gemm(
     }
 }
 
-/// `y = conv(x, w) + b`, all contiguous NCHW / OIHW.
-pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
+/// `y = conv(x, w) + b`, then `max(y, 0)` with `relu`; all contiguous NCHW / OIHW.
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+    p: &ConvParams,
+) -> Vec<f32> {
     let _t = prof::span("conv2d forward");
     if use_direct(p, Phase::Forward) {
-        return forward_direct(x, w, b, p);
+        return forward_direct(x, w, b, relu, p);
     }
     let (np, k, o) = (p.p(), p.k(), p.o);
     // Every element is written: either by the bias fill or by the non-accumulating GEMM.
@@ -272,6 +279,12 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -
                     )
                 };
             });
+        }
+        if relu {
+            // While the image's output is in cache.
+            for v in y.iter_mut() {
+                *v = v.max(0.0);
+            }
         }
     };
     if img_par {
@@ -533,7 +546,7 @@ fn with_padded<R>(x: &[f32], p: &ConvParams, f: impl FnOnce(&[f32]) -> R) -> R {
     })
 }
 
-fn forward_direct(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Vec<f32> {
+fn forward_direct(x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool, p: &ConvParams) -> Vec<f32> {
     // Every element is written by the kernel.
     let mut out = alloc_uninit(p.n * p.out_img());
     let outp = SyncPtr(out.as_mut_ptr());
@@ -542,7 +555,7 @@ fn forward_direct(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &ConvParams) -> Ve
         // SAFETY: image i's output block is touched by this task only.
         let y = unsafe { outp.slice(i * p.out_img(), p.out_img()) };
         with_padded(&x[i * p.in_img()..(i + 1) * p.in_img()], p, |xp| unsafe {
-            direct::forward(&g, xp, w, b, y)
+            direct::forward(&g, xp, w, b, relu, y)
         });
     });
     out
@@ -583,7 +596,7 @@ fn backward_input_direct(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
         let dyi = &dy[i * p.out_img()..(i + 1) * p.out_img()];
         with_scratch(p.o * g.hp * g.wp, |buf| {
             direct::pad_planes(dyi, p.o, p.oh, p.ow, ph, ph, pw, pw, buf);
-            unsafe { direct::forward(&g, buf, &wf, None, dxi) };
+            unsafe { direct::forward(&g, buf, &wf, None, false, dxi) };
         });
     });
     dx
@@ -675,10 +688,13 @@ fn backward_weight_direct(
 }
 
 /// The custom op: `conv2d(x, w)` (binary) or `conv2d(x, w) + b` (ternary).
+/// With `relu`, the op is `max(conv + b, 0)`: the backward pass masks the output gradient
+/// with `y > 0` (PyTorch's convention at 0) before the convolution's own.
 pub(crate) struct Conv2dOp {
     pub padding: usize,
     pub stride: usize,
     pub algo: Algo,
+    pub relu: bool,
 }
 
 impl Conv2dOp {
@@ -701,7 +717,7 @@ impl Conv2dOp {
             }
             None => None,
         };
-        let y = forward(xs, ws, bs, &p);
+        let y = forward(xs, ws, bs, self.relu, &p);
         Ok((CpuStorage::F32(y), Shape::from((p.n, p.o, p.oh, p.ow))))
     }
 
@@ -710,6 +726,7 @@ impl Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mut p = ConvParams::new(x.dims(), w.dims(), self.padding, self.stride)?;
@@ -718,6 +735,14 @@ impl Conv2dOp {
         let need_dx = x.track_op();
         let need_dw = w.track_op();
         let need_db = b.is_some_and(|b| b.track_op());
+        let masked;
+        let grad = if self.relu {
+            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
+            masked = tensor_from(v, res.dims())?;
+            &masked
+        } else {
+            grad
+        };
         with_data(grad, |dy| {
             let dx = if need_dx {
                 let v = with_data(w, |ws| Ok(backward_input(dy, ws, &p)))?;
@@ -762,10 +787,10 @@ impl CustomOp2 for Conv2dOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Conv2dOp::bwd(self, x, w, None, grad)?;
+        let (dx, dw, _) = Conv2dOp::bwd(self, x, w, None, res, grad)?;
         Ok((dx, dw))
     }
 }
@@ -790,9 +815,9 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Conv2dOp::bwd(self, x, w, Some(b), grad)
+        Conv2dOp::bwd(self, x, w, Some(b), res, grad)
     }
 }

@@ -98,12 +98,19 @@ fn tail_mask(n: usize) -> __mmask16 {
     }
 }
 
-/// `y = correlate(x, w) (+ bias)` for one image. `x` is `[c, hp, wp]`, `w` `[o, c, kh, kw]`,
+/// `y = correlate(x, w) (+ bias)`, then `max(y, 0)` with `relu`, for one image. `x` is `[c, hp, wp]`, `w` `[o, c, kh, kw]`,
 /// `y` `[o, oh, ow]` (fully overwritten).
 ///
 /// # Safety
 /// Requires AVX-512F ([`available`]); slices must have the sizes above.
-pub(crate) unsafe fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+pub(crate) unsafe fn forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
     debug_assert!(x.len() >= g.c * g.hp * g.wp);
     debug_assert!(w.len() >= g.o * g.c * g.kh * g.kw);
     debug_assert!(y.len() >= g.o * g.oh() * g.ow());
@@ -113,6 +120,7 @@ pub(crate) unsafe fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]
         x.as_ptr(),
         w.as_ptr(),
         bias.map(|b| b.as_ptr()),
+        relu,
         y.as_mut_ptr(),
     );
     #[cfg(not(target_arch = "x86_64"))]
@@ -126,6 +134,7 @@ unsafe fn forward_avx512(
     x: *const f32,
     w: *const f32,
     b: Option<*const f32>,
+    relu: bool,
     y: *mut f32,
 ) {
     let (oh, ow) = (g.oh(), g.ow());
@@ -144,7 +153,7 @@ unsafe fn forward_avx512(
                 let bb = b.map(|b| b.add(o0));
                 macro_rules! go {
                     ($no:literal, $nr:literal) => {
-                        fwd_block::<$no, $nr>(g, xb, wb, bb, yb, m)
+                        fwd_block::<$no, $nr>(g, xb, wb, bb, relu, yb, m)
                     };
                 }
                 match (no, nr) {
@@ -191,6 +200,7 @@ unsafe fn fwd_block<const NO: usize, const NR: usize>(
     x: *const f32,
     w: *const f32,
     b: Option<*const f32>,
+    relu: bool,
     y: *mut f32,
     m: __mmask16,
 ) {
@@ -223,9 +233,11 @@ unsafe fn fwd_block<const NO: usize, const NR: usize>(
         }
     }
     let (oh, ow) = (g.oh(), g.ow());
+    let zero = _mm512_setzero_ps();
     for (o, a) in acc.iter().enumerate() {
         for (r, v) in a.iter().enumerate() {
-            _mm512_mask_storeu_ps(y.add(o * oh * ow + r * ow), m, *v);
+            let v = if relu { _mm512_max_ps(*v, zero) } else { *v };
+            _mm512_mask_storeu_ps(y.add(o * oh * ow + r * ow), m, v);
         }
     }
 }

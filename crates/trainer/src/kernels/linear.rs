@@ -2,6 +2,7 @@
 //! is folded into the GEMM and the backward pass is three GEMM-shaped loops instead of
 //! candle's chain of transposes, matmuls and broadcast reductions.
 
+use super::eltwise::relu_backward;
 use super::util::{
     alloc_uninit, cpu_slice, num_threads, par_for, par_sgemm, prof, split_range, tensor_from,
     with_data, with_scratch, Mat, SyncPtr,
@@ -97,7 +98,10 @@ fn transpose_par(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     });
 }
 
-pub(crate) struct LinearOp;
+/// With `relu`, the op is `max(x @ w^T + b, 0)` (backward as for the fused convolution).
+pub(crate) struct LinearOp {
+    pub relu: bool,
+}
 
 impl LinearOp {
     fn fwd(
@@ -116,7 +120,7 @@ impl LinearOp {
             }
             None => None,
         };
-        let y = forward(
+        let mut y = forward(
             cpu_slice(x.0, x.1, "linear input")?,
             cpu_slice(w.0, w.1, "linear weight")?,
             bs,
@@ -124,6 +128,11 @@ impl LinearOp {
             i,
             o,
         );
+        if self.relu {
+            for v in y.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -132,10 +141,19 @@ impl LinearOp {
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _t = prof::span("linear backward");
         let (n, i, o) = dims(x.dims(), w.dims())?;
+        let masked;
+        let grad = if self.relu {
+            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
+            masked = tensor_from(v, res.dims())?;
+            &masked
+        } else {
+            grad
+        };
         with_data(grad, |dy| {
             let dx = if x.track_op() {
                 // Overwritten by the GEMM.
@@ -213,10 +231,10 @@ impl CustomOp2 for LinearOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = LinearOp::bwd(self, x, w, None, grad)?;
+        let (dx, dw, _) = LinearOp::bwd(self, x, w, None, res, grad)?;
         Ok((dx, dw))
     }
 }
@@ -241,9 +259,9 @@ impl CustomOp3 for LinearOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        LinearOp::bwd(self, x, w, Some(b), grad)
+        LinearOp::bwd(self, x, w, Some(b), res, grad)
     }
 }

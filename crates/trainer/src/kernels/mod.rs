@@ -133,6 +133,32 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `relu(conv2d(x, w, b, padding, stride))` as one op on the CPU (the ReLU is applied as the
+/// convolution's output is written, and its backward pass folded into the convolution's):
+/// one graph node and one pass over the activations fewer than the two calls.
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    if fast_for(&[x, w]) && b.is_none_or(|b| fast_for(&[b])) {
+        fast::conv2d_with(x, w, b, padding, stride, conv::algo(), true)
+    } else {
+        relu(&reference::conv2d(x, w, b, padding, stride)?)
+    }
+}
+
+/// `relu(linear(x, w, b))` as one op on the CPU (see [`conv2d_relu`]).
+pub fn linear_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if fast_for(&[x, w]) && b.is_none_or(|b| fast_for(&[b])) && x.rank() == 2 {
+        fast::linear_with(x, w, b, true)
+    } else {
+        relu(&reference::linear(x, w, b)?)
+    }
+}
+
 /// `x @ w^T + b`, x `[N, I]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if fast_for(&[x, w]) && b.is_none_or(|b| fast_for(&[b])) && x.rank() == 2 {
@@ -151,9 +177,20 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 pub fn batch_norm(bn: &candle_nn::BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
     match bn.weight_and_bias() {
         Some((g, b)) if x.rank() == 4 && fast_for(&[x, g, b]) => {
-            fast::batch_norm(bn, g, b, x, train)
+            fast::batch_norm(bn, g, b, x, train, false)
         }
         _ => candle_nn::ModuleT::forward_t(bn, x, train),
+    }
+}
+
+/// `relu(batch_norm(bn, x, train))` as one op on the CPU (see [`batch_norm`] and
+/// [`conv2d_relu`]).
+pub fn batch_norm_relu(bn: &candle_nn::BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    match bn.weight_and_bias() {
+        Some((g, b)) if x.rank() == 4 && fast_for(&[x, g, b]) => {
+            fast::batch_norm(bn, g, b, x, train, true)
+        }
+        _ => relu(&candle_nn::ModuleT::forward_t(bn, x, train)?),
     }
 }
 
@@ -241,6 +278,7 @@ pub(crate) mod fast {
         b: &Tensor,
         x: &Tensor,
         train: bool,
+        relu: bool,
     ) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let (x, g, b) = (x.contiguous()?, g.contiguous()?, b.contiguous()?);
@@ -263,6 +301,7 @@ pub(crate) mod fast {
             eps: bn.eps(),
             fixed,
             batch: batch.clone(),
+            relu,
         };
         let y = x.apply_op3(&g, &b, op)?;
         if train {
@@ -299,7 +338,7 @@ pub(crate) mod fast {
         padding: usize,
         stride: usize,
     ) -> Result<Tensor> {
-        conv2d_with(x, w, b, padding, stride, super::conv::algo())
+        conv2d_with(x, w, b, padding, stride, super::conv::algo(), false)
     }
 
     pub(crate) fn conv2d_with(
@@ -309,12 +348,14 @@ pub(crate) mod fast {
         padding: usize,
         stride: usize,
         algo: super::conv::Algo,
+        relu: bool,
     ) -> Result<Tensor> {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         let op = Conv2dOp {
             padding,
             stride,
             algo,
+            relu,
         };
         match b {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
@@ -331,10 +372,20 @@ pub(crate) mod fast {
     }
 
     pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        linear_with(x, w, b, false)
+    }
+
+    pub(crate) fn linear_with(
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let op = LinearOp { relu };
         match b {
-            Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
-            None => x.apply_op2(&w, LinearOp),
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+            None => x.apply_op2(&w, op),
         }
     }
 }

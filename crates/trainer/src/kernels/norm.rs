@@ -7,6 +7,7 @@
 //! the caller can update the running statistics (unbiased variance), as candle-nn and
 //! PyTorch do; evaluation mode normalises with given statistics.
 
+use super::eltwise::relu_backward;
 use super::util::{
     alloc_uninit, cpu_slice, par_for, prof, sum_and_centered_dot, sum_and_squares, tensor_from,
     with_data, SyncPtr,
@@ -30,6 +31,8 @@ pub(crate) struct BatchNormOp {
     pub fixed: Option<Stats>,
     /// Training mode: the batch statistics of the forward pass land here.
     pub batch: Arc<Mutex<Stats>>,
+    /// `max(batch_norm(x), 0)`; the backward pass masks the gradient with `y > 0` first.
+    pub relu: bool,
 }
 
 fn dims(d: &[usize]) -> Result<(usize, usize, usize)> {
@@ -84,7 +87,8 @@ impl BatchNormOp {
                 // SAFETY: channel ch's planes are written by this task only.
                 let yo = unsafe { yp.slice(off, hw) };
                 for (o, &v) in yo.iter_mut().zip(&x[off..off + hw]) {
-                    *o = v * scale + shift;
+                    let n = v * scale + shift;
+                    *o = if self.relu { n.max(0.0) } else { n };
                 }
             }
             mean.lock().unwrap()[ch] = mu;
@@ -209,10 +213,18 @@ impl CustomOp3 for BatchNormOp {
         x: &Tensor,
         g: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let need_dx = x.track_op();
+        let masked;
+        let grad = if self.relu {
+            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
+            masked = tensor_from(v, res.dims())?;
+            &masked
+        } else {
+            grad
+        };
         let (dx, dg, db) = with_data(x, |xs| {
             with_data(g, |gs| {
                 with_data(grad, |dy| self.backward(xs, gs, dy, x.dims(), need_dx))

@@ -106,10 +106,19 @@ fn check_conv(
             &format!("{what} {algo:?}"),
             &inputs,
             &var[..inputs.len()],
-            |t| fast::conv2d_with(&t[0], &t[1], t.get(2), pad, stride, algo),
+            |t| fast::conv2d_with(&t[0], &t[1], t.get(2), pad, stride, algo, false),
             |t| reference::conv2d(&t[0], &t[1], t.get(2), pad, stride),
         );
     }
+    // Fused with ReLU (against candle's relu, whose gradient at exactly 0 differs; random
+    // data never hits 0).
+    compare(
+        &format!("{what} relu"),
+        &inputs,
+        &var[..inputs.len()],
+        |t| fast::conv2d_with(&t[0], &t[1], t.get(2), pad, stride, Algo::Auto, true),
+        |t| reference::conv2d(&t[0], &t[1], t.get(2), pad, stride)?.relu(),
+    );
 }
 
 #[test]
@@ -318,6 +327,13 @@ fn linear_matches_candle() {
             |t| fast::linear(&t[0], &t[1], t.get(2)),
             |t| reference::linear(&t[0], &t[1], t.get(2)),
         );
+        compare(
+            &format!("linear_relu x[{n},{fi}] w[{o},{fi}] bias {bias}"),
+            &inputs,
+            &var[..inputs.len()],
+            |t| fast::linear_with(&t[0], &t[1], t.get(2), true),
+            |t| reference::linear(&t[0], &t[1], t.get(2))?.relu(),
+        );
     }
 }
 
@@ -356,17 +372,24 @@ fn batch_norm_matches_candle() {
                 )
             };
             let what = format!("batch_norm {dims:?} train {train}");
-            // Outputs and gradients.
+            // Outputs and gradients, plain and fused with ReLU.
             compare(
                 &what,
                 &inputs,
                 &[i % 2 == 0, true, true],
-                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train),
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, false),
                 |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train),
+            );
+            compare(
+                &format!("{what} relu"),
+                &inputs,
+                &[i % 2 == 0, true, true],
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, true),
+                |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train)?.relu(),
             );
             // Running statistics.
             let (bf, br) = (make(&inputs).unwrap(), make(&inputs).unwrap());
-            super::fast::batch_norm(&bf, &inputs[1], &inputs[2], &inputs[0], train).unwrap();
+            super::fast::batch_norm(&bf, &inputs[1], &inputs[2], &inputs[0], train, false).unwrap();
             candle_nn::ModuleT::forward_t(&br, &inputs[0], train).unwrap();
             assert_close(
                 bf.running_mean(),
