@@ -5,7 +5,7 @@
 //! (`getrusage` high-water mark). See `BENCHMARKS.md`, section "CPU speed (issue 4)".
 //!
 //! ```text
-//! cifar-bench [--models lenet,cnn3,vgg6] [--batches 20,64,128] [--threads 2] [--time 3]
+//! cifar-bench [--models lenet,cnn3,vgg6] [--batches 20,64,128] [--threads 2] [--time 3] [--repeat 1]
 //!             [--impls stock,fast,torch] [--python .venv-bench/bin/python]
 //!             [--epoch] [--epoch-models lenet] [--data-dir data] [--markdown FILE]
 //! ```
@@ -560,6 +560,7 @@ fn driver(a: &Args) -> Result<()> {
     let threads: usize = a.num("threads", 2)?;
     let secs: f64 = a.num("time", 3.0)?;
     let impls = a.list("impls", "stock,fast,torch");
+    let repeat: usize = a.num("repeat", 1)?;
     let python = a.get("python", ".venv-bench/bin/python");
     let script = a.get("script", "bench/torch_bench.py");
     let exe = std::env::current_exe()?;
@@ -595,20 +596,48 @@ fn driver(a: &Args) -> Result<()> {
         let f = flops::per_image(m).with_context(|| format!("unknown model {m}"))?;
         for &b in &batches {
             let mut row: BTreeMap<&str, Value> = BTreeMap::new();
-            for imp in ["stock", "fast"] {
-                if want(imp) {
-                    let mut cmd = Command::new(&exe);
-                    cmd.args(["child", "--model", m, "--impl", imp]);
+            // Interleaved repeats; per implementation the best throughputs and the largest
+            // peak RSS are kept.
+            for _ in 0..repeat {
+                for imp in ["stock", "fast", "torch"] {
+                    if !want(imp) {
+                        continue;
+                    }
+                    let mut cmd = if imp == "torch" {
+                        let mut c = Command::new(&python);
+                        c.args([script.as_str(), "child", "--model", m]);
+                        c.args(["--threads", &threads.to_string()]);
+                        c
+                    } else {
+                        let mut c = Command::new(&exe);
+                        c.args(["child", "--model", m, "--impl", imp]);
+                        c
+                    };
                     cmd.args(["--batch", &b.to_string(), "--time", &secs.to_string()]);
-                    row.insert(imp, run_json(threads_env(&mut cmd, threads))?);
+                    let v = run_json(threads_env(&mut cmd, threads))?;
+                    let merged = match row.remove(imp) {
+                        None => v,
+                        Some(old) => {
+                            let best = |k: &str, max: bool| {
+                                let (a, b) = (old[k].as_f64(), v[k].as_f64());
+                                match (a, b) {
+                                    (Some(a), Some(b)) => {
+                                        json!(if max { a.max(b) } else { a.min(b) })
+                                    }
+                                    _ => old[k].clone(),
+                                }
+                            };
+                            json!({
+                                "train_img_s": best("train_img_s", true),
+                                "infer_img_s": best("infer_img_s", true),
+                                "train_cpu_s_per_img": best("train_cpu_s_per_img", false),
+                                "infer_cpu_s_per_img": best("infer_cpu_s_per_img", false),
+                                "peak_rss_kib": best("peak_rss_kib", true),
+                            })
+                        }
+                    };
+                    row.insert(imp, merged);
                 }
-            }
-            if want("torch") {
-                let mut cmd = Command::new(&python);
-                cmd.args([script.as_str(), "child", "--model", m]);
-                cmd.args(["--batch", &b.to_string(), "--time", &secs.to_string()]);
-                cmd.args(["--threads", &threads.to_string()]);
-                row.insert("torch", run_json(threads_env(&mut cmd, threads))?);
             }
             let g = |imp: &str, k: &str| row.get(imp).and_then(|v| v[k].as_f64());
             let ratio = |k: &str| match (g("fast", k), g("torch", k)) {

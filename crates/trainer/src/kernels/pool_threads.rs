@@ -150,6 +150,11 @@ fn helper(p: &'static Pool) {
                 break;
             }
             spins += 1;
+            if spins.is_multiple_of(64) && t.elapsed() > SPIN / 8 {
+                // Past the first stretch, let anything else runnable on this core go first
+                // (candle's own worker, another process).
+                std::thread::yield_now();
+            }
             if spins.is_multiple_of(64) && t.elapsed() > SPIN {
                 let mut g = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 p.sleepers.fetch_add(1, Ordering::SeqCst);
