@@ -133,7 +133,10 @@ fn bad_databases_are_refused_clearly() {
 
 #[test]
 fn a_missing_sweep_file_is_named() {
-    let out = bin().args(["run", "/nonexistent/sweep.toml"]).output().unwrap();
+    let out = bin()
+        .args(["run", "/nonexistent/sweep.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out).trim(),
