@@ -45,6 +45,19 @@ test:
 test-slow:
     cargo test --workspace -- --ignored
 
+# CPU training/inference throughput of lenet, cnn3 and vgg6 at batch 20/64/128: candle's
+# stock kernels, ours, and PyTorch (installed into .venv-bench from PyPI) on the same threads,
+# plus one real-data lenet epoch both ways. Extra flags go to cifar-bench (see its --help).
+bench *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x .venv-bench/bin/python ] || ! .venv-bench/bin/python -c "import torch, numpy" 2>/dev/null; then
+      python3 -m venv .venv-bench
+      .venv-bench/bin/pip install --quiet --disable-pip-version-check torch numpy
+    fi
+    cargo build --release -q -p bench
+    ./target/release/cifar-bench --python .venv-bench/bin/python --epoch {{ARGS}}
+
 fmt:
     cargo fmt --all
 
