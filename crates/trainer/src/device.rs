@@ -7,13 +7,25 @@ pub fn parse(spec: &str) -> Result<Device> {
     let unavailable = |e: candle_core::Error| Error::Device(spec.to_string(), e.to_string());
     match spec {
         "auto" => {
+            // A build with GPU support may run where no GPU (or driver) is present: `auto`
+            // then falls back to the CPU instead of failing.
             if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0).map_err(unavailable)
-            } else if candle_core::utils::metal_is_available() {
-                Device::new_metal(0).map_err(unavailable)
-            } else {
-                Ok(Device::Cpu)
+                match Device::new_cuda(0) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => {
+                        tracing::warn!("CUDA is compiled in but unusable ({e}); using the CPU")
+                    }
+                }
             }
+            if candle_core::utils::metal_is_available() {
+                match Device::new_metal(0) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => {
+                        tracing::warn!("Metal is compiled in but unusable ({e}); using the CPU")
+                    }
+                }
+            }
+            Ok(Device::Cpu)
         }
         "cpu" => Ok(Device::Cpu),
         "metal" => Device::new_metal(0).map_err(unavailable),
