@@ -1,5 +1,6 @@
-//! The kernels' thread pool: the calling thread plus `threads - 1` helpers, sharing the tasks
-//! of one parallel loop through an atomic counter.
+//! An alternative thread pool for the kernels (`CIFAR_SWEEP_POOL=own`; the default is
+//! candle's, see `util::candle_pool`): the calling thread plus `threads - 1` helpers, sharing
+//! the tasks of one parallel loop through an atomic counter.
 //!
 //! Unlike a barrier (candle's own pool, OpenMP), the caller never waits for a helper that has
 //! not started: it claims tasks itself, and once every task is claimed it waits only for tasks
@@ -13,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an idle helper spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(100);
+const SPIN: Duration = Duration::from_micros(300);
 
 /// One parallel loop. `f` is only called for a claimed index below `n`, and the caller returns
 /// only after every claimed index has finished, so `f` (borrowed from the caller's stack) is
@@ -150,11 +151,6 @@ fn helper(p: &'static Pool) {
                 break;
             }
             spins += 1;
-            if spins.is_multiple_of(64) && t.elapsed() > SPIN / 8 {
-                // Past the first stretch, let anything else runnable on this core go first
-                // (candle's own worker, another process).
-                std::thread::yield_now();
-            }
             if spins.is_multiple_of(64) && t.elapsed() > SPIN {
                 let mut g = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 p.sleepers.fetch_add(1, Ordering::SeqCst);

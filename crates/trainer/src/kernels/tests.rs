@@ -499,37 +499,47 @@ fn public_api_falls_back_for_f64() {
     assert_eq!(y.dtype(), DType::F64);
 }
 
-/// The kernels' thread pool runs every task once, runs nested loops inline, and survives a
-/// panicking task (which reaches the caller).
+/// Both thread pools (candle's, the default, and the own one) run every task once, run
+/// nested loops inline, and survive a panicking task, which reaches the caller.
 #[test]
-fn thread_pool_runs_every_task_once() {
+fn thread_pools_run_every_task_once() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    for n in [0usize, 1, 2, 3, 17, 1000] {
-        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-        super::util::par_for(n, |i| {
-            hits[i].fetch_add(1, Ordering::Relaxed);
-            // Nested: inline on whichever thread runs task i.
-            let inner = AtomicUsize::new(0);
-            super::util::par_for(3, |_| {
-                inner.fetch_add(1, Ordering::Relaxed);
+    type Pool = fn(usize, &(dyn Fn(usize) + Sync));
+    let pools: [(&str, Pool); 2] = [
+        ("candle", super::util::par_for_candle),
+        ("own", super::pool_threads::run),
+    ];
+    for (name, par) in pools {
+        for n in [0usize, 1, 2, 3, 17, 1000] {
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            par(n, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+                // Nested: inline on whichever thread runs task i.
+                let inner = AtomicUsize::new(0);
+                par(3, &|_| {
+                    inner.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(inner.load(Ordering::Relaxed), 3);
             });
-            assert_eq!(inner.load(Ordering::Relaxed), 3);
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "{name} n {n}"
+            );
+        }
+        let r = std::panic::catch_unwind(|| {
+            par(64, &|i| {
+                if i == 40 {
+                    panic!("task 40 ({name} pool; expected by the test)");
+                }
+            })
         });
-        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n {n}");
+        assert!(r.is_err(), "{name}");
+        let count = AtomicUsize::new(0);
+        par(100, &|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 100, "{name}");
     }
-    let r = std::panic::catch_unwind(|| {
-        super::util::par_for(64, |i| {
-            if i == 40 {
-                panic!("task 40");
-            }
-        })
-    });
-    assert!(r.is_err());
-    let count = AtomicUsize::new(0);
-    super::util::par_for(100, |_| {
-        count.fetch_add(1, Ordering::Relaxed);
-    });
-    assert_eq!(count.load(Ordering::Relaxed), 100);
     let v = super::util::par_map(10, |i| i * i);
     assert_eq!(v, (0..10).map(|i| i * i).collect::<Vec<_>>());
 }

@@ -149,15 +149,70 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     r
 }
 
-/// Number of threads the kernels split work over (see [`super::pool_threads`]).
+/// Whether the kernels run on candle's CPU pool (the default) rather than their own
+/// claim-based one (`CIFAR_SWEEP_POOL=own`, see [`super::pool_threads`]).
+///
+/// Measured on the 2-core machine: sharing candle's pool is faster when the machine is quiet,
+/// because a second pool's spinning helper competes with candle's spinning worker for the two
+/// cores (cnn3 b64: about 5,000 vs 3,400 images/s). On a machine busy with other processes
+/// candle's barrier stalls whenever its worker is descheduled (lenet b20 at load 4: 4,400 vs
+/// 7,700 images/s with the own pool and `CANDLE_NUM_THREADS=1`).
+fn candle_pool() -> bool {
+    static C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *C.get_or_init(|| std::env::var("CIFAR_SWEEP_POOL").map_or(true, |v| v.trim() != "own"))
+}
+
+/// Number of threads the kernels split work over: candle's pool (`CANDLE_NUM_THREADS`, else
+/// `RAYON_NUM_THREADS`, else the physical cores), or the own pool's (see
+/// [`super::pool_threads::threads`]).
 pub(crate) fn num_threads() -> usize {
+    if candle_pool() {
+        return candle_core::utils::barrier_pool().n_workers() + 1;
+    }
     super::pool_threads::threads()
 }
 
 /// Calls `f(i)` for `i in 0..n` on the kernels' thread pool, the calling thread included
-/// (serially when there is one thread or one task, and when nested).
+/// (serially when there is one thread or one task, and when nested in another call).
 pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
-    super::pool_threads::run(n, &f);
+    if candle_pool() {
+        par_for_candle(n, &f);
+    } else {
+        super::pool_threads::run(n, &f);
+    }
+}
+
+thread_local! {
+    /// This thread is inside a [`par_for_candle`] call.
+    static IN_CANDLE_LOOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`par_for`] on candle's barrier pool. Nested calls run inline (the pool's own workers do
+/// that, but a nested call on the caller would deadlock on the pool's lock), and a panicking
+/// task is caught and re-raised after the loop (a panic inside the pool would poison its
+/// lock for the rest of the process).
+pub(crate) fn par_for_candle(n: usize, f: &(dyn Fn(usize) + Sync)) {
+    let pool = candle_core::utils::barrier_pool();
+    if n <= 1 || pool.n_workers() == 0 || IN_CANDLE_LOOP.with(|c| c.get()) {
+        (0..n).for_each(f);
+        return;
+    }
+    let panic: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>> = Default::default();
+    IN_CANDLE_LOOP.with(|c| c.set(true));
+    pool.execute_chunked(n, |r| {
+        for i in r {
+            if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))) {
+                panic
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+        }
+    });
+    IN_CANDLE_LOOP.with(|c| c.set(false));
+    if let Some(e) = panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        std::panic::resume_unwind(e);
+    }
 }
 
 /// Runs `f(i)` for `i in 0..n` in parallel (see [`par_for`]) and collects the results in
