@@ -169,4 +169,24 @@ mod tests {
         let e = load_tensors(&p, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("w.safetensors is unusable"), "{e}");
     }
+
+    #[test]
+    fn metric_floats_survive_the_json_round_trip_bit_for_bit() {
+        // A valid loss whose bits serde_json's default (fast, inexact) float parser got wrong
+        // by one unit in the last place: a resumed run then reported a different loss than
+        // an uninterrupted one.
+        let v = f64::from_bits(4612359453676457165);
+        let best = Best {
+            epoch: 1,
+            valid_loss: v,
+            file: "best.safetensors".into(),
+        };
+        let back: Best = serde_json::from_str(&serde_json::to_string(&best).unwrap()).unwrap();
+        assert_eq!(back.valid_loss.to_bits(), v.to_bits());
+        for i in 0..10_000u64 {
+            let x = f64::from_bits(0x3FF0_0000_0000_0000 + i * 0x0000_1234_5678_9ABD);
+            let y: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(x.to_bits(), y.to_bits(), "{x}");
+        }
+    }
 }
