@@ -1,7 +1,7 @@
 //! Tutorial model 2: three 3x3 convolutions and a dropout MLP (581,866 parameters).
 
 use super::{Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
-use crate::kernels::{max_pool2d, relu};
+use crate::kernels::max_pool2d;
 use crate::TrainConfig;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -42,15 +42,11 @@ impl Model for Cnn3 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
-            x = max_pool2d(&relu(&conv.forward(&x)?)?, 2)?;
+            x = max_pool2d(&conv.forward_relu(&x)?, 2)?;
         }
         let x = x.flatten_from(1)?;
-        let x = self
-            .dropout
-            .forward_t(&relu(&self.fc1.forward(&x)?)?, train)?;
-        let x = self
-            .dropout
-            .forward_t(&relu(&self.fc2.forward(&x)?)?, train)?;
+        let x = self.dropout.forward_t(&self.fc1.forward_relu(&x)?, train)?;
+        let x = self.dropout.forward_t(&self.fc2.forward_relu(&x)?, train)?;
         self.fc3.forward(&x)
     }
 

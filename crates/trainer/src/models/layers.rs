@@ -42,6 +42,11 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::conv2d(x, &self.weight, Some(&self.bias), self.padding, 1)
     }
+
+    /// `relu(self.forward(x))`, as one fused op on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        kernels::conv2d_relu(x, &self.weight, Some(&self.bias), self.padding, 1)
+    }
 }
 
 pub struct Linear {
@@ -60,6 +65,11 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::linear(x, &self.weight, Some(&self.bias))
+    }
+
+    /// `relu(self.forward(x))`, as one fused op on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        kernels::linear_relu(x, &self.weight, Some(&self.bias))
     }
 }
 

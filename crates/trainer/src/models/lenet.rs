@@ -1,7 +1,7 @@
 //! Tutorial model 1: a LeNet-style network (62,006 parameters).
 
 use super::{Arch, Conv2d, Linear, Model};
-use crate::kernels::{max_pool2d, relu};
+use crate::kernels::max_pool2d;
 use crate::TrainConfig;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -33,11 +33,11 @@ fn build(vb: VarBuilder, _cfg: &TrainConfig) -> Result<Box<dyn Model>> {
 
 impl Model for LeNet {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let x = max_pool2d(&relu(&self.conv1.forward(x)?)?, 2)?;
-        let x = max_pool2d(&relu(&self.conv2.forward(&x)?)?, 2)?;
+        let x = max_pool2d(&self.conv1.forward_relu(x)?, 2)?;
+        let x = max_pool2d(&self.conv2.forward_relu(&x)?, 2)?;
         let x = x.flatten_from(1)?;
-        let x = relu(&self.fc1.forward(&x)?)?;
-        let x = relu(&self.fc2.forward(&x)?)?;
+        let x = self.fc1.forward_relu(&x)?;
+        let x = self.fc2.forward_relu(&x)?;
         self.fc3.forward(&x)
     }
 

@@ -4,10 +4,10 @@
 //! block 2, and dropout `cfg.dropout` around the first and last linear layers.
 
 use super::{Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
-use crate::kernels::{max_pool2d, relu};
+use crate::kernels::{batch_norm_relu, max_pool2d};
 use crate::TrainConfig;
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, ModuleT, VarBuilder};
+use candle_nn::{BatchNorm, VarBuilder};
 
 pub const ARCH: Arch = Arch {
     name: "vgg6",
@@ -32,8 +32,8 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = relu(&self.bn.forward_t(&self.conv1.forward(x)?, train)?)?;
-        let x = relu(&self.conv2.forward(&x)?)?;
+        let x = batch_norm_relu(&self.bn, &self.conv1.forward(x)?, train)?;
+        let x = self.conv2.forward_relu(&x)?;
         max_pool2d(&x, 2)
     }
 }
@@ -72,8 +72,8 @@ impl Model for Vgg6 {
         let x = self.spatial_dropout.forward_t(&x, train)?;
         let x = self.blocks[2].forward_t(&x, train)?;
         let x = self.dropout.forward_t(&x.flatten_from(1)?, train)?;
-        let x = relu(&self.fc1.forward(&x)?)?;
-        let x = relu(&self.fc2.forward(&x)?)?;
+        let x = self.fc1.forward_relu(&x)?;
+        let x = self.fc2.forward_relu(&x)?;
         let x = self.dropout.forward_t(&x, train)?;
         self.fc3.forward(&x)
     }
