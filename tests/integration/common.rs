@@ -41,18 +41,22 @@ pub fn query_i64(db: &Path, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// `cifar-sweep run FILE --db DB --device cpu <data args>`, to the end.
+/// `cifar-sweep run FILE --db DB --device cpu <data args>`, not started yet.
+pub fn sweep_command(file: &Path, db: &Path, data: &[String]) -> Command {
+    let mut c = bin();
+    c.args([
+        "run",
+        file.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+    .args(data);
+    c
+}
+
+/// [`sweep_command`], run to the end.
 pub fn run_sweep(file: &Path, db: &Path, data: &[String]) -> Output {
-    bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .args(data)
-        .output()
-        .unwrap()
+    sweep_command(file, db, data).output().unwrap()
 }

@@ -1,7 +1,7 @@
 //! Reliability: hard kills at many moments, several processes on one database, failing and
 //! diverging trials, and a parser that never panics.
 
-use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
+use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, sweep_command, write};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -20,17 +20,8 @@ lr = [0.02, 0.01]
 "#;
 
 fn spawn_run(file: &Path, db: &Path, data: &[String], extra: &[&str]) -> Child {
-    bin()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--quiet",
-        ])
-        .args(data)
+    sweep_command(file, db, data)
+        .arg("--quiet")
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

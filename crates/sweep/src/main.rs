@@ -311,13 +311,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             charts,
         } => {
             let db = open_for_reading(&db.db)?;
-            let name = match sweep {
-                Some(s) => s,
-                None => db
-                    .latest_sweep()
-                    .map_err(Error::from)?
-                    .context("the database holds no sweep yet")?,
-            };
+            let name = sweep_or_latest(&db, sweep)?;
             if let Some(file) = html {
                 let charts = draw_charts(&db, &name, &charts)?;
                 let page = sweep::html::report(&db, &name, &charts)?;
@@ -337,13 +331,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         } => {
             let db_path = db.db;
             let db = open_for_reading(&db_path)?;
-            let name = match sweep {
-                Some(s) => s,
-                None => db
-                    .latest_sweep()
-                    .map_err(Error::from)?
-                    .context("the database holds no sweep yet")?,
-            };
+            let name = sweep_or_latest(&db, sweep)?;
             let drawn = draw_charts(&db, &name, &charts)?;
             let dir = out.unwrap_or_else(|| sweep::plot::default_dir(&db_path, &name));
             sweep::plot::write(&drawn, &dir)?;
@@ -478,6 +466,17 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The named sweep, else the one recorded last.
+fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
+    match sweep {
+        Some(s) => Ok(s),
+        None => Ok(db
+            .latest_sweep()
+            .map_err(Error::from)?
+            .context("the database holds no sweep yet")?),
     }
 }
 

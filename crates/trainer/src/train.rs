@@ -613,6 +613,21 @@ mod tests {
         assert_ne!(exact(&f.epochs), exact(&a.epochs));
     }
 
+    /// Runs `cfg` to its end on the CPU with checkpoints in a temporary folder.
+    fn run_in_temp_dir(cfg: &TrainConfig, data: &Cifar10) -> (Outcome, Recorder) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::default();
+        let out = run(
+            cfg,
+            data,
+            &Device::Cpu,
+            &RunOptions::new(dir.path()),
+            &mut r,
+        )
+        .unwrap();
+        (out, r)
+    }
+
     #[test]
     fn nan_loss_ends_the_trial_as_diverged() {
         let data = Cifar10::synthetic(64, 16, 2);
@@ -623,16 +638,7 @@ mod tests {
             lr: 1e12,
             ..Default::default()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Recorder::default();
-        let out = run(
-            &cfg,
-            &data,
-            &Device::Cpu,
-            &RunOptions::new(dir.path()),
-            &mut r,
-        )
-        .unwrap();
+        let (out, r) = run_in_temp_dir(&cfg, &data);
         match out {
             Outcome::Diverged {
                 epoch,
@@ -687,16 +693,7 @@ mod tests {
             seed: 1,
             ..Default::default()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Recorder::default();
-        let out = run(
-            &cfg,
-            &data,
-            &Device::Cpu,
-            &RunOptions::new(dir.path()),
-            &mut r,
-        )
-        .unwrap();
+        let (out, r) = run_in_temp_dir(&cfg, &data);
         let (_, _, _) = finished(&out);
         let Outcome::Finished { test, .. } = out else {
             unreachable!()

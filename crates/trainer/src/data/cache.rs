@@ -267,6 +267,23 @@ pub(crate) fn train_file_ranges(n: usize) -> [Range<usize>; 5] {
     })
 }
 
+/// The six data files of the binary layout, in [`DATA_FILES`] order: `train` spread over the
+/// five training files, then `test`.
+pub(crate) fn encode_files<'a>(
+    train: &'a ImageSet,
+    test: &'a ImageSet,
+) -> impl Iterator<Item = (&'static str, Vec<u8>)> + 'a {
+    let ranges = train_file_ranges(train.len());
+    DATA_FILES.iter().enumerate().map(move |(i, name)| {
+        let bytes = if i < 5 {
+            encode_records(train, ranges[i].clone())
+        } else {
+            encode_records(test, 0..test.len())
+        };
+        (*name, bytes)
+    })
+}
+
 /// SHA-256 of what [`write_cache_dir`] would write for these sets (the files concatenate to
 /// the training records then the test records, whatever the split over files).
 pub(crate) fn sha256_hex_of_sets(train: &ImageSet, test: &ImageSet) -> String {
@@ -293,13 +310,7 @@ pub fn write_cache_dir(
 ) -> Result<String, DataError> {
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let mut h = Sha256::new();
-    let ranges = train_file_ranges(train.len());
-    for (i, name) in DATA_FILES.iter().enumerate() {
-        let bytes = if i < 5 {
-            encode_records(train, ranges[i].clone())
-        } else {
-            encode_records(test, 0..test.len())
-        };
+    for (name, bytes) in encode_files(train, test) {
         h.update(&bytes);
         write_synced(&dir.join(name), &bytes)?;
     }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use super::batch::SplitMix64;
-use super::cache::{encode_records, train_file_ranges, DATA_FILES, META_FILE};
+use super::cache::{encode_files, META_FILE};
 use super::{ImageSet, CIFAR10_CLASSES, IMAGE_BYTES};
 
 /// `n` random images with random labels below `classes`.
@@ -50,13 +50,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 pub(crate) fn official_tar_gz(train: &ImageSet, test: &ImageSet, with_meta: bool) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     append_dir(&mut b, "cifar-10-batches-bin/");
-    let ranges = train_file_ranges(train.len());
-    for (i, name) in DATA_FILES.iter().enumerate() {
-        let bytes = if i < 5 {
-            encode_records(train, ranges[i].clone())
-        } else {
-            encode_records(test, 0..test.len())
-        };
+    for (i, (name, bytes)) in encode_files(train, test).enumerate() {
         append_file(&mut b, &format!("cifar-10-batches-bin/{name}"), &bytes);
         if i == 2 {
             append_file(&mut b, "cifar-10-batches-bin/readme.html", b"<html></html>");
