@@ -7,7 +7,8 @@
 //! ```text
 //! cifar-bench [--models lenet,cnn3,vgg6] [--batches 20,64,128] [--threads 2] [--time 3] [--repeat 1]
 //!             [--impls stock,fast,torch] [--python .venv-bench/bin/python]
-//!             [--epoch] [--epoch-models lenet] [--data-dir data] [--markdown FILE]
+//!             [--epoch] [--epoch-models lenet] [--epoch-impls IMPLS] [--data-dir data]
+//!             [--markdown FILE]
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -469,7 +470,10 @@ fn epoch_child(a: &Args) -> Result<()> {
     let mut opt = Optimizer::new(&cfg, vars)?;
     let t1 = Instant::now();
     let (mut loss, mut correct) = (0.0, 0u64);
+    // Batch assembly (u8 -> normalised f32 tensor) as it happens inside the epoch.
+    let mut batch_s = 0.0;
     for chunk in order.chunks(batch) {
+        let tb = Instant::now();
         let (x, y) = trainer::data::make_batch(
             &data.train,
             chunk,
@@ -477,24 +481,151 @@ fn epoch_child(a: &Args) -> Result<()> {
             None::<&mut StdRng>,
             &Device::Cpu,
         )?;
+        batch_s += tb.elapsed().as_secs_f64();
         let s = train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
         loss += s.loss * chunk.len() as f64;
         correct += s.correct;
     }
     let train_s = t1.elapsed().as_secs_f64();
+    let epoch_s = t0.elapsed().as_secs_f64();
+    let over = loop_overheads(&data.train, &order, batch, &norm)?;
     println!(
         "{}",
         json!({
             "images": order.len(),
             "load_s": load_s,
             "train_s": train_s,
-            "epoch_s": t0.elapsed().as_secs_f64(),
+            "epoch_s": epoch_s,
             "loss": loss / order.len() as f64,
             "acc": correct as f64 / order.len() as f64,
             "peak_rss_kib": peak_rss_kib(),
+            "batch_s": batch_s,
+            "plain_batch_s": over.plain_batch_s,
+            "augmented_batch_s": over.augmented_batch_s,
+            "metric_s": over.metric_s,
+            "db_write_s": over.db_write_s,
         })
     );
     Ok(())
+}
+
+/// The training loop's other costs over one epoch's batches, measured outside the timed
+/// epoch (so they do not slow it down).
+struct Overheads {
+    /// Assembling every batch again without augmentation, back to back (warm caches, unlike
+    /// inside the epoch).
+    plain_batch_s: f64,
+    /// Assembling every batch with augmentation (random crop + flip, seeded per batch as
+    /// the trainer does), assembly included.
+    augmented_batch_s: f64,
+    /// Metric accumulation for every batch: the same candle ops as `trainer::train`'s
+    /// accuracy count (argmax, compare, sum, read back) plus the running totals.
+    metric_s: f64,
+    /// One per-epoch database write: `sweep::db::Db::record_epoch` on a real file (WAL,
+    /// synchronous=FULL, one transaction with its fsyncs), the mean of several.
+    db_write_s: f64,
+}
+
+fn loop_overheads(
+    set: &trainer::data::ImageSet,
+    order: &[usize],
+    batch: usize,
+    norm: &trainer::data::Normalization,
+) -> Result<Overheads> {
+    let t = Instant::now();
+    for chunk in order.chunks(batch) {
+        trainer::data::make_batch(set, chunk, norm, None::<&mut StdRng>, &Device::Cpu)?;
+    }
+    let plain_batch_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (i, chunk) in order.chunks(batch).enumerate() {
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        trainer::data::make_batch(set, chunk, norm, Some(&mut rng), &Device::Cpu)?;
+    }
+    let augmented_batch_s = t.elapsed().as_secs_f64();
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut logits_for = |n: usize| -> Result<(Tensor, Tensor)> {
+        let l: Vec<f32> = (0..n * 10)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..10u32)).collect();
+        Ok((
+            Tensor::from_vec(l, (n, 10), &Device::Cpu)?,
+            Tensor::from_vec(y, n, &Device::Cpu)?,
+        ))
+    };
+    let full = logits_for(batch)?;
+    let tail = logits_for(order.len() % batch)?;
+    let mut running = trainer::metrics::Running::default();
+    let t = Instant::now();
+    for chunk in order.chunks(batch) {
+        let (logits, y) = if chunk.len() == batch { &full } else { &tail };
+        let hits = logits
+            .argmax(candle_core::D::Minus1)?
+            .eq(y)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as u64;
+        running.update(0.5, hits, chunk.len() as u64);
+    }
+    let metric_s = t.elapsed().as_secs_f64();
+    std::hint::black_box(running.accuracy());
+
+    Ok(Overheads {
+        plain_batch_s,
+        augmented_batch_s,
+        metric_s,
+        db_write_s: db_write_seconds(20)?,
+    })
+}
+
+/// Mean seconds of `Db::record_epoch` over `n` epochs of one trial, on a fresh database file
+/// in the temporary directory (removed afterwards).
+fn db_write_seconds(n: usize) -> Result<f64> {
+    let dir = std::env::temp_dir().join(format!("cifar-bench-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let res = (|| -> Result<f64> {
+        let db = sweep::db::Db::open(&dir.join("results.db"))?;
+        let sweep_id = db.upsert_sweep(&sweep::db::NewSweep {
+            name: "bench".into(),
+            description: String::new(),
+            spec: String::new(),
+            spec_path: String::new(),
+            host: sweep::db::hostname(),
+            git_rev: None,
+            device: "cpu".into(),
+            data_checksum: String::new(),
+        })?;
+        db.insert_trials(sweep_id, &[("bench".into(), 0, json!({"arch": "bench"}))])?;
+        let trial = db
+            .claim_next(
+                sweep_id,
+                &sweep::db::Worker::current(),
+                "cpu",
+                std::time::Duration::from_secs(3600),
+            )?
+            .context("no trial to claim")?;
+        let t = Instant::now();
+        for epoch in 1..=n {
+            db.record_epoch(
+                trial.id,
+                &train::EpochRecord {
+                    epoch,
+                    train_loss: 1.0,
+                    train_acc: 0.5,
+                    valid_loss: 1.0,
+                    valid_acc: 0.5,
+                    lr: 0.01,
+                    seconds: 10.0,
+                    images_per_sec: 1000.0,
+                },
+            )?;
+        }
+        Ok(t.elapsed().as_secs_f64() / n as f64)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
 
 /// Runs a child command and parses the last line of its stdout as JSON.
@@ -714,8 +845,21 @@ fn epochs(
     );
     let models = a.list("epoch-models", "lenet");
     let batch: usize = a.num("epoch-batch", 20)?;
+    let epoch_impls = match a.map.get("epoch-impls") {
+        Some(_) => a.list("epoch-impls", ""),
+        None => impls.to_vec(),
+    };
+    let mut over = String::from(
+        "\nTraining-loop overheads as a share of the fast epoch's training time (measured in \
+         the same process after the epoch: batch assembly as it ran inside the epoch; \
+         augmented assembly (random crop + flip) and metric accumulation (the trainer's \
+         accuracy ops and running totals) over the same batches; one `Db::record_epoch` on a \
+         real SQLite file, WAL, synchronous=FULL, mean of 20):\n\n| model | batch | train s | \
+         batch assembly (in the epoch) | same, back to back | with augmentation | metric accumulation | DB write per epoch |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for m in &models {
-        for imp in impls {
+        for imp in &epoch_impls {
             let v = if imp == "torch" {
                 let mut cmd = Command::new(python);
                 cmd.args([script, "epoch", "--model", m, "--batch", &batch.to_string()]);
@@ -739,7 +883,24 @@ fn epochs(
             );
             eprint!("{line}");
             md += &line;
+            if imp == "fast" {
+                let train = f("train_s");
+                let share = |k: &str| format!("{:.3} s ({:.2}%)", f(k), 100.0 * f(k) / train);
+                let db_ms = f("db_write_s") * 1e3;
+                over += &format!(
+                    "| {m} | {batch} | {train:.2} | {} | {} | {} | {} | {db_ms:.2} ms ({:.3}%) |\n",
+                    share("batch_s"),
+                    share("plain_batch_s"),
+                    share("augmented_batch_s"),
+                    share("metric_s"),
+                    100.0 * f("db_write_s") / train,
+                );
+            }
         }
+    }
+    if epoch_impls.iter().any(|i| i == "fast") {
+        eprint!("{over}");
+        md += &over;
     }
     Ok(md)
 }
