@@ -304,7 +304,15 @@ fn relu_matches_candle() {
 #[test]
 fn linear_matches_candle() {
     let mut rng = StdRng::seed_from_u64(6);
-    let mut cases = vec![(1, 1, 1), (20, 400, 120), (64, 4096, 1024), (3, 84, 10)];
+    // Up to 128 rows the forward pass takes the small-batch kernel, above it the GEMM.
+    let mut cases = vec![
+        (1, 1, 1),
+        (20, 400, 120),
+        (64, 4096, 1024),
+        (3, 84, 10),
+        (129, 300, 37),
+        (200, 17, 9),
+    ];
     for _ in 0..15 {
         cases.push((
             rng.random_range(1..=40),
