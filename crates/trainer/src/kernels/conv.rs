@@ -230,6 +230,9 @@ pub(crate) fn forward(
     p: &ConvParams,
 ) -> Vec<f32> {
     let _t = prof::span("conv2d forward");
+    if pairs_apply(p) {
+        return pairs_all(x, p.n, p.c, p.h, p.o, w, b, relu);
+    }
     if use_direct(p, Phase::Forward) {
         return forward_direct(x, w, b, relu, p);
     }
@@ -298,7 +301,7 @@ pub(crate) fn forward(
 /// Input gradient: `dx[n] = col2im(w^T @ dy[n])`.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
     let _t = prof::span("conv2d input grad");
-    if use_direct(p, Phase::InputGrad) {
+    if pairs_apply(p) || use_direct(p, Phase::InputGrad) {
         return backward_input_direct(dy, w, p);
     }
     let (np, k, o) = (p.p(), p.k(), p.o);
@@ -561,21 +564,100 @@ fn forward_direct(x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool, p: &ConvP
     out
 }
 
-fn backward_input_direct(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
-    // The input gradient is the correlation of the output gradient, padded by k - 1 - pad,
-    // with the kernel flipped and its channel axes swapped: wf[ci, o, a, b] =
-    // w[o, ci, kh - 1 - a, kw - 1 - b].
+/// The kernel flipped and its channel axes swapped: `wf[ci, o, a, b] =
+/// w[o, ci, kh - 1 - a, kw - 1 - b]`.
+/// Split over the pool by input channel (a copy: the split does not change the result).
+fn flipped_kernel(w: &[f32], p: &ConvParams) -> Vec<f32> {
     let (kh, kw) = (p.kh, p.kw);
+    let blk = p.o * kh * kw;
+    // Every element is written below.
     let mut wf = alloc_uninit(w.len());
-    for o in 0..p.o {
-        for ci in 0..p.c {
+    let wfp = SyncPtr(wf.as_mut_ptr());
+    let one = |ci: usize| {
+        // SAFETY: input channel ci's block of wf is written by this task only.
+        let d = unsafe { wfp.slice(ci * blk, blk) };
+        for o in 0..p.o {
             for a in 0..kh {
                 for b in 0..kw {
-                    wf[((ci * p.o + o) * kh + a) * kw + b] =
+                    d[(o * kh + a) * kw + b] =
                         w[((o * p.c + ci) * kh + kh - 1 - a) * kw + kw - 1 - b];
                 }
             }
         }
+    };
+    if w.len() >= 1 << 15 {
+        par_for(p.c, one);
+    } else {
+        (0..p.c).for_each(one);
+    }
+    wf
+}
+
+/// Whether the row-pair kernel ([`direct::forward_pairs`]) runs this convolution's forward
+/// pass and input gradient: 3x3, stride 1, pad 1 on 8-wide maps (where the row-vectorised
+/// direct kernel wastes half of every register). Measured on Zen 4 at batch 64 for vgg6's
+/// 8x8 layers against im2col + GEMM: see `cifar-bench layers`.
+fn pairs_apply(p: &ConvParams) -> bool {
+    direct_possible(p)
+        && p.algo != Algo::Gemm
+        && (p.kh, p.kw, p.pad, p.w) == (3, 3, 1, direct::PAIR_W)
+}
+
+/// `x` (`c` planes of `h x 8`) into `buf` with a zero row above and below each plane and
+/// zero guards before and after (the layout [`direct::forward_pairs`] reads).
+fn pad_rows(x: &[f32], c: usize, h: usize, buf: &mut [f32]) {
+    let (g, w) = (direct::PAIR_GUARD, direct::PAIR_W);
+    let pl = (h + 2) * w;
+    buf[..g].fill(0.0);
+    buf[g + c * pl..].fill(0.0);
+    for ci in 0..c {
+        let o = &mut buf[g + ci * pl..g + (ci + 1) * pl];
+        o[..w].fill(0.0);
+        o[w..(h + 1) * w].copy_from_slice(&x[ci * h * w..(ci + 1) * h * w]);
+        o[(h + 1) * w..].fill(0.0);
+    }
+}
+
+/// [`direct::forward_pairs`] over the images of `x` (`[n, c, h, 8]`), in parallel.
+#[allow(clippy::too_many_arguments)]
+fn pairs_all(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    o: usize,
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (in_img, out_img) = (c * h * direct::PAIR_W, o * h * direct::PAIR_W);
+    // Every element is written by the kernel.
+    let mut out = alloc_uninit(n * out_img);
+    let outp = SyncPtr(out.as_mut_ptr());
+    let len = c * (h + 2) * direct::PAIR_W + 2 * direct::PAIR_GUARD;
+    par_for(n, |i| {
+        // SAFETY: image i's output block is touched by this task only.
+        let y = unsafe { outp.slice(i * out_img, out_img) };
+        with_scratch(len, |buf| {
+            pad_rows(&x[i * in_img..(i + 1) * in_img], c, h, buf);
+            // SAFETY: AVX-512F is available (direct_possible); buf has the guarded layout.
+            unsafe {
+                let xp = buf.as_ptr().add(direct::PAIR_GUARD);
+                direct::forward_pairs(c, h, o, xp, w, b, relu, y)
+            }
+        });
+    });
+    out
+}
+
+fn backward_input_direct(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
+    // The input gradient is the correlation of the output gradient, padded by k - 1 - pad,
+    // with the kernel flipped and its channel axes swapped.
+    let (kh, kw) = (p.kh, p.kw);
+    let wf = flipped_kernel(w, p);
+    if pairs_apply(p) {
+        // 3x3 pad 1: the same geometry again.
+        return pairs_all(dy, p.n, p.o, p.h, p.c, &wf, None, false);
     }
     let (ph, pw) = (kh - 1 - p.pad, kw - 1 - p.pad);
     let g = direct::Geom {

@@ -6,6 +6,9 @@
 //!   kernel tap loads 4 input rows and broadcasts 6 weights.
 //! - input gradient: the same kernel run on the zero-padded output gradient with the kernel
 //!   flipped and its channel axes swapped (a "full" correlation).
+//! - 8-wide maps, 3x3 pad 1 (forward and input gradient): [`forward_pairs`], two output rows
+//!   per register, the input padded vertically only and the horizontal border done by the
+//!   load masks.
 //! - weight gradient, wide layers (16 or more output channels): an implicit GEMM vectorised
 //!   along output channels, on the output gradient transposed to pixel-major `[pixels, o]`:
 //!   a block of 6 taps x 64 channels accumulates in 24 registers, each pixel loading 4 vectors
@@ -573,5 +576,174 @@ pub(crate) unsafe fn shifted_row_add(s: &[f32], dst: *mut f32, lo: usize, hi: us
             _mm512_mask_storeu_ps(p, m, _mm512_add_ps(a, b));
         }
         ox0 += 16;
+    }
+}
+
+/// Width of the feature maps the row-pair kernel handles: two rows fill one register.
+pub(crate) const PAIR_W: usize = 8;
+
+/// Floats of zero guard before and after the planes given to [`forward_pairs`]: its masked
+/// loads address up to one element outside the planes (in lanes the mask switches off).
+pub(crate) const PAIR_GUARD: usize = 16;
+
+/// A 3x3, stride 1, "same" (pad 1) correlation of 8-wide planes, vectorised over pairs of
+/// output rows: lane `l` of a register is pixel `(2 r + l / 8, l % 8)`. The input is padded
+/// vertically only (`[c, h + 2, 8]`); a tap's 16 inputs are then contiguous, and the columns
+/// that would fall outside the row are switched off by the load mask. Blocks of 6 output
+/// channels x 4 row pairs accumulate in 24 registers. `y = correlate(x, w) (+ bias)`, then
+/// `max(y, 0)` with `relu`; `y` `[o, h, 8]` is fully overwritten.
+///
+/// # Safety
+/// Requires AVX-512F ([`available`]); `x` must point `PAIR_GUARD` floats into a buffer of
+/// `c * (h + 2) * 8 + 2 * PAIR_GUARD` floats; `w` holds `[o, c, 3, 3]`, `y` `[o, h, 8]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn forward_pairs(
+    c: usize,
+    h: usize,
+    o: usize,
+    x: *const f32,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    debug_assert!(w.len() >= o * c * 9);
+    debug_assert!(y.len() >= o * h * PAIR_W);
+    #[cfg(target_arch = "x86_64")]
+    forward_pairs_avx512(
+        c,
+        h,
+        o,
+        x,
+        w.as_ptr(),
+        bias.map(|b| b.as_ptr()),
+        relu,
+        y.as_mut_ptr(),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct convolution kernels need x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_pairs_avx512(
+    c: usize,
+    h: usize,
+    o: usize,
+    x: *const f32,
+    w: *const f32,
+    b: Option<*const f32>,
+    relu: bool,
+    y: *mut f32,
+) {
+    let pairs = h.div_ceil(2);
+    // Lanes of the last pair that exist (an odd height leaves its second row out).
+    let last = if h % 2 == 1 { 0x00ff } else { 0xffff };
+    let mut o0 = 0;
+    while o0 < o {
+        let no = BO.min(o - o0);
+        let mut p0 = 0;
+        while p0 < pairs {
+            let np = BR.min(pairs - p0);
+            let m_last: __mmask16 = if p0 + np == pairs { last } else { 0xffff };
+            let xb = x.add(2 * p0 * PAIR_W);
+            let yb = y.add((o0 * h + 2 * p0) * PAIR_W);
+            let wb = w.add(o0 * c * 9);
+            let bb = b.map(|b| b.add(o0));
+            macro_rules! go {
+                ($no:literal, $nr:literal) => {
+                    pair_block::<$no, $nr>(c, h, xb, wb, bb, relu, yb, m_last)
+                };
+            }
+            match (no, np) {
+                (6, 4) => go!(6, 4),
+                (6, 3) => go!(6, 3),
+                (6, 2) => go!(6, 2),
+                (6, 1) => go!(6, 1),
+                (5, 4) => go!(5, 4),
+                (5, 3) => go!(5, 3),
+                (5, 2) => go!(5, 2),
+                (5, 1) => go!(5, 1),
+                (4, 4) => go!(4, 4),
+                (4, 3) => go!(4, 3),
+                (4, 2) => go!(4, 2),
+                (4, 1) => go!(4, 1),
+                (3, 4) => go!(3, 4),
+                (3, 3) => go!(3, 3),
+                (3, 2) => go!(3, 2),
+                (3, 1) => go!(3, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, 1) => go!(2, 1),
+                (1, 4) => go!(1, 4),
+                (1, 3) => go!(1, 3),
+                (1, 2) => go!(1, 2),
+                _ => go!(1, 1),
+            }
+            p0 += np;
+        }
+        o0 += no;
+    }
+}
+
+/// One register block of [`forward_pairs`]: `NO` output channels x `NP` row pairs; the last
+/// pair's stores are masked by `m_last`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pair_block<const NO: usize, const NP: usize>(
+    c: usize,
+    h: usize,
+    x: *const f32,
+    w: *const f32,
+    b: Option<*const f32>,
+    relu: bool,
+    y: *mut f32,
+    m_last: __mmask16,
+) {
+    // Column x + kj - 1 of output column x must lie in 0..8: tap 0 drops column 0 of each
+    // row, tap 2 column 7.
+    const MASKS: [__mmask16; 3] = [0xfefe, 0xffff, 0x7f7f];
+    let plane = (h + 2) * PAIR_W;
+    let mut acc = [[_mm512_setzero_ps(); NP]; NO];
+    if let Some(b) = b {
+        for (o, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(*b.add(o));
+            for r in a.iter_mut() {
+                *r = v;
+            }
+        }
+    }
+    let ks = c * 9;
+    for ci in 0..c {
+        for ki in 0..3 {
+            let xr = x.add(ci * plane + ki * PAIR_W);
+            let wr = w.add(ci * 9 + ki * 3);
+            for (kj, &m) in MASKS.iter().enumerate() {
+                let mut xv = [_mm512_setzero_ps(); NP];
+                for (r, v) in xv.iter_mut().enumerate() {
+                    // Lane l reads xr[2 r * 8 + l + kj - 1]; the masked-off lanes are the
+                    // only ones that may leave the plane.
+                    *v = _mm512_maskz_loadu_ps(m, xr.add(r * 2 * PAIR_W + kj).wrapping_sub(1));
+                }
+                for (o, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*wr.add(o * ks + kj));
+                    for (r, v) in a.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(wv, xv[r], *v);
+                    }
+                }
+            }
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    for (o, a) in acc.iter().enumerate() {
+        for (r, v) in a.iter().enumerate() {
+            let v = if relu { _mm512_max_ps(*v, zero) } else { *v };
+            let m = if r + 1 == NP { m_last } else { 0xffff };
+            _mm512_mask_storeu_ps(y.add(o * h * PAIR_W + r * 2 * PAIR_W), m, v);
+        }
     }
 }

@@ -129,6 +129,10 @@ fn conv2d_edge_cases() {
     check_conv(&mut rng, (3, 6, 14, 14), (16, 5, 5), 0, 1, true, true);
     check_conv(&mut rng, (3, 3, 32, 32), (16, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (2, 64, 8, 8), (32, 3, 3), 1, 1, true, true);
+    // 8-wide maps, 3x3 pad 1: the row-pair kernel (odd heights, channel tails, one row).
+    check_conv(&mut rng, (1, 5, 7, 8), (13, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (3, 17, 10, 8), (7, 3, 3), 1, 1, false, true);
+    check_conv(&mut rng, (2, 4, 1, 8), (4, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (1, 1, 1, 1), (1, 1, 1), 0, 1, false, true);
     check_conv(&mut rng, (1, 2, 7, 5), (3, 3, 2), 0, 1, true, true);
     check_conv(&mut rng, (1, 3, 9, 11), (4, 3, 3), 2, 2, true, true);
