@@ -76,6 +76,11 @@ impl Optimizer {
 
     fn sgd(&mut self, i: usize, g: &Tensor) -> Result<()> {
         let var = &self.vars[i];
+        if self.momentum == 0.0 {
+            // The same arithmetic as below, fused into one in-place pass on the CPU (issue 4).
+            crate::kernels::sgd_update(var, g, None, self.lr, 0.0, false, self.weight_decay)?;
+            return Ok(());
+        }
         let p = var.as_tensor();
         let mut d = if self.weight_decay != 0.0 {
             (g + (p * self.weight_decay)?)?
