@@ -1,6 +1,6 @@
 //! The trainer: CIFAR-10 data, the tutorial's CNNs, optimisers, the training loop and
 //! evaluation, all on candle. It never touches SQLite: progress leaves through a callback
-//! (see [`train::EpochObserver`]) and the sweep crate persists it.
+//! (see [`train::Observer`]) and the sweep crate persists it.
 
 pub mod checkpoint;
 pub mod config;
