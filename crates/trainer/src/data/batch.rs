@@ -174,15 +174,11 @@ impl Normalization {
         out
     }
 
-    /// `lut[c][v]`: the normalised value of byte `v` in channel `c`.
-    fn lut(&self) -> [[f32; 256]; 3] {
-        let mut lut = [[0f32; 256]; 3];
-        for (c, row) in lut.iter_mut().enumerate() {
-            for (v, x) in row.iter_mut().enumerate() {
-                *x = (v as f32 / 255.0 - self.mean[c]) / self.std[c];
-            }
-        }
-        lut
+    /// Per channel `(scale, shift)`: byte `v` normalises to `v * scale + shift`, that is
+    /// `(v / 255 - mean) / std`. A multiply and an add (never fused, so every path computes
+    /// the same bits) vectorise where a table lookup per byte cannot.
+    fn affine(&self) -> [(f32, f32); 3] {
+        std::array::from_fn(|c| (1.0 / (255.0 * self.std[c]), -self.mean[c] / self.std[c]))
     }
 }
 
@@ -193,7 +189,7 @@ impl Normalization {
 fn push_augmented(
     out: &mut Vec<f32>,
     img: &[u8],
-    lut: &[[f32; 256]; 3],
+    affine: &[(f32, f32); 3],
     ox: usize,
     oy: usize,
     flip: bool,
@@ -202,9 +198,10 @@ fn push_augmented(
     let dx = ox as isize - CROP_PAD as isize;
     let dy = oy as isize - CROP_PAD as isize;
     let mut row = [0f32; IMAGE_SIDE];
-    for (c, l) in lut.iter().enumerate() {
+    for (c, &(scale, shift)) in affine.iter().enumerate() {
         let plane = &img[c * PLANE..(c + 1) * PLANE];
-        let pad = l[0];
+        // Byte 0, normalised.
+        let pad = shift;
         for y in 0..side {
             let sy = y + dy;
             if !(0..side).contains(&sy) {
@@ -216,13 +213,13 @@ fn push_augmented(
             let d = dx.unsigned_abs();
             if dx >= 0 {
                 for (o, &v) in row[..IMAGE_SIDE - d].iter_mut().zip(&src[d..]) {
-                    *o = l[v as usize];
+                    *o = v as f32 * scale + shift;
                 }
                 row[IMAGE_SIDE - d..].fill(pad);
             } else {
                 row[..d].fill(pad);
                 for (o, &v) in row[d..].iter_mut().zip(&src[..IMAGE_SIDE - d]) {
-                    *o = l[v as usize];
+                    *o = v as f32 * scale + shift;
                 }
             }
             if flip {
@@ -256,29 +253,30 @@ pub fn make_batch(
     if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
         candle_core::bail!("make_batch: index {bad} out of range for a set of {n} images");
     }
-    let lut = norm.lut();
     let b = idx.len();
     let mut data: Vec<f32> = Vec::with_capacity(b * IMAGE_BYTES);
     let labels: Vec<u32> = idx.iter().map(|&i| set.labels[i] as u32).collect();
     match augment {
         None => {
+            let affine = norm.affine();
             for &i in idx {
                 let img = set.image(i);
-                for (c, l) in lut.iter().enumerate() {
+                for (c, &(scale, shift)) in affine.iter().enumerate() {
                     data.extend(
                         img[c * PLANE..(c + 1) * PLANE]
                             .iter()
-                            .map(|&v| l[v as usize]),
+                            .map(|&v| v as f32 * scale + shift),
                     );
                 }
             }
         }
         Some(rng) => {
+            let affine = norm.affine();
             for &i in idx {
                 let ox = rng.random_range(0..=2 * CROP_PAD);
                 let oy = rng.random_range(0..=2 * CROP_PAD);
                 let flip = rng.random_bool(0.5);
-                push_augmented(&mut data, set.image(i), &lut, ox, oy, flip);
+                push_augmented(&mut data, set.image(i), &affine, ox, oy, flip);
             }
         }
     }
@@ -384,8 +382,12 @@ mod tests {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let want: Vec<f32> = set.image(4).iter().map(|&v| v as f32 / 255.0).collect();
-        assert_eq!(unit, want);
+        // v * (1 / 255) is within one rounding of v / 255.
+        let want = set.image(4).iter().map(|&v| v as f32 / 255.0);
+        assert_eq!(unit.len(), IMAGE_BYTES);
+        for (got, want) in unit.iter().zip(want) {
+            assert!((got - want).abs() <= f32::EPSILON * want, "{got} vs {want}");
+        }
         assert!(make_batch(&set, &[5], &norm, NO_RNG, &Device::Cpu).is_err());
         let (e, _) = make_batch(&set, &[], &norm, NO_RNG, &Device::Cpu).unwrap();
         assert_eq!(e.dims(), &[0, 3, 32, 32]);
@@ -407,8 +409,8 @@ mod tests {
 
     fn augmented(img: &[u8], ox: usize, oy: usize, flip: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        let lut = Normalization::UNIT.lut();
-        push_augmented(&mut out, img, &lut, ox, oy, flip);
+        let affine = Normalization::UNIT.affine();
+        push_augmented(&mut out, img, &affine, ox, oy, flip);
         out.iter().map(|v| (v * 255.0).round() as u8).collect()
     }
 
