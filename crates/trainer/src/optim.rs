@@ -4,7 +4,7 @@
 //! checkpoints so a resumed run continues bit for bit.
 
 use crate::config::{OptimizerKind, TrainConfig};
-use crate::Result;
+use crate::{kernels, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
@@ -21,10 +21,11 @@ pub struct Optimizer {
     weight_decay: f64,
     /// Adam's step count (bias correction).
     step: u64,
-    /// SGD: momentum buffer; Adam: first moment. `None` until the variable's first step.
-    m: Vec<Option<Tensor>>,
+    /// SGD: momentum buffer; Adam: first moment. `None` until the variable's first step (a
+    /// zero buffer then gives exactly the first step's rule). Updated in place.
+    m: Vec<Option<Var>>,
     /// Adam: second moment.
-    v: Vec<Option<Tensor>>,
+    v: Vec<Option<Var>>,
 }
 
 impl Optimizer {
@@ -59,6 +60,8 @@ impl Optimizer {
         self.step(&grads)
     }
 
+    /// Applies one update. The arithmetic is `crate::kernels::{sgd_update, adam_update}`: fused
+    /// in-place passes on the CPU (issue 4), candle ops elsewhere.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         for i in 0..self.vars.len() {
@@ -66,83 +69,60 @@ impl Optimizer {
                 // Batch-norm running statistics and frozen parameters have no gradient.
                 continue;
             };
+            let var = &self.vars[i];
             match self.kind {
-                OptimizerKind::Sgd => self.sgd(i, g)?,
-                OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(i, g)?,
+                OptimizerKind::Sgd => {
+                    let buf = if self.momentum != 0.0 {
+                        Some(zeros_once(&mut self.m[i], var)?)
+                    } else {
+                        None
+                    };
+                    kernels::sgd_update(
+                        var,
+                        g,
+                        buf,
+                        self.lr,
+                        self.momentum,
+                        self.nesterov,
+                        self.weight_decay,
+                    )?;
+                }
+                OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    let m = zeros_once(&mut self.m[i], var)?;
+                    let v = zeros_once(&mut self.v[i], var)?;
+                    let c = kernels::AdamStepConfig {
+                        lr: self.lr,
+                        beta1: BETA1,
+                        beta2: BETA2,
+                        eps: EPS,
+                        step: self.step,
+                        weight_decay: self.weight_decay,
+                        decoupled: self.kind == OptimizerKind::Adamw,
+                    };
+                    kernels::adam_update(var, g, m, v, c)?;
+                }
             }
         }
         Ok(())
     }
 
-    fn sgd(&mut self, i: usize, g: &Tensor) -> Result<()> {
-        let var = &self.vars[i];
-        if self.momentum == 0.0 {
-            // The same arithmetic as below, fused into one in-place pass on the CPU (issue 4).
-            crate::kernels::sgd_update(var, g, None, self.lr, 0.0, false, self.weight_decay)?;
-            return Ok(());
-        }
-        let p = var.as_tensor();
-        let mut d = if self.weight_decay != 0.0 {
-            (g + (p * self.weight_decay)?)?
-        } else {
-            g.clone()
-        };
-        if self.momentum != 0.0 {
-            let buf = match &self.m[i] {
-                None => d.clone(),
-                Some(b) => ((b * self.momentum)? + &d)?,
-            };
-            d = if self.nesterov {
-                (d + (&buf * self.momentum)?)?
-            } else {
-                buf.clone()
-            };
-            self.m[i] = Some(buf);
-        }
-        var.set(&(p - (d * self.lr)?)?)?;
-        Ok(())
-    }
-
-    fn adam(&mut self, i: usize, g: &Tensor) -> Result<()> {
-        let var = &self.vars[i];
-        let mut p = var.as_tensor().clone();
-        let g = match self.kind {
-            OptimizerKind::Adam if self.weight_decay != 0.0 => (g + (&p * self.weight_decay)?)?,
-            _ => g.clone(),
-        };
-        if self.kind == OptimizerKind::Adamw && self.weight_decay != 0.0 {
-            p = (p * (1.0 - self.lr * self.weight_decay))?;
-        }
-        let m = match &self.m[i] {
-            None => (&g * (1.0 - BETA1))?,
-            Some(m) => ((m * BETA1)? + (&g * (1.0 - BETA1))?)?,
-        };
-        let v = match &self.v[i] {
-            None => (g.sqr()? * (1.0 - BETA2))?,
-            Some(v) => ((v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?,
-        };
-        let t = self.step as i32;
-        let m_hat = (&m / (1.0 - BETA1.powi(t)))?;
-        let v_hat = (&v / (1.0 - BETA2.powi(t)))?;
-        let update = (m_hat / (v_hat.sqrt()? + EPS)?)?;
-        var.set(&(p - (update * self.lr)?)?)?;
-        self.m[i] = Some(m);
-        self.v[i] = Some(v);
-        Ok(())
+    /// The number of steps taken (Adam's bias correction counts from it).
+    pub fn steps(&self) -> u64 {
+        self.step
     }
 
     /// The optimiser's state as named tensors (for a safetensors checkpoint) and the step.
-    pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
+    /// The tensors are copies: the buffers themselves change in place at every step.
+    pub fn state(&self) -> Result<(Vec<(String, Tensor)>, u64)> {
         let mut out = Vec::new();
         for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
-            if let Some(m) = m {
-                out.push((format!("m.{i}"), m.clone()));
-            }
-            if let Some(v) = v {
-                out.push((format!("v.{i}"), v.clone()));
+            for (slot, buf) in [("m", m), ("v", v)] {
+                if let Some(b) = buf {
+                    out.push((format!("{slot}.{i}"), b.as_tensor().copy()?));
+                }
             }
         }
-        (out, self.step)
+        Ok((out, self.step))
     }
 
     /// Restores what [`Optimizer::state`] returned.
@@ -158,7 +138,10 @@ impl Optimizer {
                     "optimiser state `{name}` does not fit the model"
                 )));
             }
+            // A buffer of its own (`Var::from_tensor` shares a tensor that already is a
+            // variable), since the optimiser writes it in place.
             let t = t.to_device(self.vars[idx].device())?;
+            let t = Var::from_tensor(&if t.is_variable() { t.copy()? } else { t })?;
             match slot {
                 "m" => self.m[idx] = Some(t),
                 "v" => self.v[idx] = Some(t),
@@ -171,6 +154,14 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// The buffer in `slot`, created as zeros shaped like `like` on first use.
+fn zeros_once<'a>(slot: &'a mut Option<Var>, like: &Var) -> Result<&'a Var> {
+    if slot.is_none() {
+        *slot = Some(Var::zeros(like.shape(), like.dtype(), like.device())?);
+    }
+    Ok(slot.as_ref().expect("just set"))
 }
 
 #[cfg(test)]
@@ -272,12 +263,12 @@ mod tests {
         let mut opt = Optimizer::new(&cfg, vec![var.clone()]).unwrap();
         let loss = var.as_tensor().sum_all().unwrap();
         opt.backward_step(&loss).unwrap();
-        let (state, step) = opt.state();
+        let (state, step) = opt.state().unwrap();
         let mut opt2 = Optimizer::new(&cfg, vec![var.clone()]).unwrap();
         opt2.load_state(&state, step).unwrap();
-        assert_eq!(opt2.state().1, 1);
+        assert_eq!(opt2.steps(), 1);
         assert_eq!(
-            opt2.state().0[0].1.to_vec1::<f32>().unwrap(),
+            opt2.state().unwrap().0[0].1.to_vec1::<f32>().unwrap(),
             vec![1.0, 1.0]
         );
         assert!(opt2

@@ -256,7 +256,7 @@ impl Session {
 
     fn save_state(&self, dir: &Path, file: &str) -> Result<()> {
         let mut tensors = self.weights();
-        let (opt_state, _) = self.opt.state();
+        let (opt_state, _) = self.opt.state()?;
         for (k, t) in opt_state {
             tensors.insert(format!("__opt.{k}"), t);
         }
@@ -384,7 +384,7 @@ pub fn run(
                 meta.next_batch = b + 1;
                 meta.partial = running;
                 meta.partial_seconds = secs;
-                meta.opt_step = s.opt.state().1;
+                meta.opt_step = s.opt.steps();
                 meta.state_file = format!("state-e{epoch}-b{}.safetensors", b + 1);
                 s.save_state(dir, &meta.state_file)?;
                 checkpoint::commit(dir, &meta)?;
@@ -442,7 +442,7 @@ pub fn run(
         meta.next_batch = 0;
         meta.partial = Running::default();
         meta.partial_seconds = 0.0;
-        meta.opt_step = s.opt.state().1;
+        meta.opt_step = s.opt.steps();
         meta.history.push(record.clone());
         meta.state_file = format!("state-e{epoch}.safetensors");
         s.save_state(dir, &meta.state_file)?;

@@ -495,6 +495,43 @@ fn sgd_update_matches_formula() {
     }
 }
 
+/// The fused Adam/AdamW update against the same formula in candle ops (the fallback path, on
+/// f64 copies), over a few steps, with and without weight decay.
+#[test]
+fn adam_update_matches_formula() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for (decoupled, wd) in [(false, 0.0), (false, 1e-2), (true, 5e-2)] {
+        for n in [1usize, 7, 300_001] {
+            let p = rand_t(&mut rng, &[n]);
+            let fast = Var::from_tensor(&p).unwrap();
+            let refp = Var::from_tensor(&p.to_dtype(DType::F64).unwrap()).unwrap();
+            let zeros = |dt| Var::zeros(n, dt, &Device::Cpu).unwrap();
+            let (fm, fv) = (zeros(DType::F32), zeros(DType::F32));
+            let (rm, rv) = (zeros(DType::F64), zeros(DType::F64));
+            for step in 1..=3 {
+                let c = super::AdamStepConfig {
+                    lr: 0.01,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    step,
+                    weight_decay: wd,
+                    decoupled,
+                };
+                let g = rand_t(&mut rng, &[n]);
+                super::adam_update(&fast, &g, &fm, &fv, c).unwrap();
+                let g64 = g.to_dtype(DType::F64).unwrap();
+                super::adam_update(&refp, &g64, &rm, &rv, c).unwrap();
+            }
+            let what = format!("adam decoupled {decoupled} wd {wd} n {n}");
+            for (f, r) in [(&fast, &refp), (&fm, &rm), (&fv, &rv)] {
+                let r = r.as_tensor().to_dtype(DType::F32).unwrap();
+                assert_close(f.as_tensor(), &r, &what);
+            }
+        }
+    }
+}
+
 /// Non-f32 tensors take candle's path through the public functions.
 #[test]
 fn public_api_falls_back_for_f64() {
