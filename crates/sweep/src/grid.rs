@@ -116,6 +116,26 @@ mod tests {
         expand(&parse("t.toml", text).unwrap()).unwrap()
     }
 
+    /// The sweep files the repository ships (README and justfile point at them) must stay
+    /// valid as the hyperparameters evolve.
+    #[test]
+    fn every_committed_sweep_file_parses_and_expands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let spec = crate::spec::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let trials = expand(&spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!trials.is_empty(), "{}: no trials", path.display());
+            files += 1;
+        }
+        assert!(files >= 6, "found only {files} sweep files in {}", dir.display());
+    }
+
     fn err(text: &str) -> String {
         match parse("t.toml", text) {
             Err(e) => e.to_string(),
