@@ -127,13 +127,17 @@ mod tests {
             if path.extension().is_none_or(|e| e != "toml") {
                 continue;
             }
-            let spec = crate::spec::load(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let spec =
+                crate::spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let trials = expand(&spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!trials.is_empty(), "{}: no trials", path.display());
             files += 1;
         }
-        assert!(files >= 6, "found only {files} sweep files in {}", dir.display());
+        assert!(
+            files >= 6,
+            "found only {files} sweep files in {}",
+            dir.display()
+        );
     }
 
     fn err(text: &str) -> String {
