@@ -30,6 +30,39 @@ fn chunked(dst: &mut [f32], f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Syn
     });
 }
 
+/// The destination and the two sources of a three-tensor update, checked to be the same
+/// length; `what` names them in errors (`[op, dst, src1, src2]`).
+fn three<'a>(
+    (s1, l1): (&'a mut CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+    what: [&str; 4],
+) -> Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    let d = slice_mut(s1, l1, what[1])?;
+    let a = cpu_slice(s2, l2, what[2])?;
+    let b = cpu_slice(s3, l3, what[3])?;
+    if a.len() != d.len() || b.len() != d.len() {
+        bail!(
+            "{}: {}, {} and {} sizes differ",
+            what[0],
+            what[1],
+            what[2],
+            what[3]
+        );
+    }
+    Ok((d, a, b))
+}
+
+/// `f(&mut dst[i], a[i], b[i])` for every i, in parallel chunks. Generic over `f` so each
+/// caller's loop is compiled (and vectorised) on its own.
+fn zip3(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut f32, f32, f32) + Sync) {
+    chunked(dst, |r, d| {
+        for ((d, &x), &y) in d.iter_mut().zip(&a[r.clone()]).zip(&b[r]) {
+            f(d, x, y);
+        }
+    });
+}
+
 /// Without momentum: `p -= lr * (g + wd * p)`.
 pub(crate) struct SgdPlain {
     pub lr: f32,
@@ -86,18 +119,14 @@ impl InplaceOp3 for SgdMomentumBuf {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let b = slice_mut(s1, l1, "sgd momentum buffer")?;
-        let g = cpu_slice(s2, l2, "sgd gradient")?;
-        let p = cpu_slice(s3, l3, "sgd parameter")?;
-        if b.len() != g.len() || b.len() != p.len() {
-            bail!("sgd: buffer, gradient and parameter sizes differ");
-        }
+        let (b, g, p) = three(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            ["sgd", "momentum buffer", "gradient", "parameter"],
+        )?;
         let (m, wd) = (self.momentum, self.wd);
-        chunked(b, |r, b| {
-            for ((b, &g), &p) in b.iter_mut().zip(&g[r.clone()]).zip(&p[r]) {
-                *b = m * *b + g + wd * p;
-            }
-        });
+        zip3(b, g, p, |b, g, p| *b = m * *b + g + wd * p);
         Ok(())
     }
 }
@@ -124,25 +153,17 @@ impl InplaceOp3 for SgdMomentumStep {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let p = slice_mut(s1, l1, "sgd parameter")?;
-        let b = cpu_slice(s2, l2, "sgd momentum buffer")?;
-        let g = cpu_slice(s3, l3, "sgd gradient")?;
-        if b.len() != g.len() || b.len() != p.len() {
-            bail!("sgd: buffer, gradient and parameter sizes differ");
-        }
+        let (p, b, g) = three(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            ["sgd", "parameter", "momentum buffer", "gradient"],
+        )?;
         let (lr, m, wd) = (self.lr, self.momentum, self.wd);
         if self.nesterov {
-            chunked(p, |r, p| {
-                for ((p, &b), &g) in p.iter_mut().zip(&b[r.clone()]).zip(&g[r]) {
-                    *p -= lr * (g + wd * *p + m * b);
-                }
-            });
+            zip3(p, b, g, |p, b, g| *p -= lr * (g + wd * *p + m * b));
         } else {
-            chunked(p, |r, p| {
-                for (p, &b) in p.iter_mut().zip(&b[r]) {
-                    *p -= lr * b;
-                }
-            });
+            zip3(p, b, g, |p, b, _| *p -= lr * b);
         }
         Ok(())
     }
@@ -171,27 +192,21 @@ impl InplaceOp3 for AdamMoment {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let m = slice_mut(s1, l1, "adam moment")?;
-        let g = cpu_slice(s2, l2, "adam gradient")?;
-        let p = cpu_slice(s3, l3, "adam parameter")?;
-        if m.len() != g.len() || m.len() != p.len() {
-            bail!("adam: moment, gradient and parameter sizes differ");
-        }
+        let (m, g, p) = three(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            ["adam", "moment", "gradient", "parameter"],
+        )?;
         let (beta, omb, wd) = (self.beta, self.one_minus_beta, self.l2);
         // Two loops rather than a branch per element, so each vectorises.
         if self.square {
-            chunked(m, |r, m| {
-                for ((m, &g), &p) in m.iter_mut().zip(&g[r.clone()]).zip(&p[r]) {
-                    let d = g + wd * p;
-                    *m = beta * *m + omb * (d * d);
-                }
+            zip3(m, g, p, |m, g, p| {
+                let d = g + wd * p;
+                *m = beta * *m + omb * (d * d);
             });
         } else {
-            chunked(m, |r, m| {
-                for ((m, &g), &p) in m.iter_mut().zip(&g[r.clone()]).zip(&p[r]) {
-                    *m = beta * *m + omb * (g + wd * p);
-                }
-            });
+            zip3(m, g, p, |m, g, p| *m = beta * *m + omb * (g + wd * p));
         }
         Ok(())
     }
@@ -222,12 +237,12 @@ impl InplaceOp3 for AdamStep {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let p = slice_mut(s1, l1, "adam parameter")?;
-        let m = cpu_slice(s2, l2, "adam first moment")?;
-        let v = cpu_slice(s3, l3, "adam second moment")?;
-        if m.len() != p.len() || v.len() != p.len() {
-            bail!("adam: parameter and moment sizes differ");
-        }
+        let (p, m, v) = three(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            ["adam", "parameter", "first moment", "second moment"],
+        )?;
         let AdamStep {
             lr,
             c1,
@@ -235,10 +250,8 @@ impl InplaceOp3 for AdamStep {
             eps,
             decay,
         } = *self;
-        chunked(p, |r, p| {
-            for ((p, &m), &v) in p.iter_mut().zip(&m[r.clone()]).zip(&v[r]) {
-                *p = *p * decay - lr * (m * c1) / ((v * c2).sqrt() + eps);
-            }
+        zip3(p, m, v, |p, m, v| {
+            *p = *p * decay - lr * (m * c1) / ((v * c2).sqrt() + eps);
         });
         Ok(())
     }
