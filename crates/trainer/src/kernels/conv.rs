@@ -9,6 +9,7 @@ use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
     split_range, sum, tensor_from, with_data, with_scratch, Mat, SyncPtr,
 };
+use super::winograd;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Geometry of one convolution.
@@ -230,6 +231,10 @@ pub(crate) fn forward(
     p: &ConvParams,
 ) -> Vec<f32> {
     let _t = prof::span("conv2d forward");
+    if use_winograd(p, Phase::Forward) {
+        let u = winograd::transform_kernel(w, p.c, p.o, false);
+        return winograd::conv(x, p.n, p.c, p.h, p.w, &u, p.o, b, relu);
+    }
     if pairs_apply(p) {
         return pairs_all(x, p.n, p.c, p.h, p.o, w, b, relu);
     }
@@ -301,6 +306,12 @@ pub(crate) fn forward(
 /// Input gradient: `dx[n] = col2im(w^T @ dy[n])`.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], p: &ConvParams) -> Vec<f32> {
     let _t = prof::span("conv2d input grad");
+    if use_winograd(p, Phase::InputGrad) {
+        // The input gradient of a 3x3 pad-1 convolution is a 3x3 pad-1 convolution of the
+        // output gradient with the kernel rotated and its channel axes swapped.
+        let u = winograd::transform_kernel(w, p.o, p.c, true);
+        return winograd::conv(dy, p.n, p.o, p.h, p.w, &u, p.c, None, false);
+    }
     if pairs_apply(p) || use_direct(p, Phase::InputGrad) {
         return backward_input_direct(dy, w, p);
     }
@@ -388,6 +399,9 @@ pub(crate) fn backward_weight(
     need_db: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let _t = prof::span("conv2d weight grad");
+    if use_winograd(p, Phase::WeightGrad) {
+        return winograd::weight_grad(x, dy, p.n, p.c, p.h, p.w, p.o, need_db);
+    }
     if use_direct(p, Phase::WeightGrad) {
         return backward_weight_direct(x, dy, p, need_db);
     }
@@ -458,14 +472,16 @@ pub(crate) fn backward_weight(
     (dw, need_db.then_some(db))
 }
 
-/// Which algorithm: `CIFAR_SWEEP_CONV=gemm` or `direct` forces one (for benchmarks and
-/// tests); otherwise [`direct_pays`] decides. `Direct` still falls back to im2col + GEMM where
-/// the direct kernels cannot run (strides, no AVX-512).
+/// Which algorithm: `CIFAR_SWEEP_CONV=gemm`, `direct` or `winograd` forces one (for
+/// benchmarks and tests); otherwise [`winograd_pays`] and [`direct_pays`] decide. `Direct`
+/// and `Winograd` fall back where they cannot run (strides, other kernel sizes, no AVX-512;
+/// Winograd also for channel counts that are not multiples of 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Algo {
     Auto,
     Gemm,
     Direct,
+    Winograd,
 }
 
 static ALGO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
@@ -476,10 +492,12 @@ pub(crate) fn algo() -> Algo {
         0 => Algo::Auto,
         1 => Algo::Gemm,
         2 => Algo::Direct,
+        3 => Algo::Winograd,
         _ => {
             let a = match std::env::var("CIFAR_SWEEP_CONV").as_deref() {
                 Ok("gemm") => Algo::Gemm,
                 Ok("direct") => Algo::Direct,
+                Ok("winograd") => Algo::Winograd,
                 _ => Algo::Auto,
             };
             set_algo(a);
@@ -522,7 +540,36 @@ fn use_direct(p: &ConvParams, phase: Phase) -> bool {
         && match p.algo {
             Algo::Auto => direct_pays(p, phase),
             Algo::Gemm => false,
-            Algo::Direct => true,
+            Algo::Direct | Algo::Winograd => true,
+        }
+}
+
+/// Where Winograd F(4x4, 3x3) beats the direct kernels (measured per layer on Zen 4 at batch
+/// 20 and 64 with `cifar-bench layers --algos direct,winograd`; see BENCHMARKS.md). Its
+/// transforms cost the same per tile and channel whatever the other channel count, so the
+/// forward pass and the input gradient need 64 or more channels to reduce over (with 32,
+/// vgg6's second layer forward, the transforms eat the saving); from 64 up they take
+/// 0.50-0.70 of the direct kernels' time. The weight gradient reduces over the tiles of each
+/// thread's images: it pays from 32 channels on both sides once a thread has 128 or more
+/// tiles (vgg6's 8x8 layers at batch 20 have 40, and break even).
+fn winograd_pays(p: &ConvParams, phase: Phase) -> bool {
+    match phase {
+        Phase::Forward => p.c >= 64,
+        Phase::InputGrad => p.o >= 64,
+        Phase::WeightGrad => {
+            let tiles = p.oh.div_ceil(4) * p.ow.div_ceil(4);
+            p.c.min(p.o) >= 32 && p.n / num_threads().max(1) * tiles >= 128
+        }
+    }
+}
+
+fn use_winograd(p: &ConvParams, phase: Phase) -> bool {
+    direct::available()
+        && winograd::applies(p.c, p.o, p.kh, p.kw, p.pad, p.stride)
+        && match p.algo {
+            Algo::Auto => winograd_pays(p, phase),
+            Algo::Winograd => true,
+            Algo::Gemm | Algo::Direct => false,
         }
 }
 

@@ -28,6 +28,7 @@ mod optim;
 mod pool;
 mod pool_threads;
 mod util;
+mod winograd;
 
 #[cfg(test)]
 mod tests;
@@ -70,14 +71,17 @@ pub fn enabled() -> bool {
 }
 
 /// Forces the convolution algorithm of the fast path, for benchmarks: `"gemm"` (im2col +
-/// GEMM), `"direct"` (AVX-512 direct kernels where they apply) or `"auto"` (per layer shape,
-/// the default). Also settable with `CIFAR_SWEEP_CONV`.
+/// GEMM), `"direct"` (AVX-512 direct kernels where they apply), `"winograd"` (F(4x4, 3x3)
+/// where it applies, direct kernels elsewhere) or `"auto"` (per layer shape, the default). Also settable with `CIFAR_SWEEP_CONV`.
 pub fn set_conv_algorithm(name: &str) -> Result<()> {
     let a = match name {
         "gemm" => conv::Algo::Gemm,
         "direct" => conv::Algo::Direct,
+        "winograd" => conv::Algo::Winograd,
         "auto" => conv::Algo::Auto,
-        _ => candle_core::bail!("unknown convolution algorithm {name:?} (gemm, direct, auto)"),
+        _ => candle_core::bail!(
+            "unknown convolution algorithm {name:?} (gemm, direct, winograd, auto)"
+        ),
     };
     conv::set_algo(a);
     Ok(())

@@ -101,7 +101,7 @@ fn check_conv(
         inputs.push(rand_t(rng, &[o]));
     }
     let var = [x_var, true, true];
-    for algo in [Algo::Gemm, Algo::Direct, Algo::Auto] {
+    for algo in [Algo::Gemm, Algo::Direct, Algo::Winograd, Algo::Auto] {
         compare(
             &format!("{what} {algo:?}"),
             &inputs,
@@ -129,6 +129,14 @@ fn conv2d_edge_cases() {
     check_conv(&mut rng, (3, 6, 14, 14), (16, 5, 5), 0, 1, true, true);
     check_conv(&mut rng, (3, 3, 32, 32), (16, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (2, 64, 8, 8), (32, 3, 3), 1, 1, true, true);
+    // Winograd F(4x4, 3x3) (channels in multiples of 16): sizes that are not multiples of the
+    // 4x4 tile, a 1x1 and a one-row map, batch 1, and vgg6's 32- and 16-wide layers.
+    check_conv(&mut rng, (1, 16, 7, 9), (32, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (3, 32, 13, 5), (16, 3, 3), 1, 1, false, true);
+    check_conv(&mut rng, (2, 16, 1, 1), (16, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (1, 16, 1, 6), (16, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (2, 32, 32, 32), (64, 3, 3), 1, 1, true, true);
+    check_conv(&mut rng, (3, 64, 16, 16), (128, 3, 3), 1, 1, true, true);
     // 8-wide maps, 3x3 pad 1: the row-pair kernel (odd heights, channel tails, one row).
     check_conv(&mut rng, (1, 5, 7, 8), (13, 3, 3), 1, 1, true, true);
     check_conv(&mut rng, (3, 17, 10, 8), (7, 3, 3), 1, 1, false, true);
