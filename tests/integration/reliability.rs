@@ -497,6 +497,26 @@ fn the_sweep_parser_never_panics_on_generated_input() {
 
 #[test]
 fn ctrl_c_saves_marks_interrupted_and_the_next_run_resumes() {
+    interrupt_and_resume("kill -INT $0");
+}
+
+/// `timeout`, and `kill` of a shell job, signal the process and then its process group: the
+/// same SIGINT twice, microseconds apart. That is one request, not "Ctrl-C again, quit now".
+#[test]
+fn a_signal_delivered_twice_is_one_interrupt() {
+    interrupt_and_resume("kill -INT $0; kill -INT $0");
+}
+
+/// SIGTERM (`timeout`'s default, `systemctl stop`, `docker stop`) saves state like Ctrl-C.
+#[test]
+fn sigterm_saves_marks_interrupted_and_the_next_run_resumes() {
+    interrupt_and_resume("kill -TERM $0");
+}
+
+/// Runs a 4-epoch sweep, sends it signals with `sh -c SEND` (`$0` is its pid) once the first
+/// epoch is recorded, and checks it stopped cleanly (exit 130, trial `interrupted`) and that
+/// the next run resumes it to the end.
+fn interrupt_and_resume(send: &str) {
     let Some(data) = data_args() else { return };
     let dir = tempfile::tempdir().unwrap();
     let text = SMALL
@@ -517,16 +537,16 @@ fn ctrl_c_saves_marks_interrupted_and_the_next_run_resumes() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let status = std::process::Command::new("sh")
+        .args(["-c", send, &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "{send}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(130),
-        "{}",
+        "{send}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let epochs_before = query_i64(&db, "SELECT COUNT(*) FROM epochs");
@@ -535,7 +555,7 @@ fn ctrl_c_saves_marks_interrupted_and_the_next_run_resumes() {
     let st: String = c
         .query_row("SELECT status FROM trials", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(st, "interrupted");
+    assert_eq!(st, "interrupted", "{send}");
     let out = run_sweep(&file, &db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 4);

@@ -511,6 +511,9 @@ fn draw_charts(db: &Db, name: &str, args: &ChartArgs) -> Result<sweep::plot::Cha
     Ok(sweep::plot::charts(&data, images))
 }
 
+/// Signals this close together are one request delivered twice (see [`execute`]).
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
+
 fn execute(
     spec: sweep::spec::SweepSpec,
     plans: Vec<sweep::grid::TrialPlan>,
@@ -519,15 +522,23 @@ fn execute(
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // First Ctrl-C: finish the current batch, checkpoint, mark the trial interrupted.
-        // Second: leave at once (the last checkpoint is still there to resume from).
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
+        // First Ctrl-C (or SIGTERM, SIGHUP): finish the current batch, checkpoint, mark the
+        // trial interrupted. Second: leave at once (the last checkpoint is still there to
+        // resume from). `timeout`, `kill` of a job and most supervisors signal the process
+        // *and* its process group, so one request can arrive twice within microseconds: a
+        // repeat that close is the same request, not a person pressing Ctrl-C again. (Seen on
+        // a GPU machine: `timeout -s INT` made a sweep quit at once, its trial left `running`.)
+        let mut first: Option<std::time::Instant> = None;
+        let _ = ctrlc::set_handler(move || match first {
+            None => {
+                first = Some(std::time::Instant::now());
+                stop.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)"
+                );
             }
-            eprintln!(
-                "\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)"
-            );
+            Some(t) if t.elapsed() < SAME_SIGNAL => {}
+            Some(_) => std::process::exit(130),
         });
     }
     // Refuse an unusable database before spending minutes on the data.
