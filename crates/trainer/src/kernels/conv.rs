@@ -950,3 +950,42 @@ impl CustomOp3 for Conv2dOp {
         Conv2dOp::bwd(self, x, w, Some(b), res, grad)
     }
 }
+
+/// The Winograd kernels are AVX-512 code: elsewhere [`winograd::applies`] is false, so the
+/// callers never reach the rest.
+#[cfg(not(target_arch = "x86_64"))]
+mod winograd {
+    pub(crate) fn applies(_: usize, _: usize, _: usize, _: usize, _: usize, _: usize) -> bool {
+        false
+    }
+    pub(crate) fn transform_kernel(_: &[f32], _: usize, _: usize, _: bool) -> Vec<f32> {
+        unreachable!("winograd kernels need x86_64")
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &[f32],
+        _: usize,
+        _: Option<&[f32]>,
+        _: bool,
+    ) -> Vec<f32> {
+        unreachable!("winograd kernels need x86_64")
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn weight_grad(
+        _: &[f32],
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: bool,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        unreachable!("winograd kernels need x86_64")
+    }
+}

@@ -28,6 +28,7 @@ mod optim;
 mod pool;
 mod pool_threads;
 mod util;
+#[cfg(target_arch = "x86_64")]
 mod winograd;
 
 #[cfg(test)]
