@@ -702,7 +702,11 @@ fn driver(a: &Args) -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let peak = peak::measure(threads, 1.0);
+    // Best of three: a reading taken while the host steals a core comes out at half (seen:
+    // 117 against 232 GFLOP/s), and every "% peak" of the table is relative to it.
+    let peak = (0..3)
+        .map(|_| peak::measure(threads, 1.0))
+        .fold(0f64, f64::max);
     md += &format!(
         "Run: {date}; CPU: {} ({} logical CPUs), {threads} threads each side; \
          load average before: {}; measured FMA peak: {peak:.0} GFLOP/s.\n\n",
@@ -720,6 +724,9 @@ fn driver(a: &Args) -> Result<()> {
     }
     eprint!("{md}");
 
+    md += "GFLOP/s count a direct convolution's arithmetic; where the fast kernels use \
+           Winograd (most of vgg6's 3x3 layers) they do fewer multiplications, so there the figure is \
+           a throughput and can pass the peak.\n\n";
     md += "| model | batch | train img/s: stock | fast | torch | fast/torch | train GFLOP/s: fast | torch | % peak (fast) | infer img/s: stock | fast | torch | fast/torch | infer GFLOP/s: fast | peak RSS MiB: stock / fast / torch |\n";
     md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
     let mut results = Vec::new();
