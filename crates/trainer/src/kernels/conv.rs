@@ -9,6 +9,7 @@ use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
     split_range, sum, tensor_from, with_data, with_scratch, Mat, SyncPtr,
 };
+#[cfg(target_arch = "x86_64")]
 use super::winograd;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
