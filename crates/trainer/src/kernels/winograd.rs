@@ -196,6 +196,21 @@ struct Geom {
 }
 
 impl Geom {
+    fn new(c: usize, h: usize, w: usize, o: usize) -> Self {
+        assert!(super::direct::available(), "winograd: needs AVX-512F");
+        assert!(
+            c.is_multiple_of(L) && o.is_multiple_of(L),
+            "winograd: channels must be multiples of {L}"
+        );
+        Geom {
+            c,
+            h,
+            w,
+            o,
+            tw: w.div_ceil(M),
+            th: h.div_ceil(M),
+        }
+    }
     fn tiles(&self) -> usize {
         self.th * self.tw
     }
@@ -229,21 +244,9 @@ pub(crate) fn conv(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    assert!(super::direct::available(), "winograd: needs AVX-512F");
-    assert!(
-        c.is_multiple_of(L) && o.is_multiple_of(L),
-        "winograd: channels must be multiples of {L}"
-    );
+    let g = Geom::new(c, h, w, o);
     assert_eq!(x.len(), n * c * h * w, "winograd: input size");
     assert_eq!(u.len(), P * c * o, "winograd: kernel size");
-    let g = Geom {
-        c,
-        h,
-        w,
-        o,
-        tw: w.div_ceil(M),
-        th: h.div_ceil(M),
-    };
     let ipg = images_per_group(n, g.tiles());
     let groups = n.div_ceil(ipg);
     let (in_img, out_img) = (c * h * w, o * h * w);
@@ -287,57 +290,84 @@ pub(crate) fn conv(
     out
 }
 
-/// `V[pos][tile][c] = (B^T d B)[pos]` for every 6x6 input tile `d` of `imgs` images. `pad`
-/// holds 16 planes at a time zero-padded to the tile grid (`hp x wp`, see [`Geom::padded`])
-/// and interleaved, so every tile is read the same way: one load of 16 channels per tap.
+/// `V[pos][tile][c] = (B^T d B)[pos]` for every 6x6 input tile `d` of `imgs` images (stride
+/// 4, zero outside the image); `pad` is scratch for [`tile_transform`].
 ///
 /// # Safety
-/// Needs AVX-512F; `x` holds `imgs` images of `g`, `v` is `36 x tiles x c`.
+/// Needs AVX-512F; `x` holds `imgs` images of `g`, `v` is `36 x tiles x c`, `pad` holds
+/// `16 x hp x wp` ([`Geom::padded`]).
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(x: &[f32], imgs: usize, g: &Geom, v: &mut [f32], pad: &mut [f32]) {
     let _t = prof::span("  winograd input transform");
-    let (c, h, w) = (g.c, g.h, g.w);
-    let (hp, wp) = g.padded();
-    let pl = hp * wp;
+    tile_transform::<A>(x, imgs, g.c, g, 1, |d| bt(d), v, pad);
+}
+
+/// `Y[pos][tile][o] = (A dY A^T)[pos]` for every 4x4 output-gradient tile of `imgs` images
+/// (zero beyond the image); `pad` as for [`input_transform`].
+///
+/// # Safety
+/// As for [`input_transform`], with `dy` holding `imgs` output gradients and `y` `36 x tiles
+/// x o`.
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_transform(dy: &[f32], imgs: usize, g: &Geom, y: &mut [f32], pad: &mut [f32]) {
+    let _t = prof::span("  winograd gradient transform");
+    tile_transform::<M>(dy, imgs, g.o, g, 0, |d| a_col(d), y, pad);
+}
+
+/// `out[pos][tile][ch] = (T d T^T)[pos]` for every K x K tile `d` of `imgs` images of `ch`
+/// planes (`g.h x g.w`), tiles every 4 pixels starting `lead` pixels before the image (zeros
+/// outside it), where `T` is the linear map `t` from K values to 6. The planes are first
+/// interleaved 16 at a time and zero-padded to the tile grid, so every tap of 16 channels is
+/// one load.
+///
+/// # Safety
+/// Needs AVX-512F; `src` holds `imgs * ch * h * w` values, `out` `36 x tiles x ch`, `pad` at
+/// least `16 x (th * 4 + K - 4) x (tw * 4 + K - 4)`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_transform<const K: usize>(
+    src: &[f32],
+    imgs: usize,
+    ch: usize,
+    g: &Geom,
+    lead: usize,
+    t: impl Fn(&[__m512; K]) -> [__m512; A],
+    out: &mut [f32],
+    pad: &mut [f32],
+) {
+    let (h, w) = (g.h, g.w);
+    let (hp, wp) = (g.th * M + K - M, g.tw * M + K - M);
     let t_all = imgs * g.tiles();
-    // Channel-interleaved, zero-padded copy of one block of 16 planes: `[y][x][16]`, so a tap
-    // of 16 channels is one load instead of a gather.
-    let inter = &mut pad[..pl * L];
+    let inter = &mut pad[..hp * wp * L];
+    let op = out.as_mut_ptr();
+    let mut tap = [_mm512_setzero_ps(); K];
+    let mut cols = [[_mm512_setzero_ps(); A]; K];
+    let mut col = [_mm512_setzero_ps(); K];
     for img in 0..imgs {
-        let xi = &x[img * c * h * w..(img + 1) * c * h * w];
-        for cb in (0..c).step_by(L) {
-            let xb = &xi[cb * h * w..(cb + L) * h * w];
-            interleave_padded(xb, h, w, 1, 1, hp, wp, inter);
+        let si = &src[img * ch * h * w..(img + 1) * ch * h * w];
+        for cb in (0..ch).step_by(L) {
+            let sb = &si[cb * h * w..(cb + L) * h * w];
+            interleave_padded(sb, h, w, lead, lead, hp, wp, inter);
             let ip = inter.as_ptr();
-            let mut d = [[_mm512_setzero_ps(); A]; A];
-            let mut cols = [[_mm512_setzero_ps(); A]; A];
-            let mut col = [_mm512_setzero_ps(); A];
             for ty in 0..g.th {
                 for tx in 0..g.tw {
                     let base = ip.add((ty * M * wp + tx * M) * L);
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        for (k, dk) in dr.iter_mut().enumerate() {
-                            *dk = _mm512_loadu_ps(base.add((r * wp + k) * L));
+                    // T d down the columns, then (.) T^T along the rows.
+                    for (k, ck) in cols.iter_mut().enumerate() {
+                        for (r, tr) in tap.iter_mut().enumerate() {
+                            *tr = _mm512_loadu_ps(base.add((r * wp + k) * L));
                         }
-                    }
-                    // B^T d (down the columns), then (.) B (along the rows).
-                    for k in 0..A {
-                        for r in 0..A {
-                            col[r] = d[r][k];
-                        }
-                        cols[k] = bt(&col);
+                        *ck = t(&tap);
                     }
                     let tile = img * g.tiles() + ty * g.tw + tx;
-                    let vp = v.as_mut_ptr();
                     for a in 0..A {
-                        for k in 0..A {
-                            col[k] = cols[k][a];
+                        for (k, ck) in col.iter_mut().enumerate() {
+                            *ck = cols[k][a];
                         }
-                        let row = bt(&col);
-                        for (b, val) in row.iter().enumerate() {
-                            let idx = ((a * A + b) * t_all + tile) * c + cb;
-                            debug_assert!(idx + L <= v.len());
-                            _mm512_storeu_ps(vp.add(idx), *val);
+                        for (b, val) in t(&col).iter().enumerate() {
+                            let idx = ((a * A + b) * t_all + tile) * ch + cb;
+                            debug_assert!(idx + L <= out.len());
+                            _mm512_storeu_ps(op.add(idx), *val);
                         }
                     }
                 }
@@ -500,21 +530,9 @@ pub(crate) fn weight_grad(
     o: usize,
     need_db: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
-    assert!(super::direct::available(), "winograd: needs AVX-512F");
-    assert!(
-        c.is_multiple_of(L) && o.is_multiple_of(L),
-        "winograd: channels must be multiples of {L}"
-    );
+    let g = Geom::new(c, h, w, o);
     assert_eq!(x.len(), n * c * h * w, "winograd: input size");
     assert_eq!(dy.len(), n * o * h * w, "winograd: output gradient size");
-    let g = Geom {
-        c,
-        h,
-        w,
-        o,
-        tw: w.div_ceil(M),
-        th: h.div_ceil(M),
-    };
     let (in_img, out_img) = (c * h * w, o * h * w);
     let ipg = (TILES_PER_GROUP / g.tiles()).max(1);
     let nt = num_threads().min(n).max(1);
@@ -574,57 +592,6 @@ pub(crate) fn weight_grad(
     // SAFETY: AVX-512F checked above.
     let dw = unsafe { inverse_kernel_transform(&du, c, o) };
     (dw, need_db.then_some(db))
-}
-
-/// `Y[pos][tile][o] = (A dY A^T)[pos]` for every 4x4 output-gradient tile of `imgs` images
-/// (zero beyond the image), 16 channels at a time; `pad` as for [`input_transform`].
-///
-/// # Safety
-/// Needs AVX-512F; `dy` holds `imgs` output gradients of `g`, `y` is `36 x tiles x o`.
-#[target_feature(enable = "avx512f")]
-unsafe fn grad_transform(dy: &[f32], imgs: usize, g: &Geom, y: &mut [f32], pad: &mut [f32]) {
-    let _t = prof::span("  winograd gradient transform");
-    let (o, h, w) = (g.o, g.h, g.w);
-    let (hq, wq) = (g.th * M, g.tw * M);
-    let pl = hq * wq;
-    let t_all = imgs * g.tiles();
-    let inter = &mut pad[..pl * L];
-    let mut tile_v = [_mm512_setzero_ps(); M];
-    let mut cols = [[_mm512_setzero_ps(); A]; M];
-    let mut col = [_mm512_setzero_ps(); M];
-    for img in 0..imgs {
-        let di = &dy[img * o * h * w..(img + 1) * o * h * w];
-        for ob in (0..o).step_by(L) {
-            let db = &di[ob * h * w..(ob + L) * h * w];
-            interleave_padded(db, h, w, 0, 0, hq, wq, inter);
-            let ip = inter.as_ptr();
-            for ty in 0..g.th {
-                for tx in 0..g.tw {
-                    let base = ip.add((ty * M * wq + tx * M) * L);
-                    // A dY down the columns (4 -> 6), then along the rows.
-                    for (j, cj) in cols.iter_mut().enumerate() {
-                        for (i, ti) in tile_v.iter_mut().enumerate() {
-                            *ti = _mm512_loadu_ps(base.add((i * wq + j) * L));
-                        }
-                        *cj = a_col(&tile_v);
-                    }
-                    let tile = img * g.tiles() + ty * g.tw + tx;
-                    let yp = y.as_mut_ptr();
-                    for a in 0..A {
-                        for (j, cj) in col.iter_mut().enumerate() {
-                            *cj = cols[j][a];
-                        }
-                        let row = a_col(&col);
-                        for (b, val) in row.iter().enumerate() {
-                            let idx = ((a * A + b) * t_all + tile) * o + ob;
-                            debug_assert!(idx + L <= y.len());
-                            _mm512_storeu_ps(yp.add(idx), *val);
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// `dW[o][c] = G^T dU[.][o][c] G` (6x6 to 3x3), 16 input channels at a time.
