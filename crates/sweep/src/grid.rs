@@ -14,32 +14,25 @@ pub struct TrialPlan {
     pub swept: Vec<(String, Value)>,
 }
 
-/// Expands `spec`: the cartesian product of `[grid]` over `[data]`+`[base]` (the last grid key
-/// varies fastest), then each `[[trials]]`, each repeated once per entry of `seeds`.
-/// Every resulting config is validated; an invalid value is reported where it was written.
-pub fn expand(spec: &SweepSpec) -> Result<Vec<TrialPlan>, SpecError> {
-    let mut combos: Vec<Vec<&Setting>> = vec![Vec::new()];
-    for axis in &spec.grid {
-        combos = combos
-            .into_iter()
-            .flat_map(|prefix| {
-                axis.values.iter().map(move |v| {
-                    let mut c = prefix.clone();
-                    c.push(v);
-                    c
-                })
-            })
-            .collect();
-    }
-    let mut layers: Vec<Vec<&Setting>> = if spec.grid.is_empty() && !spec.trials.is_empty() {
-        Vec::new()
+/// How many trials `spec` expands to, computed without expanding it (saturating: a grid of
+/// 10^30 points must be refused, not allocated).
+pub fn count(spec: &SweepSpec) -> u128 {
+    let grid_points = if spec.grid.is_empty() && !spec.trials.is_empty() {
+        0
     } else {
-        combos
+        spec.grid
+            .iter()
+            .fold(1u128, |n, a| n.saturating_mul(a.values.len() as u128))
     };
-    layers.extend(spec.trials.iter().map(|t| t.iter().collect()));
+    grid_points
+        .saturating_add(spec.trials.len() as u128)
+        .saturating_mul(spec.seeds.len().max(1) as u128)
+}
 
-    let total = layers.len() * spec.seeds.len().max(1);
-    if total > spec.max_trials {
+/// Refuses a sweep that expands to more than its `max_trials`, before anything is built.
+pub fn check_size(spec: &SweepSpec) -> Result<usize, SpecError> {
+    let total = count(spec);
+    if total > spec.max_trials as u128 {
         return Err(spec.error(
             Pos { line: 1, col: 1 },
             None,
@@ -50,37 +43,161 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<TrialPlan>, SpecError> {
             ),
         ));
     }
+    Ok(total as usize)
+}
 
+/// Expands `spec`: the cartesian product of `[grid]` over `[data]`+`[base]` (the last grid key
+/// varies fastest), then each `[[trials]]`, each repeated once per entry of `seeds`.
+/// Every resulting config is validated; an invalid value is reported where it was written.
+pub fn expand(spec: &SweepSpec) -> Result<Vec<TrialPlan>, SpecError> {
+    let total = check_size(spec)?;
     let mut out = Vec::with_capacity(total);
-    for layer in &layers {
-        let seeds: Vec<Option<&Setting>> = if spec.seeds.is_empty() {
-            vec![None]
-        } else {
-            spec.seeds.iter().map(Some).collect()
-        };
-        for seed in seeds {
-            let settings: Vec<&Setting> = spec
-                .base
-                .iter()
-                .chain(layer.iter().copied())
-                .chain(seed)
-                .collect();
-            let config = resolve(spec, &settings)?;
-            let mut swept: Vec<(String, Value)> = layer
-                .iter()
-                .map(|s| (s.key.clone(), s.value.clone()))
-                .collect();
-            if let Some(s) = seed {
-                swept.push(("seed".into(), s.value.clone()));
-            }
-            out.push(TrialPlan {
-                ordinal: out.len(),
-                config,
-                swept,
-            });
-        }
+    for plan in plans(spec)? {
+        out.push(plan?);
     }
     Ok(out)
+}
+
+/// [`expand`] one trial at a time, for sweeps too large to hold at once. The size limit is
+/// checked first; each item is validated as it is produced, and a configuration that
+/// repeats an earlier one (a `[[trials]]` entry equal to a grid point) is an error, since
+/// the database would silently record it once.
+pub fn plans(spec: &SweepSpec) -> Result<Plans<'_>, SpecError> {
+    let total = check_size(spec)?;
+    let grid_points = if spec.grid.is_empty() && !spec.trials.is_empty() {
+        0
+    } else {
+        spec.grid.iter().map(|a| a.values.len()).product()
+    };
+    Ok(Plans {
+        spec,
+        grid_points,
+        total,
+        next: 0,
+        seen: std::collections::HashMap::new(),
+    })
+}
+
+/// The iterator behind [`plans`].
+pub struct Plans<'a> {
+    spec: &'a SweepSpec,
+    grid_points: usize,
+    total: usize,
+    next: usize,
+    /// A digest of each configuration so far and the ordinal that produced it.
+    seen: std::collections::HashMap<[u8; 16], usize>,
+}
+
+impl<'a> Plans<'a> {
+    /// The settings of layer `i`: grid point `i` in mixed radix (last axis fastest), or the
+    /// `[[trials]]` entry after the grid.
+    fn layer(&self, i: usize) -> Vec<&'a Setting> {
+        let spec: &'a SweepSpec = self.spec;
+        if i < self.grid_points {
+            let mut rest = i;
+            let mut picked: Vec<&Setting> = spec
+                .grid
+                .iter()
+                .rev()
+                .map(|a| {
+                    let v = &a.values[rest % a.values.len()];
+                    rest /= a.values.len();
+                    v
+                })
+                .collect();
+            picked.reverse();
+            picked
+        } else {
+            spec.trials[i - self.grid_points].iter().collect()
+        }
+    }
+
+    /// Where layer `i` was written, for the duplicate message.
+    fn describe(&self, ordinal: usize) -> String {
+        let seeds = self.spec.seeds.len().max(1);
+        let i = ordinal / seeds;
+        if i < self.grid_points {
+            let point = self
+                .layer(i)
+                .iter()
+                .map(|s| format!("{}={}", s.key, s.value))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if point.is_empty() {
+                "the [base] trial".into()
+            } else {
+                format!("the grid point {point}")
+            }
+        } else {
+            format!("trials[{}]", i - self.grid_points)
+        }
+    }
+}
+
+impl Iterator for Plans<'_> {
+    type Item = Result<TrialPlan, SpecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.total {
+            return None;
+        }
+        let ordinal = self.next;
+        self.next += 1;
+        let seeds = self.spec.seeds.len().max(1);
+        let layer = self.layer(ordinal / seeds);
+        let seed = self.spec.seeds.get(ordinal % seeds);
+        let settings: Vec<&Setting> = self
+            .spec
+            .base
+            .iter()
+            .chain(layer.iter().copied())
+            .chain(seed)
+            .collect();
+        let config = match resolve(self.spec, &settings) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let digest = config_digest(&config);
+        if let Some(&first) = self.seen.get(&digest) {
+            let at = layer.first().map_or(Pos { line: 1, col: 1 }, |s| s.pos);
+            let msg = format!(
+                "{} is the same configuration as {} (trial #{}); the database would record it \
+                 once: remove one",
+                self.describe(ordinal),
+                self.describe(first),
+                first + 1
+            );
+            return Some(Err(self.spec.error(at, None, msg)));
+        }
+        self.seen.insert(digest, ordinal);
+        let mut swept: Vec<(String, Value)> = layer
+            .iter()
+            .map(|s| (s.key.clone(), s.value.clone()))
+            .collect();
+        if let Some(s) = seed {
+            swept.push(("seed".into(), s.value.clone()));
+        }
+        Some(Ok(TrialPlan {
+            ordinal,
+            config,
+            swept,
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.total - self.next;
+        (left, Some(left))
+    }
+}
+
+/// 128 bits of SHA-256 of the config's JSON: enough to tell configurations apart, small
+/// enough to keep one per trial of a million-trial sweep.
+fn config_digest(config: &TrainConfig) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let full = Sha256::digest(serde_json::to_vec(config).expect("config serialises"));
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&full[..16]);
+    d
 }
 
 /// Applies `settings` (later wins) over the defaults and validates the result.
@@ -92,8 +209,15 @@ fn resolve(spec: &SweepSpec, settings: &[&Setting]) -> Result<TrainConfig, SpecE
     for s in settings {
         map.insert(s.key.clone(), s.value.clone());
     }
-    let config: TrainConfig = serde_json::from_value(Value::Object(map))
-        .map_err(|e| spec.error(Pos { line: 1, col: 1 }, None, format!("internal: {e}")))?;
+    // The parser type-checks every value, so this only fails on a bug; still name the keys.
+    let config: TrainConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
+        let at = settings.last().map_or(Pos { line: 1, col: 1 }, |s| s.pos);
+        spec.error(
+            at,
+            None,
+            format!("internal: cannot build the configuration: {e}"),
+        )
+    })?;
     if let Err((field, msg)) = config.validate() {
         // Point at the setting that produced the field; a cross-field rule (warmup vs
         // epochs) may be caused by a default, then the first line of the file is named.

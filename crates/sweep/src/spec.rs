@@ -204,6 +204,11 @@ fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
         (Kind::Str, T::String(s)) => Ok(Value::from(s.value().as_str())),
         (Kind::Int, T::Integer(i)) if *i.value() >= 0 => Ok(Value::from(*i.value() as u64)),
         (Kind::Int, T::Integer(i)) => Err(format!("must be >= 0, got {}", i.value())),
+        // NaN and infinities are valid TOML but never a valid hyperparameter (and JSON, the
+        // stored form, has no spelling for them).
+        (Kind::Float, T::Float(f)) if !f.value().is_finite() => {
+            Err(format!("must be a finite number, got {}", f.value()))
+        }
         (Kind::Float, T::Float(f)) => Ok(Value::from(*f.value())),
         (Kind::Float, T::Integer(i)) => Ok(Value::from(*i.value() as f64)),
         (Kind::Bool, T::Boolean(b)) => Ok(Value::from(*b.value())),
@@ -334,9 +339,7 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
                 return Err(cx.err(
                     item.span(),
                     "name",
-                    format!(
-                        "`{s}` is not a valid sweep name: use letters, digits, `-`, `_` and `.`"
-                    ),
+                    format!("`{s}` is not a valid sweep name: {NAME_RULE}"),
                 ))
             }
             None => return Err(cx.err(item.span(), "name", "expected a string")),
@@ -373,7 +376,20 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
     }
     let hyper = hyper_keys();
     if let Some(t) = section("base")? {
-        base.extend(cx.settings(t, "base", &hyper)?);
+        for s in cx.settings(t, "base", &hyper)? {
+            // A key in both [data] and [base] would silently take [base]'s value.
+            if let Some(d) = base.iter().find(|d: &&Setting| d.key == s.key) {
+                return Err(cx.err(
+                    t.key(&s.key).and_then(|k| k.span()),
+                    &s.path,
+                    format!(
+                        "`{}` is set in both [data] (line {}) and [base]; keep one",
+                        s.key, d.pos.line
+                    ),
+                ));
+            }
+            base.push(s);
+        }
     }
 
     let mut grid = Vec::new();
@@ -463,6 +479,17 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
                 "`seeds` and `seed` cannot both be set".into(),
             ));
         }
+        // `seeds` repeats every trial once per seed, so a [[trials]] seed would be dropped.
+        if let Some(s) = trials.iter().flatten().find(|s| s.key == "seed") {
+            return Err(SpecError {
+                file: file.to_string(),
+                pos: s.pos,
+                key: Some(s.path.clone()),
+                message: "`seed` in [[trials]] cannot be combined with `seeds` (which repeats \
+                          every trial once per seed); remove one"
+                    .into(),
+            });
+        }
         for (i, v) in arr.iter().enumerate() {
             let p = format!("seeds[{i}]");
             let value = convert(v, Kind::Int).map_err(|m| cx.err(v.span(), &p, m))?;
@@ -491,11 +518,162 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
     })
 }
 
-/// Sweep names become directory names and CLI arguments: keep them plain.
+/// Sweep names become directory names and CLI arguments: keep them plain. A leading `.`
+/// would make `..` (a path out of the results folder) or a hidden folder; a leading `-` a
+/// name that every later command reads as a flag (`report -rf`).
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !s.starts_with('.')
+        && !s.starts_with(['.', '-'])
+}
+
+/// What [`valid_name`] demands, for messages.
+pub const NAME_RULE: &str = "use letters, digits, `-`, `_` and `.`, not starting with `.` or `-`";
+
+/// The one-trial sweep of `cifar-sweep train -s KEY=VALUE ...`, built from the assignments
+/// directly (never by pasting them into TOML text, where a value holding a newline or a
+/// quote would become more keys). A value is read as a TOML value when it is one (`0.01`,
+/// `true`, `"quoted"`), else as a bare string (`cnn3`, `sgd`); errors name the `-s` argument.
+/// The stored spec text is TOML generated from the parsed values, so it reads back the same.
+pub fn from_assignments(name: &str, assignments: &[String]) -> Result<SweepSpec, SpecError> {
+    let flag_err = |arg: &str, key: Option<&str>, message: String| SpecError {
+        file: format!("-s {arg}"),
+        pos: Pos { line: 0, col: 0 },
+        key: key.map(str::to_string),
+        message,
+    };
+    if !valid_name(name) {
+        return Err(flag_err(
+            name,
+            Some("name"),
+            format!("`{name}` is not a valid sweep name: {NAME_RULE}"),
+        ));
+    }
+    let mut doc = toml_edit::DocumentMut::new();
+    doc["name"] = toml_edit::value(name);
+    let mut base = toml_edit::Table::new();
+    let mut settings: Vec<Setting> = Vec::new();
+    for arg in assignments {
+        let Some((k, v)) = arg.split_once('=') else {
+            return Err(flag_err(arg, None, "expected KEY=VALUE".into()));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        let Some(kind) = kind_of(k) else {
+            return Err(flag_err(
+                arg,
+                None,
+                unknown_key(k, &hyper_keys(), "hyperparameter"),
+            ));
+        };
+        if let Some(prev) = settings.iter().find(|s| s.key == k) {
+            return Err(flag_err(
+                arg,
+                Some(k),
+                format!("`{k}` is set twice (also `{}`)", prev.path),
+            ));
+        }
+        // A whole TOML value, or else the text itself as a string: never a fragment of TOML.
+        let parsed = v
+            .parse::<toml_edit::Value>()
+            .ok()
+            .filter(|p| {
+                !matches!(
+                    p,
+                    toml_edit::Value::Array(_) | toml_edit::Value::InlineTable(_)
+                )
+            })
+            .unwrap_or_else(|| toml_edit::Value::from(v));
+        let value = convert(&parsed, kind).map_err(|m| flag_err(arg, Some(k), m))?;
+        base.insert(k, toml_edit::value(parsed.decorated("", "")));
+        settings.push(Setting {
+            key: k.to_string(),
+            path: format!("-s {arg}"),
+            value,
+            pos: Pos { line: 0, col: 0 },
+        });
+    }
+    doc["base"] = toml_edit::Item::Table(base);
+    Ok(SweepSpec {
+        file: "-s".into(),
+        text: doc.to_string(),
+        name: name.to_string(),
+        description: String::new(),
+        base: settings,
+        grid: Vec::new(),
+        trials: Vec::new(),
+        seeds: Vec::new(),
+        max_trials: DEFAULT_MAX_TRIALS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_cannot_inject_keys_or_trials() {
+        let s = from_assignments(
+            "t",
+            &[
+                "arch=cnn3".into(),
+                "lr=0.01".into(),
+                "optimizer=sgd\n[grid]\nlr = [1, 2, 3]".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(s.to_string().contains("optimizer"), "{s}");
+        let spec = from_assignments("t", &["arch=cnn3".into(), "lr=0.01".into()]).unwrap();
+        assert!(spec.grid.is_empty() && spec.trials.is_empty());
+        // The stored text parses back to the same settings.
+        let back = parse("t.toml", &spec.text).unwrap();
+        let kv = |s: &SweepSpec| -> Vec<(String, Value)> {
+            s.base
+                .iter()
+                .map(|x| (x.key.clone(), x.value.clone()))
+                .collect()
+        };
+        assert_eq!(kv(&back), kv(&spec));
+        // A quoted value with a newline stays one string (and is then refused as an arch).
+        let e = from_assignments("t", &["arch=\"a\\n[grid]\"".into()]);
+        assert!(e.is_ok(), "a string is a valid arch at parse time: {e:?}");
+    }
+
+    #[test]
+    fn assignment_errors_name_the_flag() {
+        let e = from_assignments("t", &["lr=fast".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-s lr=fast: lr: expected a number, found a string"
+        );
+        let e = from_assignments("t", &["lr".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "-s lr: expected KEY=VALUE");
+        let e = from_assignments("t", &["learning_rate=0.1".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("-s learning_rate=0.1: unknown hyperparameter"),
+            "{e}"
+        );
+        let e = from_assignments("t", &["lr=0.1".into(), "lr=0.2".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-s lr=0.2: lr: `lr` is set twice (also `-s lr=0.1`)"
+        );
+        let e = from_assignments("t", &["lr=nan".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-s lr=nan: lr: must be a finite number, got NaN"
+        );
+    }
+
+    #[test]
+    fn names_that_read_as_flags_or_paths_are_refused() {
+        for bad in ["-rf", "..", "../x", ".hidden", "a/b", "", "a b"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        for good in ["lr_batch", "nightly-2026-01-01", "a.b", "x-"] {
+            assert!(valid_name(good), "{good:?}");
+        }
+    }
 }
