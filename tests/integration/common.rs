@@ -6,7 +6,24 @@ use std::process::{Command, Output};
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cifar-sweep"));
     c.env("RUST_LOG", "warn").env_remove("CIFAR_SWEEP_DB");
+    default_signals(&mut c);
     c
+}
+
+/// The binary keeps stop signals that it inherits as ignored (`nohup`, background jobs); a
+/// test suite started that way must still be able to interrupt it, so children start with
+/// the default dispositions unless a test says otherwise.
+pub fn default_signals(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The real data for tests (imported once into target/cifar10-cache), or None to skip.

@@ -565,37 +565,75 @@ pub struct Claimed {
     pub previous_status: String,
 }
 
-/// Who runs a trial: `host:pid`.
+/// Who runs a trial: `host:pid:start`, where `start` is the process's start time in clock
+/// ticks since boot (Linux; 0 elsewhere), so that a later process that happens to get the
+/// same pid is not mistaken for the worker.
 pub struct Worker {
     pub id: String,
 }
 
 impl Worker {
     pub fn current() -> Self {
+        let pid = std::process::id();
         Worker {
-            id: format!("{}:{}", hostname(), std::process::id()),
+            id: format!("{}:{pid}:{}", hostname(), process_start(pid).unwrap_or(0)),
         }
     }
 
-    /// Whether the worker that wrote `id` may still be running its trial.
-    fn alive(id: Option<&str>, heartbeat_age_secs: f64, stale: Duration) -> bool {
-        let Some((host, pid)) = id.and_then(|w| w.rsplit_once(':')) else {
-            return false;
-        };
-        if host == hostname() {
-            if let Ok(pid) = pid.parse::<u32>() {
-                if pid == std::process::id() {
-                    // Our own earlier claim (e.g. the same process re-entering): not alive.
-                    return false;
-                }
-                if cfg!(target_os = "linux") {
-                    return Path::new(&format!("/proc/{pid}")).exists()
-                        && heartbeat_age_secs < stale.as_secs_f64();
-                }
+    /// Whether the worker that wrote `id` may still be running its trial. On this host the
+    /// process table decides: a live process is never taken over, however old its
+    /// heartbeat (it may be stopped with Ctrl-Z and continue later; two processes must never
+    /// train one trial). Elsewhere only the heartbeat can tell.
+    pub(crate) fn alive(id: Option<&str>, heartbeat_age_secs: f64, stale: Duration) -> bool {
+        let fresh = heartbeat_age_secs < stale.as_secs_f64();
+        let Some(id) = id else { return false };
+        let mut parts = id.rsplitn(3, ':');
+        let (a, b, c) = (parts.next(), parts.next(), parts.next());
+        // `host:pid:start`, or `host:pid` as written by older versions.
+        let (host, pid, start) = match (a, b, c) {
+            (Some(start), Some(pid), Some(host)) if start.parse::<u64>().is_ok() => {
+                (host, pid, start.parse::<u64>().ok())
             }
+            (Some(pid), Some(host), _) => (host, pid, None),
+            _ => return false,
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            return fresh;
+        };
+        if host != hostname() {
+            return fresh;
         }
-        heartbeat_age_secs < stale.as_secs_f64()
+        if pid == std::process::id() {
+            // Our own earlier claim (e.g. the same process re-entering): not alive.
+            return false;
+        }
+        if !cfg!(target_os = "linux") {
+            return fresh;
+        }
+        match (process_start(pid), start) {
+            // No such process (or a zombie): gone.
+            (None, _) => false,
+            // A process with that pid but a different start: the pid was reused.
+            (Some(now), Some(then)) if then != 0 && now != then => false,
+            (Some(_), Some(_)) => true,
+            // An old-format id: a live pid is taken at its word while the heartbeat is fresh.
+            (Some(_), None) => fresh,
+        }
     }
+}
+
+/// The start time of process `pid` (clock ticks since boot, field 22 of /proc/PID/stat), or
+/// None when there is no such live process (gone, or a zombie).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is the state (field 3); field 22 is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 pub fn hostname() -> String {

@@ -76,9 +76,9 @@ struct ExecArgs {
     /// Run a sweep larger than its `max_trials` limit.
     #[arg(long)]
     yes: bool,
-    /// Seconds between mid-epoch checkpoints.
-    #[arg(long, default_value_t = 60.0)]
-    checkpoint_every: f64,
+    /// Seconds between mid-epoch checkpoints (0 to a year; 0 checkpoints after every batch).
+    #[arg(long, default_value = "60", value_parser = parse_checkpoint_every)]
+    checkpoint_every: Duration,
     /// Output format of the closing tables.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -101,6 +101,9 @@ enum Cmd {
     /// List a sweep's trials with the time each should take, from past epochs.
     Plan {
         file: PathBuf,
+        /// List a sweep larger than its `max_trials` limit.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         db: DbArgs,
         #[arg(long, default_value = "auto")]
@@ -227,6 +230,11 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: not in log files, CI or pipes.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_target(false)
         .init();
     let cli = Cli::parse();
@@ -268,8 +276,13 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             }
             execute(spec, plans, &exec)
         }
-        Cmd::Plan { file, db, device } => {
-            let (spec, plans) = runner::plan(&file, true)?;
+        Cmd::Plan {
+            file,
+            yes,
+            db,
+            device,
+        } => {
+            let (spec, plans) = runner::plan(&file, yes)?;
             let db = if db.db.exists() {
                 Some(Db::open_existing(&db.db).map_err(Error::from)?)
             } else {
@@ -290,17 +303,25 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                 plan_table(&spec.name, &plans, Some(&estimates)).render(Format::Table)
             );
             let known: Vec<f64> = estimates.iter().flatten().copied().collect();
-            println!(
-                "total: {} trials; estimated {} for the {} with timings on {device}{}",
-                plans.len(),
-                report::duration(known.iter().sum()),
-                known.len(),
-                if known.len() < plans.len() {
-                    " (the others have no timings yet)"
-                } else {
-                    ""
-                }
-            );
+            if known.is_empty() {
+                println!(
+                    "total: {} trials; no epochs recorded yet for these architectures on \
+                     {device}, so no estimate",
+                    plans.len()
+                );
+            } else {
+                println!(
+                    "total: {} trials; estimated {} for the {} with timings on {device}{}",
+                    plans.len(),
+                    report::duration(known.iter().sum::<f64>().max(0.0)),
+                    known.len(),
+                    if known.len() < plans.len() {
+                        " (the others have no timings yet)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(0)
         }
         Cmd::Report {
@@ -420,23 +441,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                     .unwrap_or_default();
                 format!("train-{secs}")
             });
-            let mut text = format!("name = {name:?}\n[base]\n");
-            for kv in &set {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--set {kv}: expected KEY=VALUE"))
-                    .map_err(|e| Failure(e, 2))?;
-                let v = v.trim();
-                // Bare words (sgd, cnn3) are strings; numbers and booleans stay as they are.
-                let is_literal =
-                    v.parse::<f64>().is_ok() || v == "true" || v == "false" || v.starts_with('"');
-                if is_literal {
-                    text += &format!("{} = {v}\n", k.trim());
-                } else {
-                    text += &format!("{} = {v:?}\n", k.trim());
-                }
-            }
-            let spec = sweep::spec::parse("--set", &text).map_err(Error::from)?;
+            let spec = sweep::spec::from_assignments(&name, &set).map_err(Error::from)?;
             let plans = sweep::grid::expand(&spec).map_err(Error::from)?;
             execute(spec, plans, &exec)
         }
@@ -511,6 +516,60 @@ fn draw_charts(db: &Db, name: &str, args: &ChartArgs) -> Result<sweep::plot::Cha
     Ok(sweep::plot::charts(&data, images))
 }
 
+/// `--checkpoint-every`: a finite number of seconds from 0 to a year. `Duration` would panic
+/// on `inf` or `1e20`, and `nan` or a negative number must not quietly mean 0.
+fn parse_checkpoint_every(s: &str) -> Result<Duration, String> {
+    const YEAR: f64 = 365.0 * 86400.0;
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.0..=YEAR).contains(&secs) {
+        return Err(format!(
+            "`{s}` is out of range: give seconds from 0 to {YEAR} (a year)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+mod signals {
+    /// The stop signals (SIGINT, SIGTERM, SIGHUP) this process was started with set to
+    /// "ignore".
+    #[cfg(unix)]
+    pub fn inherited_ignores() -> Vec<libc::c_int> {
+        [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+            .into_iter()
+            .filter(|&sig| {
+                // SAFETY: a query only (no new action); `old` is a plain C struct.
+                unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                        && old.sa_sigaction == libc::SIG_IGN
+                }
+            })
+            .collect()
+    }
+
+    /// Sets `sigs` back to "ignore" after the Ctrl-C handler took all three.
+    #[cfg(unix)]
+    pub fn ignore_again(sigs: &[libc::c_int]) {
+        for &sig in sigs {
+            // SAFETY: SIG_IGN is always a valid disposition for these signals.
+            unsafe {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn inherited_ignores() -> Vec<i32> {
+        Vec::new()
+    }
+
+    #[cfg(not(unix))]
+    pub fn ignore_again(_: &[i32]) {}
+}
+
 /// Signals this close together are one request delivered twice (see [`execute`]).
 const SAME_SIGNAL: Duration = Duration::from_millis(250);
 
@@ -520,6 +579,10 @@ fn execute(
     exec: &ExecArgs,
 ) -> Result<i32, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
+    trainer::clock::watch_suspensions();
+    // `nohup` (SIGHUP) and a shell's background jobs (SIGINT) hand us signals set to be
+    // ignored; that choice is the user's, and must survive installing our handler.
+    let ignored = signals::inherited_ignores();
     {
         let stop = stop.clone();
         // First Ctrl-C (or SIGTERM, SIGHUP): finish the current batch, checkpoint, mark the
@@ -541,6 +604,7 @@ fn execute(
             Some(_) => std::process::exit(130),
         });
     }
+    signals::ignore_again(&ignored);
     // Refuse an unusable database before spending minutes on the data.
     drop(Db::open(&exec.db.db).map_err(Error::from)?);
     let data = trainer::data::load(&exec.data.source()).map_err(Error::from)?;
@@ -552,7 +616,7 @@ fn execute(
         retry_failed: exec.retry_failed,
         yes: exec.yes,
         limit: exec.limit,
-        checkpoint_every: Duration::from_secs_f64(exec.checkpoint_every.max(0.0)),
+        checkpoint_every: exec.checkpoint_every,
     };
     let summary = runner::run(&spec, &plans, &data, &args, stop)?;
     let db = Db::open_existing(&exec.db.db).map_err(Error::from)?;

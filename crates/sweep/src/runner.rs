@@ -245,8 +245,14 @@ pub fn run(
                 }
                 Ok(Outcome::Interrupted { epoch, batch }) => {
                     db.set_status(claimed.id, "interrupted", None, None)?;
+                    // batch 0: stopped at the end of `epoch`, not inside it.
+                    let at = if batch == 0 {
+                        format!("after epoch {epoch}")
+                    } else {
+                        format!("in epoch {epoch} after batch {batch}")
+                    };
                     mp.suspend(|| {
-                        tracing::warn!("{label}: interrupted in epoch {epoch} after batch {batch}; `run` again resumes it")
+                        tracing::warn!("{label}: interrupted {at}; `run` again resumes it")
                     });
                     summary.interrupted = true;
                 }

@@ -3,6 +3,7 @@
 //! (see [`train::Observer`]) and the sweep crate persists it.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -335,7 +335,8 @@ pub fn run(
     };
 
     for epoch in meta.epoch + 1..=cfg.epochs {
-        let start = Instant::now();
+        // Running time only: a Ctrl-Z or SIGSTOP is not training time (see `clock`).
+        let start = crate::clock::Stopwatch::start();
         let mut order = train_idx.clone();
         order.shuffle(&mut StdRng::seed_from_u64(mix(cfg.seed, epoch, 0, 1)));
         let epoch_lr = schedule::lr_at(cfg, (epoch - 1) as f64);
