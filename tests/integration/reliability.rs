@@ -334,7 +334,7 @@ fn bad_data_and_results_paths_are_refused_clearly() {
     // The results folder cannot be created (a file is in the way).
     let blocker = write(dir.path(), "blocker", "x");
     let out = run(&["--db", &format!("{}/results.db", blocker.display())]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("cannot create the database folder"),
         "{}",

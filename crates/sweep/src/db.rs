@@ -147,6 +147,48 @@ pub fn probe(path: &Path) -> Result<Probe> {
     }
 }
 
+/// Whether `run` could use or create a database at `path`, found out without writing
+/// anything: an existing file must be ours or empty ([`probe`]), and a new one needs a
+/// folder that exists or can be made (no regular file in the way) and is writable.
+pub fn check_creatable(path: &Path) -> Result<()> {
+    let folder = |p: &Path, why: &str| DbError::Folder {
+        path: p.to_path_buf(),
+        source: std::io::Error::other(why.to_string()),
+    };
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    while let Some(d) = dir {
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {
+                let writable = {
+                    use std::os::unix::ffi::OsStrExt;
+                    let c = std::ffi::CString::new(d.as_os_str().as_bytes())
+                        .map_err(|_| folder(d, "the path holds a NUL byte"))?;
+                    // SAFETY: a valid NUL-terminated path.
+                    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+                };
+                return match probe(path)? {
+                    Probe::Missing if !writable => Err(folder(d, "the folder is not writable")),
+                    _ => Ok(()),
+                };
+            }
+            Ok(_) => return Err(folder(d, "a file is in the way (not a folder)")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                dir = d.parent().filter(|p| !p.as_os_str().is_empty())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(folder(d, "a file is in the way (not a folder)"))
+            }
+            Err(source) => {
+                return Err(DbError::Folder {
+                    path: d.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    probe(path).map(drop)
+}
+
 /// A connection that can neither create the file nor write to it, and leaves no files behind.
 ///
 /// A read-only connection to a WAL database creates `-wal` and `-shm` files (and leaves them

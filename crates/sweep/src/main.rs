@@ -255,12 +255,13 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             name,
             exec,
         } => {
-            let (mut spec, plans) = runner::plan(&file, exec.yes)?;
+            let mut spec = runner::load(&file, exec.yes)?;
             if let Some(name) = name {
                 if !sweep::spec::valid_name(&name) {
                     return Err(Failure(
                         anyhow::anyhow!(
-                            "--name {name:?}: not a valid sweep name: use letters, digits, `-`, `_` and `.`"
+                            "--name {name:?}: not a valid sweep name: {}",
+                            sweep::spec::NAME_RULE
                         ),
                         2,
                     ));
@@ -268,13 +269,14 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                 spec.name = name;
             }
             if dry_run {
+                let plans = sweep::grid::expand(&spec).map_err(Error::from)?;
                 println!(
                     "{}",
                     plan_table(&spec.name, &plans, None).render(exec.format)
                 );
                 return Ok(0);
             }
-            execute(spec, plans, &exec)
+            execute(spec, &exec)
         }
         Cmd::Plan {
             file,
@@ -442,8 +444,8 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                 format!("train-{secs}")
             });
             let spec = sweep::spec::from_assignments(&name, &set).map_err(Error::from)?;
-            let plans = sweep::grid::expand(&spec).map_err(Error::from)?;
-            execute(spec, plans, &exec)
+            runner::validate(&spec)?;
+            execute(spec, &exec)
         }
         Cmd::Data { cmd } => {
             match cmd {
@@ -573,11 +575,7 @@ mod signals {
 /// Signals this close together are one request delivered twice (see [`execute`]).
 const SAME_SIGNAL: Duration = Duration::from_millis(250);
 
-fn execute(
-    spec: sweep::spec::SweepSpec,
-    plans: Vec<sweep::grid::TrialPlan>,
-    exec: &ExecArgs,
-) -> Result<i32, Failure> {
+fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     trainer::clock::watch_suspensions();
     // `nohup` (SIGHUP) and a shell's background jobs (SIGINT) hand us signals set to be
@@ -605,12 +603,15 @@ fn execute(
         });
     }
     signals::ignore_again(&ignored);
-    // Refuse an unusable database before spending minutes on the data.
-    drop(Db::open(&exec.db.db).map_err(Error::from)?);
+    // Everything that can be checked is checked before anything is written, and the cheap
+    // checks before minutes spent on the data: the device, then the database (probed, not
+    // created), then the data (which may import or download); the database is created last.
+    let device = trainer::device::parse(&exec.device).map_err(Error::from)?;
+    sweep::db::check_creatable(&exec.db.db).map_err(Error::from)?;
     let data = trainer::data::load(&exec.data.source()).map_err(Error::from)?;
     let args = runner::RunArgs {
         db: exec.db.db.clone(),
-        device: exec.device.clone(),
+        device,
         data: exec.data.source(),
         quiet: exec.quiet,
         retry_failed: exec.retry_failed,
@@ -618,7 +619,7 @@ fn execute(
         limit: exec.limit,
         checkpoint_every: exec.checkpoint_every,
     };
-    let summary = runner::run(&spec, &plans, &data, &args, stop)?;
+    let summary = runner::run(&spec, &data, &args, stop)?;
     let db = Db::open_existing(&exec.db.db).map_err(Error::from)?;
     let tables = report::sweep_tables(&db, &summary.sweep).map_err(Error::from)?;
     print!("{}", report::render(&tables, exec.format));

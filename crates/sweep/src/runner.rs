@@ -21,7 +21,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct RunArgs {
     pub db: PathBuf,
-    pub device: String,
+    pub device: trainer::Device,
     pub data: DataSource,
     pub quiet: bool,
     pub retry_failed: bool,
@@ -45,13 +45,32 @@ pub struct RunSummary {
 
 /// Parses, type-checks and expands a sweep file; nothing is written.
 pub fn plan(path: &Path, yes: bool) -> Result<(SweepSpec, Vec<TrialPlan>), Error> {
+    let spec = load(path, yes)?;
+    let plans = grid::expand(&spec)?;
+    Ok((spec, plans))
+}
+
+/// Parses and type-checks a sweep file and every trial it expands to, one at a time (a
+/// sweep allowed to be large is never held in memory whole); nothing is written.
+pub fn load(path: &Path, yes: bool) -> Result<SweepSpec, Error> {
     let mut spec = spec::load(path)?;
     if yes {
         spec.max_trials = usize::MAX;
     }
-    let plans = grid::expand(&spec)?;
-    Ok((spec, plans))
+    validate(&spec)?;
+    Ok(spec)
 }
+
+/// Every trial of `spec` resolves to a valid, distinct configuration.
+pub fn validate(spec: &SweepSpec) -> Result<(), Error> {
+    for plan in grid::plans(spec)? {
+        plan?;
+    }
+    Ok(())
+}
+
+/// Trials are written to the database in transactions of this many.
+const INSERT_CHUNK: usize = 10_000;
 
 /// A trial's identity: its resolved config and the data it trains on.
 pub fn trial_key(config: &TrainConfig, data_checksum: &str) -> String {
@@ -78,15 +97,14 @@ fn git_rev() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Runs the sweep `spec` (already expanded into `plans`) on `data`.
+/// Runs the sweep `spec` (checked by [`load`]) on `data`.
 pub fn run(
     spec: &SweepSpec,
-    plans: &[TrialPlan],
     data: &Cifar10,
     args: &RunArgs,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, Error> {
-    let device = trainer::device::parse(&args.device)?;
+    let device = args.device.clone();
     let device_name = trainer::device::name(&device);
     let db = Db::open(&args.db)?;
     let checkpoints = args
@@ -106,17 +124,24 @@ pub fn run(
         device: device_name.clone(),
         data_checksum: data.checksum.clone(),
     })?;
-    let rows: Vec<_> = plans
-        .iter()
-        .map(|p| {
-            (
-                trial_key(&p.config, &data.checksum),
-                p.ordinal,
-                serde_json::to_value(&p.config).expect("config serialises"),
-            )
-        })
-        .collect();
-    let added = db.insert_trials(sweep_id, &rows)?;
+    // Streamed in chunks: a million-trial sweep is a few hundred megabytes as plans.
+    let total = grid::count(spec) as usize;
+    let mut added = 0;
+    let mut rows = Vec::with_capacity(INSERT_CHUNK.min(total));
+    for plan in grid::plans(spec)? {
+        let p = plan?;
+        rows.push((
+            trial_key(&p.config, &data.checksum),
+            p.ordinal,
+            serde_json::to_value(&p.config).expect("config serialises"),
+        ));
+        if rows.len() == INSERT_CHUNK {
+            added += db.insert_trials(sweep_id, &rows)?;
+            rows.clear();
+        }
+    }
+    added += db.insert_trials(sweep_id, &rows)?;
+    drop(rows);
     if args.retry_failed {
         let n = db.requeue_failed(sweep_id)?;
         if n > 0 {
@@ -125,7 +150,7 @@ pub fn run(
     }
     tracing::info!(
         sweep = %spec.name,
-        trials = plans.len(),
+        trials = total,
         new = added,
         device = %device_name,
         "sweep recorded in {}",
@@ -143,7 +168,7 @@ pub fn run(
     } else {
         ProgressDrawTarget::stderr()
     });
-    let sweep_bar = mp.add(ProgressBar::new(plans.len() as u64));
+    let sweep_bar = mp.add(ProgressBar::new(total as u64));
     sweep_bar.set_style(
         ProgressStyle::with_template(
             "{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise}  {msg}",
