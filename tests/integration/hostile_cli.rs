@@ -377,3 +377,42 @@ fn plan_and_logs_say_what_happened() {
     );
     assert!(!err.contains("after batch 0"), "{err}");
 }
+
+/// A sweep allowed to be large is streamed into the database, and the report lists its best
+/// trials instead of building a table of every one.
+#[test]
+fn a_large_allowed_sweep_is_recorded_and_reported_in_bounded_form() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 4 x 10 x 10 x 3 = 1200 trials, over the report's list of 1000.
+    let text = "name = \"wide\"\nmax_trials = 1200\n[grid]\n\
+                momentum = [0.1, 0.2, 0.3, 0.4]\n\
+                dropout = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]\n\
+                lr = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]\n\
+                batch_size = [16, 32, 64]\n";
+    let file = write(dir.path(), "wide.toml", text);
+    let db = dir.path().join("results.db");
+    let mut c = sweep_command(&file, &db, &data);
+    c.args(["--limit", "0"]);
+    limit_memory(&mut c, 3 << 30);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trials"), 1200);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(DISTINCT trial_key) FROM trials"),
+        1200
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("the best 1000 of 1200 trials"),
+        "{}",
+        &text[..text.len().min(400)]
+    );
+    // Exactly 1000 trial rows (numbers at the start of a line under the first title).
+    let listed = text
+        .lines()
+        .skip(3)
+        .take_while(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(listed, 1000);
+}

@@ -28,6 +28,7 @@ fn f(v: &Value) -> Option<f64> {
 /// column of their own after these.
 const FIXED: &[&str] = &["arch", "lr", "batch_size", "dropout", "epochs"];
 
+#[derive(Clone)]
 struct TrialRow {
     id: i64,
     status: String,
@@ -39,42 +40,107 @@ struct TrialRow {
     error: Option<String>,
 }
 
-fn trials(db: &Db, sweep_id: i64) -> Result<Vec<TrialRow>, DbError> {
-    let (_, rows) = db.query_strings(
-        "SELECT id, status, config, best_epoch, test_acc, train_seconds, images_per_sec, error
-         FROM trials WHERE sweep_id = ?1 ORDER BY ordinal",
-        &[&sweep_id],
-    )?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TrialRow {
-            id: r[0].as_i64().unwrap_or_default(),
-            status: r[1].as_str().unwrap_or_default().to_string(),
-            config: serde_json::from_str(r[2].as_str().unwrap_or("{}")).unwrap_or_default(),
-            best_epoch: r[3].as_i64(),
-            test_acc: f(&r[4]),
-            train_seconds: f(&r[5]),
-            ips: f(&r[6]),
-            error: r[7].as_str().map(str::to_string),
-        })
-        .collect())
+/// The trial table lists every trial up to this many; a larger sweep lists its best this
+/// many (and at most this many failures), so a million-trial sweep reports in bounded
+/// memory and a readable length. SQL over the database has every row.
+pub const LIST_LIMIT: usize = 1000;
+
+/// The trials a report shows, read one row at a time.
+struct TrialSet {
+    /// Every trial, or the best [`LIST_LIMIT`] by test accuracy.
+    rows: Vec<TrialRow>,
+    /// Unfinished trials with an error, up to [`LIST_LIMIT`].
+    failures: Vec<TrialRow>,
+    total: usize,
+    total_failures: usize,
+    /// Hyperparameters that differ between trials (over all of them, not just those kept).
+    varying: Vec<String>,
+    seeds_vary: bool,
 }
 
-/// Keys whose value differs between trials, other than the fixed columns and the seed.
-fn varying(rows: &[TrialRow]) -> Vec<String> {
-    let Some(first) = rows.first() else {
-        return Vec::new();
+fn by_accuracy(a: &TrialRow, b: &TrialRow) -> std::cmp::Ordering {
+    b.test_acc
+        .unwrap_or(f64::NEG_INFINITY)
+        .total_cmp(&a.test_acc.unwrap_or(f64::NEG_INFINITY))
+        .then(a.id.cmp(&b.id))
+}
+
+fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
+    let err = |e| DbError::Sqlite {
+        path: db.path.clone(),
+        source: e,
     };
-    first
-        .config
-        .keys()
-        .filter(|k| !FIXED.contains(&k.as_str()) && k.as_str() != "seed")
-        .filter(|k| {
-            rows.iter()
-                .any(|r| r.config.get(*k) != first.config.get(*k))
+    let mut st = db
+        .conn
+        .prepare(
+            "SELECT id, status, config, best_epoch, test_acc, train_seconds, images_per_sec, error
+             FROM trials WHERE sweep_id = ?1 ORDER BY ordinal",
+        )
+        .map_err(err)?;
+    let mut cursor = st.query([sweep_id]).map_err(err)?;
+    let mut set = TrialSet {
+        rows: Vec::new(),
+        failures: Vec::new(),
+        total: 0,
+        total_failures: 0,
+        varying: Vec::new(),
+        seeds_vary: false,
+    };
+    let mut first: Option<BTreeMap<String, Value>> = None;
+    let mut differ: std::collections::BTreeSet<String> = Default::default();
+    while let Some(r) = cursor.next().map_err(err)? {
+        let config: BTreeMap<String, Value> =
+            serde_json::from_str(&r.get::<_, String>(2).map_err(err)?).unwrap_or_default();
+        match &first {
+            None => first = Some(config.clone()),
+            Some(f) => {
+                for (k, v) in &config {
+                    if f.get(k) != Some(v) {
+                        differ.insert(k.clone());
+                    }
+                }
+            }
+        }
+        let row = TrialRow {
+            id: r.get(0).map_err(err)?,
+            status: r.get(1).map_err(err)?,
+            config,
+            best_epoch: r.get(3).map_err(err)?,
+            test_acc: r.get(4).map_err(err)?,
+            train_seconds: r.get(5).map_err(err)?,
+            ips: r.get(6).map_err(err)?,
+            error: r.get(7).map_err(err)?,
+        };
+        set.total += 1;
+        if row.error.is_some() {
+            set.total_failures += 1;
+            if set.failures.len() < LIST_LIMIT {
+                set.failures.push(TrialRow {
+                    config: BTreeMap::new(),
+                    ..row.clone()
+                });
+            }
+        }
+        set.rows.push(row);
+        // Keep the best LIST_LIMIT; trimming at twice that keeps the sorting amortised.
+        if set.rows.len() >= 2 * LIST_LIMIT {
+            set.rows.sort_by(by_accuracy);
+            set.rows.truncate(LIST_LIMIT);
+        }
+    }
+    set.rows.sort_by(by_accuracy);
+    set.rows.truncate(LIST_LIMIT);
+    set.seeds_vary = differ.contains("seed");
+    set.varying = first
+        .map(|f| {
+            f.keys()
+                .filter(|k| !FIXED.contains(&k.as_str()) && k.as_str() != "seed")
+                .filter(|k| differ.contains(*k))
+                .cloned()
+                .collect()
         })
-        .cloned()
-        .collect()
+        .unwrap_or_default();
+    Ok(set)
 }
 
 fn show_value(v: Option<&Value>) -> (String, Value) {
@@ -89,17 +155,11 @@ fn show_value(v: Option<&Value>) -> (String, Value) {
 /// over seeds where a config was repeated with several seeds.
 pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     let sweep_id = db.sweep_id(sweep)?;
-    let mut rows = trials(db, sweep_id)?;
-    rows.sort_by(|a, b| {
-        b.test_acc
-            .unwrap_or(f64::NEG_INFINITY)
-            .total_cmp(&a.test_acc.unwrap_or(f64::NEG_INFINITY))
-            .then(a.id.cmp(&b.id))
-    });
-    let extra = varying(&rows);
-    let seeds_vary = rows
-        .iter()
-        .any(|r| r.config.get("seed") != rows[0].config.get("seed"));
+    let set = trials(db, sweep_id)?;
+    let rows = &set.rows;
+    let extra = &set.varying;
+    let seeds_vary = set.seeds_vary;
+    let cut = set.total > rows.len();
 
     let mut headers: Vec<&str> = vec![
         "trial", "status", "arch", "lr", "batch", "dropout", "epochs",
@@ -109,11 +169,18 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
         headers.push("seed");
     }
     headers.extend(["best_epoch", "test_acc", "train_time", "img/s"]);
-    let mut t = Table::new(
-        format!("Sweep `{sweep}`: trials by test accuracy"),
-        &headers,
-    );
-    for r in &rows {
+    let title = if cut {
+        format!(
+            "Sweep `{sweep}`: the best {} of {} trials by test accuracy (the `trial_summary` \
+             view has them all)",
+            rows.len(),
+            set.total
+        )
+    } else {
+        format!("Sweep `{sweep}`: trials by test accuracy")
+    };
+    let mut t = Table::new(title, &headers);
+    for r in rows {
         let mut cells = vec![
             int(Some(r.id)),
             text(r.status.clone()),
@@ -123,7 +190,7 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
             show_value(r.config.get("dropout")),
             show_value(r.config.get("epochs")),
         ];
-        for k in &extra {
+        for k in extra {
             cells.push(show_value(r.config.get(k)));
         }
         if seeds_vary {
@@ -141,16 +208,22 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     if !classes.rows.is_empty() {
         tables.push(classes);
     }
-    if seeds_vary {
-        tables.push(seed_table(sweep, &rows));
+    // Over a partial list the means would be wrong: only when every trial is here.
+    if seeds_vary && !cut {
+        tables.push(seed_table(sweep, rows));
     }
-    let failures: Vec<&TrialRow> = rows.iter().filter(|r| r.error.is_some()).collect();
-    if !failures.is_empty() {
-        let mut t = Table::new(
-            format!("Sweep `{sweep}`: trials that did not finish"),
-            &["trial", "status", "error"],
-        );
-        for r in failures {
+    if !set.failures.is_empty() {
+        let title = if set.total_failures > set.failures.len() {
+            format!(
+                "Sweep `{sweep}`: {} of {} trials that did not finish",
+                set.failures.len(),
+                set.total_failures
+            )
+        } else {
+            format!("Sweep `{sweep}`: trials that did not finish")
+        };
+        let mut t = Table::new(title, &["trial", "status", "error"]);
+        for r in &set.failures {
             t.push(vec![
                 int(Some(r.id)),
                 text(r.status.clone()),
@@ -181,8 +254,9 @@ fn per_class_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Table, DbError
     let (_, rows) = db.query_strings(
         "SELECT t.id, t.arch, t.test_acc, c.class_index, c.accuracy FROM trials t
          JOIN class_accuracy c ON c.trial_id = t.id
-         WHERE t.sweep_id = ?1 ORDER BY t.test_acc DESC, t.id, c.class_index",
-        &[&sweep_id],
+         WHERE t.sweep_id = ?1 ORDER BY t.test_acc DESC, t.id, c.class_index
+         LIMIT ?2",
+        &[&sweep_id, &((LIST_LIMIT * class_names.len().max(1)) as i64)],
     )?;
     let mut current: Option<i64> = None;
     let mut cells = Vec::new();
