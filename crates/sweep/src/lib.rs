@@ -6,6 +6,7 @@ pub mod db;
 pub mod grid;
 pub mod html;
 pub mod plot;
+pub mod prune;
 pub mod report;
 pub mod runner;
 pub mod spec;
