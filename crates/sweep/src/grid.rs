@@ -25,8 +25,14 @@ pub fn count(spec: &SweepSpec) -> u128 {
             .fold(1u128, |n, a| n.saturating_mul(a.values.len() as u128))
     };
     grid_points
+        .saturating_mul(samples(spec) as u128)
         .saturating_add(spec.trials.len() as u128)
         .saturating_mul(spec.seeds.len().max(1) as u128)
+}
+
+/// Draws from the sampled space per grid point (1 without a space).
+fn samples(spec: &SweepSpec) -> usize {
+    spec.search.sampling.as_ref().map_or(1, |s| s.samples)
 }
 
 /// Refuses a sweep that expands to more than its `max_trials`, before anything is built.
@@ -47,7 +53,9 @@ pub fn check_size(spec: &SweepSpec) -> Result<usize, SpecError> {
 }
 
 /// Expands `spec`: the cartesian product of `[grid]` over `[data]`+`[base]` (the last grid key
-/// varies fastest), then each `[[trials]]`, each repeated once per entry of `seeds`.
+/// varies fastest), each grid point with `samples` draws from `[space]` when there is one
+/// (the same draws for every grid point, so grid values are compared on equal footing),
+/// then each `[[trials]]`, each repeated once per entry of `seeds`.
 /// Every resulting config is validated; an invalid value is reported where it was written.
 pub fn expand(spec: &SweepSpec) -> Result<Vec<TrialPlan>, SpecError> {
     let total = check_size(spec)?;
@@ -67,7 +75,7 @@ pub fn plans(spec: &SweepSpec) -> Result<Plans<'_>, SpecError> {
     let grid_points = if spec.grid.is_empty() && !spec.trials.is_empty() {
         0
     } else {
-        spec.grid.iter().map(|a| a.values.len()).product()
+        spec.grid.iter().map(|a| a.values.len()).product::<usize>() * samples(spec)
     };
     Ok(Plans {
         spec,
@@ -89,11 +97,35 @@ pub struct Plans<'a> {
 }
 
 impl<'a> Plans<'a> {
-    /// The settings of layer `i`: grid point `i` in mixed radix (last axis fastest), or the
-    /// `[[trials]]` entry after the grid.
-    fn layer(&self, i: usize) -> Vec<&'a Setting> {
+    /// The settings of layer `i`: grid point `i / samples` in mixed radix (last axis
+    /// fastest) with draw `i % samples` from the space, or the `[[trials]]` entry after them.
+    fn layer(&self, i: usize) -> Vec<Setting> {
         let spec: &'a SweepSpec = self.spec;
         if i < self.grid_points {
+            let n = samples(spec);
+            let (point, draw) = (i / n, i % n);
+            let mut out: Vec<Setting> = self.point(point).into_iter().cloned().collect();
+            if let Some(s) = &spec.search.sampling {
+                for ((key, value), pos) in s.space.draw(s.seed, draw as u64).into_iter().zip(&s.pos)
+                {
+                    out.push(Setting {
+                        path: format!("space.{key} (draw {draw})"),
+                        key,
+                        value,
+                        pos: *pos,
+                    });
+                }
+            }
+            out
+        } else {
+            spec.trials[i - self.grid_points].to_vec()
+        }
+    }
+
+    /// Grid point `i` in mixed radix (last axis fastest).
+    fn point(&self, i: usize) -> Vec<&'a Setting> {
+        let spec: &'a SweepSpec = self.spec;
+        {
             let mut rest = i;
             let mut picked: Vec<&Setting> = spec
                 .grid
@@ -107,8 +139,6 @@ impl<'a> Plans<'a> {
                 .collect();
             picked.reverse();
             picked
-        } else {
-            spec.trials[i - self.grid_points].iter().collect()
         }
     }
 
@@ -150,7 +180,7 @@ impl Iterator for Plans<'_> {
             .spec
             .base
             .iter()
-            .chain(layer.iter().copied())
+            .chain(layer.iter())
             .chain(seed)
             .collect();
         let config = match resolve(self.spec, &settings) {
@@ -390,5 +420,83 @@ lr = 0.01
             e,
             "t.toml:1:1: the sweep expands to 4 trials, more than the limit of 3; pass --yes or raise `max_trials` to run it"
         );
+    }
+
+    const SEARCH: &str = r#"name = "s"
+samples = 6
+sampler_seed = 11
+objective = "valid_acc"
+[base]
+arch = "cnn3"
+epochs = 3
+[grid]
+batch_size = [32, 64]
+[space]
+lr = { log_uniform = [1e-4, 0.3] }
+momentum = { uniform = [0.0, 0.95] }
+label_smoothing = { choice = [0.0, 0.1] }
+[prune]
+kind = "asha"
+reduction_factor = 3
+"#;
+
+    #[test]
+    fn a_sampled_space_gives_every_grid_point_the_same_draws() {
+        let p = plans(SEARCH);
+        assert_eq!(p.len(), 12);
+        let (a, b) = p.split_at(6);
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!((x.config.batch_size, y.config.batch_size), (32, 64));
+            assert_eq!(x.config.lr.to_bits(), y.config.lr.to_bits());
+            assert_eq!(x.config.momentum.to_bits(), y.config.momentum.to_bits());
+        }
+        assert!(a.iter().all(|t| (1e-4..=0.3).contains(&t.config.lr)));
+        let lrs: std::collections::HashSet<u64> = a.iter().map(|t| t.config.lr.to_bits()).collect();
+        assert_eq!(lrs.len(), 6);
+        // The sampled keys are part of what varies.
+        let keys: Vec<&str> = a[0].swept.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["batch_size", "lr", "momentum", "label_smoothing"]
+        );
+        // Reproducible: the same file, the same trials; another seed, others.
+        assert_eq!(plans(SEARCH), p);
+        let other = plans(&SEARCH.replace("sampler_seed = 11", "sampler_seed = 12"));
+        assert_ne!(other[0].config.lr, p[0].config.lr);
+        let spec = parse("t.toml", SEARCH).unwrap();
+        assert_eq!(count(&spec), 12);
+        assert_eq!(
+            spec.search.prune,
+            crate::search::Prune::Asha(crate::prune::Asha {
+                reduction_factor: 3,
+                grace_epochs: 1
+            })
+        );
+    }
+
+    #[test]
+    fn search_mistakes_are_located() {
+        let cases: &[(&str, &str)] = &[
+            ("name = \"a\"\n[space]\nlr = { log_uniform = [1e-4, 0.3] }\n", "t.toml:2:1: space: a [space] needs `samples = N` (how many configurations to draw)"),
+            ("name = \"a\"\nsamples = 3\n", "t.toml:2:1: samples: `samples` without a [space] to draw from"),
+            ("name = \"a\"\nsamples = 3\n[space]\nlr = { log_uniform = [-4, -1] }\n", "t.toml:4:22: space.lr.log_uniform: log_uniform needs bounds > 0 (got -4); bounds are values, not exponents: write [1e-4, 0.3], not [-4, -0.5]"),
+            ("name = \"a\"\nsamples = 3\n[space]\nlr = { gaussian = [0, 1] }\n", "t.toml:4:8: space.lr.gaussian: unknown distribution `gaussian` (expected one of: uniform, log_uniform, int_uniform, choice)"),
+            ("name = \"a\"\nsamples = 3\n[space]\nbatch_size = { choice = [] }\n", "t.toml:4:25: space.batch_size.choice: an empty choice: give at least one value"),
+            ("name = \"a\"\nsamples = 3\n[space]\nbatch_size = { uniform = [16, 64] }\n", "t.toml:4:16: space.batch_size.uniform: `batch_size` is an integer; use int_uniform or choice"),
+            ("name = \"a\"\nsamples = 3\n[base]\nlr = 0.1\n[space]\nlr = { uniform = [0.1, 0.2] }\n", "t.toml:6:1: space.lr: `lr` is set in both [base] (line 4) and [space]; keep one"),
+            ("name = \"a\"\nsamples = 5\n[space]\nbatch_size = { choice = [16, 32] }\n", "t.toml:2:1: samples: the space has only 2 different configurations, fewer than samples = 5; lower samples or use a [grid]"),
+            ("name = \"a\"\nsamples = 3\nsampler = \"tpe\"\n[space]\nlr = { uniform = [0.1, 0.2] }\n", "t.toml:3:11: sampler: the `tpe` sampler is not available yet; use \"random\" (with [prune] to stop hopeless trials early)"),
+            ("name = \"a\"\n[prune]\nkind = \"asha\"\nwarmup_epochs = 2\n", "t.toml:4:1: prune.warmup_epochs: `warmup_epochs` does not apply to kind = \"asha\""),
+            ("name = \"a\"\n[prune]\nkind = \"hyperband\"\n", "t.toml:3:8: prune.kind: unknown pruner `hyperband` (expected one of: asha, median, none)"),
+            ("name = \"a\"\n[prune]\nkind = \"asha\"\nreduction_factor = 1\n", "t.toml:4:20: prune.reduction_factor: expected an integer >= 2"),
+            ("name = \"a\"\nobjective = \"accuracy\"\n", "t.toml:2:13: objective: unknown objective `accuracy` (expected one of: valid_acc, valid_loss, train_seconds)"),
+            ("name = \"a\"\nobjectives = [\"valid_acc\"]\n", "t.toml:2:14: objectives: give two or more objectives (or one with `objective = ...`)"),
+            ("name = \"a\"\nobjectives = [\"valid_acc\", \"train_seconds\"]\n[prune]\nkind = \"median\"\n", "t.toml:3:1: prune: the median rule takes one objective; use kind = \"asha\" with several"),
+            ("name = \"a\"\nsamples = 4\n[space]\nmomentum = { uniform = [0.5, 1.5] }\n", "t.toml:4:12: space.momentum (draw 1): momentum must be in [0, 1), got 1.037"),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.starts_with(want), "\n got: {got}\nwant: {want}");
+        }
     }
 }

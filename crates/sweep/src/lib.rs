@@ -9,6 +9,7 @@ pub mod plot;
 pub mod prune;
 pub mod report;
 pub mod runner;
+pub mod search;
 pub mod space;
 pub mod spec;
 pub mod table;

@@ -64,6 +64,13 @@ const TOP_KEYS: &[&str] = &[
     "base",
     "grid",
     "trials",
+    "samples",
+    "sampler",
+    "sampler_seed",
+    "objective",
+    "objectives",
+    "space",
+    "prune",
 ];
 
 /// Sweeps larger than this need `--yes` (or a `max_trials` in the file).
@@ -77,7 +84,7 @@ pub struct Pos {
 }
 
 impl Pos {
-    fn of(text: &str, span: Option<std::ops::Range<usize>>) -> Pos {
+    pub(crate) fn of(text: &str, span: Option<std::ops::Range<usize>>) -> Pos {
         let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -141,6 +148,8 @@ pub struct SweepSpec {
     pub trials: Vec<Vec<Setting>>,
     pub seeds: Vec<Setting>,
     pub max_trials: usize,
+    /// A sampled space, the objective(s) and pruning (see [`crate::search`]).
+    pub search: crate::search::Search,
 }
 
 impl SweepSpec {
@@ -164,7 +173,7 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-fn unknown_key(word: &str, candidates: &[&str], what: &str) -> String {
+pub(crate) fn unknown_key(word: &str, candidates: &[&str], what: &str) -> String {
     match suggest(word, candidates) {
         Some(s) => format!("unknown {what} `{word}`; did you mean `{s}`?"),
         None => format!(
@@ -181,7 +190,7 @@ pub fn kind_of(key: &str) -> Option<Kind> {
         .map(|(_, kind)| *kind)
 }
 
-fn hyper_keys() -> Vec<&'static str> {
+pub(crate) fn hyper_keys() -> Vec<&'static str> {
     HYPERPARAMETERS.iter().map(|(k, _)| *k).collect()
 }
 
@@ -198,7 +207,7 @@ fn type_name(v: &toml_edit::Value) -> &'static str {
 }
 
 /// Checks `v` against `kind`, returning it as JSON.
-fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
+pub(crate) fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
     use toml_edit::Value as T;
     match (kind, v) {
         (Kind::Str, T::String(s)) => Ok(Value::from(s.value().as_str())),
@@ -238,13 +247,13 @@ fn convert(v: &toml_edit::Value, kind: Kind) -> Result<Value, String> {
     }
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(
+    pub(crate) fn err(
         &self,
         span: Option<std::ops::Range<usize>>,
         key: &str,
@@ -505,6 +514,21 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
         }
     }
 
+    let taken = |k: &str| -> Option<String> {
+        if let Some(b) = base.iter().find(|s| s.key == k) {
+            let section = b.path.split('.').next().unwrap_or("base");
+            return Some(format!("[{section}] (line {})", b.pos.line));
+        }
+        if grid.iter().any(|a| a.key == k) {
+            return Some("[grid]".into());
+        }
+        if k == "seed" && !seeds.is_empty() {
+            return Some("`seeds`".into());
+        }
+        None
+    };
+    let search = crate::search::parse(&cx, root, &taken)?;
+
     Ok(SweepSpec {
         file: file.to_string(),
         text: text.to_string(),
@@ -515,6 +539,7 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
         trials,
         seeds,
         max_trials,
+        search,
     })
 }
 
@@ -605,6 +630,7 @@ pub fn from_assignments(name: &str, assignments: &[String]) -> Result<SweepSpec,
         trials: Vec::new(),
         seeds: Vec::new(),
         max_trials: DEFAULT_MAX_TRIALS,
+        search: Default::default(),
     })
 }
 
