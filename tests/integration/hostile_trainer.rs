@@ -290,6 +290,9 @@ fn empty_splits_are_refused_at_parse_time() {
             format!("name = \"split\"\n[data]\n{line}\n[base]\nbatch_size = 16\nepochs = 1\n");
         let file = write(dir.path(), "split.toml", &text);
         let db = dir.path().join("r/results.db");
+        let data_dir = dir.path().join("data");
+        // Data arguments that would import into the temporary folder, were the sweep not
+        // refused first.
         let out = bin()
             .args([
                 "run",
@@ -298,6 +301,10 @@ fn empty_splits_are_refused_at_parse_time() {
                 db.to_str().unwrap(),
                 "--device",
                 "cpu",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--url",
+                "",
             ])
             .output()
             .unwrap();
@@ -311,6 +318,7 @@ fn empty_splits_are_refused_at_parse_time() {
             "{line}: {err}"
         );
         assert!(!db.exists(), "{line}: a database was written");
+        assert!(!data_dir.exists(), "{line}: data was imported");
     }
 }
 
