@@ -812,6 +812,46 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_catches_damage_and_caches_without_one_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let (train, test) = (synthetic_records(10, 10, 1), synthetic_records(3, 10, 2));
+        let sum = write_cache_dir(&dir, &train, &test, &names(&CIFAR10_CLASSES), "t").unwrap();
+        let manifest = fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+        assert!(manifest.contains(&format!("all {sum}")), "{manifest}");
+        let p = dir.join("test_batch.bin");
+        let good = fs::read(&p).unwrap();
+        // One flipped byte at the same size: the checksum names the file.
+        let mut flipped = good.clone();
+        flipped[7] ^= 1;
+        fs::write(&p, &flipped).unwrap();
+        let err = read_cache_dir(&dir).unwrap_err();
+        assert!(
+            matches!(&err, DataError::Damaged { path, .. } if path.ends_with("test_batch.bin")),
+            "{err}"
+        );
+        // A record cut off: the size names it, before any hashing.
+        fs::write(&p, &good[..2 * RECORD_BYTES]).unwrap();
+        let err = read_cache_dir(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("test_batch.bin") && err.contains("truncated"),
+            "{err}"
+        );
+        // Without a manifest (an older cache) the same data loads, and zeros are still caught.
+        fs::write(&p, &good).unwrap();
+        fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(read_cache_dir(&dir).unwrap().checksum, sum);
+        fs::write(&p, vec![0u8; good.len()]).unwrap();
+        let err = read_cache_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("every byte is zero"), "{err}");
+        // An unreadable manifest is itself damage, named.
+        fs::write(&p, &good).unwrap();
+        fs::write(dir.join(MANIFEST_FILE), "garbage\n").unwrap();
+        let err = read_cache_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("manifest.txt"), "{err}");
+    }
+
+    #[test]
     fn checksum_memo_is_used_and_invalidated() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c");
