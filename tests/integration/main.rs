@@ -3,6 +3,7 @@
 mod charts;
 mod common;
 mod hostile_cli;
+mod hostile_trainer;
 mod malformed;
 mod reliability;
 mod sweep_e2e;

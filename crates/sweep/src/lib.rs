@@ -43,6 +43,7 @@ pub fn exit_code(e: &Error) -> i32 {
         ) => 2,
         Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
+        Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,
         _ => 1,
     }
 }

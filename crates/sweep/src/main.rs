@@ -465,10 +465,12 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
                     );
                 }
                 DataCmd::Verify { data } => {
-                    println!(
-                        "{}",
-                        trainer::data::verify(&data.data_dir).map_err(Error::from)?
-                    );
+                    let report = trainer::data::verify(&data.data_dir).map_err(Error::from)?;
+                    println!("{report}");
+                    // A gate: a cache that is not the standard data set fails it.
+                    if !report.standard {
+                        return Ok(2);
+                    }
                 }
             }
             Ok(0)

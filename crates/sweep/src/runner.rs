@@ -216,8 +216,21 @@ pub fn run(
                 break;
             };
             current.store(claimed.id, Ordering::Relaxed);
-            let config: TrainConfig = serde_json::from_str(&claimed.config)
-                .map_err(|e| Error::Corrupt(format!("trial {}: config: {e}", claimed.id)))?;
+            // A stored config that no longer decodes fails its trial, not the whole run: left
+            // `running`, it would abort every later run the same way.
+            let config = match decode_config(&claimed.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("trial {}: stored config: {e}", claimed.id);
+                    db.set_status(claimed.id, "failed", Some(&msg), None)?;
+                    mp.suspend(|| tracing::error!("{msg}"));
+                    summary.ran += 1;
+                    summary.failed.push((claimed.id, msg));
+                    sweep_bar.inc(1);
+                    current.store(0, Ordering::Relaxed);
+                    continue;
+                }
+            };
             let dir = checkpoints.join(&claimed.key);
             let label = format!(
                 "trial {} ({} lr={} batch={})",
@@ -311,10 +324,33 @@ pub fn run(
     Ok(summary)
 }
 
+/// Decodes a trial's stored config, naming the first field that does not decode.
+fn decode_config(json: &str) -> Result<TrainConfig, String> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // serde's message for a struct does not say which field; try them one at a time
+        // over the defaults.
+        let serde_json::Value::Object(fields) = &value else {
+            return format!("not a JSON object: {e}");
+        };
+        let defaults = serde_json::to_value(TrainConfig::default()).expect("config serialises");
+        for (key, v) in fields {
+            let mut one = defaults.clone();
+            one[key.as_str()] = v.clone();
+            if let Err(e) = serde_json::from_value::<TrainConfig>(one) {
+                return format!("field `{key}`: {e}");
+            }
+        }
+        e.to_string()
+    })
+}
+
 /// Persists epochs and drives the progress bar for one trial.
 struct TrialObserver<'a> {
     db: &'a Db,
     trial_id: i64,
+    /// Every epoch of the trial so far: the resume point's, then those trained.
+    history: Vec<EpochRecord>,
     bar: ProgressBar,
     stop: &'a AtomicBool,
     mp: &'a MultiProgress,
@@ -336,11 +372,26 @@ impl Observer for TrialObserver<'_> {
         ));
     }
 
+    fn on_resume(&mut self, history: &[EpochRecord]) -> Result<(), String> {
+        // The checkpoint may be one epoch ahead of the database (a crash between the two
+        // writes): record its epochs. Rows past the resume point are left alone, not
+        // deleted: if a damaged checkpoint made training fall back to an older one, those
+        // epochs are trained again and re-recorded over (the same numbers on the CPU).
+        for r in history {
+            self.db
+                .record_epoch(self.trial_id, r)
+                .map_err(|e| crate::error_chain(&e))?;
+        }
+        self.history = history.to_vec();
+        Ok(())
+    }
+
     fn on_epoch(&mut self, r: &EpochRecord) -> Result<(), String> {
         let t0 = std::time::Instant::now();
         self.db
             .record_epoch(self.trial_id, r)
             .map_err(|e| crate::error_chain(&e))?;
+        self.history.push(r.clone());
         // The per-epoch write must stay a negligible part of an epoch (issue #4).
         tracing::debug!(
             trial = self.trial_id,
@@ -381,15 +432,6 @@ fn run_trial(
     stop: &AtomicBool,
     args: &RunArgs,
 ) -> Result<Outcome, Error> {
-    // The checkpoint may be one epoch ahead of the database (a crash between the two
-    // writes) or absent (deleted): make the epoch rows match what training resumes from.
-    let history = match trainer::checkpoint::read_meta(dir) {
-        Ok(Some(meta)) if meta.config == *config && meta.data_checksum == data.checksum => {
-            meta.history
-        }
-        _ => Vec::new(),
-    };
-    db.sync_epochs(trial_id, &history)?;
     let bar = mp.add(ProgressBar::new(1));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} batches  {msg}")
@@ -399,6 +441,7 @@ fn run_trial(
     let mut obs = TrialObserver {
         db,
         trial_id,
+        history: Vec::new(),
         bar: bar.clone(),
         stop,
         mp,
@@ -408,6 +451,10 @@ fn run_trial(
     let out = train::run(config, data, device, &opts, &mut obs);
     bar.finish_and_clear();
     mp.remove(&bar);
+    if let Ok(Outcome::Diverged { .. }) = &out {
+        // The trial's epochs are final now: drop rows an earlier attempt recorded past them.
+        db.sync_epochs(trial_id, &obs.history)?;
+    }
     Ok(out?)
 }
 

@@ -167,6 +167,12 @@ impl TrainConfig {
         if self.train_subset == Some(0) {
             return Err(("train_subset", "train_subset must be at least 1".into()));
         }
+        crate::data::split_sizes(
+            crate::data::TRAIN_IMAGES,
+            self.valid_fraction,
+            self.train_subset,
+            self.batch_size,
+        )?;
         if self.test_subset == Some(0) {
             return Err(("test_subset", "test_subset must be at least 1".into()));
         }

@@ -37,7 +37,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use batch::{epoch_order, make_batch, split, Normalization};
+pub use batch::{epoch_order, make_batch, split, split_sizes, valid_count, Normalization};
 pub use cache::{read_cache_dir, write_cache_dir, CACHE_DIR_NAME, DATA_FILES, META_FILE};
 
 /// The class names in the label order of the official release.
@@ -53,6 +53,9 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "ship",
     "truck",
 ];
+/// Images in the standard CIFAR-10 training set: what a config is checked against before
+/// the data is loaded (a smaller data set is checked again when the run starts).
+pub const TRAIN_IMAGES: usize = 50_000;
 /// Bytes of one image: 3 planes of 32x32.
 pub const IMAGE_BYTES: usize = 3072;
 /// Bytes of one record of the binary layout: a label byte and the image.
@@ -137,9 +140,25 @@ pub enum DataError {
     Empty { path: PathBuf, reason: String },
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
+    /// A cached data file that no longer holds what was imported (truncated, zeroed, or
+    /// failing the checksum of the cache's manifest).
+    #[error("{}: damaged data cache: {reason}; import the data again with `cifar-sweep data import <archive>` (it replaces the cache), or delete the folder and run `cifar-sweep data fetch`", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    /// The data folder given is a file.
+    #[error("{}: the data folder (--data-dir) is a file, not a folder", path.display())]
+    NotAFolder { path: PathBuf },
 }
 
 impl DataError {
+    /// Whether the error is the user's to fix (a damaged cache, a file given as the folder),
+    /// as opposed to a failure of the machine or the network.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            DataError::Damaged { .. } | DataError::NotAFolder { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
@@ -308,6 +327,7 @@ impl DataSource {
 /// there; else download `url`, check its MD5 and import it. Logs through `tracing`.
 pub fn load(src: &DataSource) -> Result<Cifar10, DataError> {
     let t0 = Instant::now();
+    check_data_dir(&src.data_dir)?;
     let cache = src.cache_dir();
     if !cache.exists() {
         if let Some(data) = obtain(src)? {
@@ -337,6 +357,7 @@ pub fn load(src: &DataSource) -> Result<Cifar10, DataError> {
 /// Make sure `<data_dir>/cifar-10-batches-bin` exists: nothing if it does; else import
 /// `archive`, or `<data_dir>/cifar-10-binary.tar.gz`, or download `url` (as [`load`] does).
 pub fn fetch(src: &DataSource) -> Result<(), DataError> {
+    check_data_dir(&src.data_dir)?;
     if src.cache_dir().exists() {
         tracing::info!("{} already present", src.cache_dir().display());
         return Ok(());
@@ -366,6 +387,17 @@ fn obtain(src: &DataSource) -> Result<Option<Cifar10>, DataError> {
         });
     }
     crate::download::fetch_official(src).map(Some)
+}
+
+/// A data folder that exists must be a folder: creating files in it would otherwise fail
+/// with the system's bare "File exists" or "Not a directory".
+fn check_data_dir(data_dir: &Path) -> Result<(), DataError> {
+    match std::fs::metadata(data_dir) {
+        Ok(m) if !m.is_dir() => Err(DataError::NotAFolder {
+            path: data_dir.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A temporary download file in the data directory, removed on drop.
@@ -416,6 +448,7 @@ pub(crate) fn missing_hint() -> String {
 /// into `<data_dir>/cifar-10-batches-bin`, replacing an existing cache atomically. Nothing is
 /// left behind when the input is bad.
 pub fn import(src_path: &Path, data_dir: &Path) -> Result<(), DataError> {
+    check_data_dir(data_dir)?;
     import::import_into(src_path, data_dir, true, None).map(|_| ())
 }
 
@@ -479,8 +512,11 @@ impl fmt::Display for VerifyReport {
 }
 
 /// Check `<data_dir>/cifar-10-batches-bin`: file sizes, labels, counts per class, and the
-/// checksum (recomputed, not taken from the memo).
+/// checksum (recomputed, not taken from the memo, and compared with the cache's manifest: a
+/// damaged cache is an error). A whole but non-standard cache is reported with
+/// `standard: false`, for the caller to decide.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, DataError> {
+    check_data_dir(data_dir)?;
     let dir = data_dir.join(CACHE_DIR_NAME);
     if !dir.exists() {
         return Err(DataError::Missing {

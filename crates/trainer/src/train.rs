@@ -83,6 +83,13 @@ pub trait Observer {
     /// Called after the epoch's checkpoint is on disk. An error ends the run with
     /// [`Error::Observer`]-like failure (the message is kept).
     fn on_epoch(&mut self, record: &EpochRecord) -> std::result::Result<(), String>;
+    /// Called once before training with the epochs the run resumes from (empty for a fresh
+    /// start). The checkpoint may be ahead of what was recorded (a crash between the two
+    /// writes), or behind it (a damaged checkpoint fell back to an older one): epochs after
+    /// these are trained again and reported through `on_epoch`.
+    fn on_resume(&mut self, _history: &[EpochRecord]) -> std::result::Result<(), String> {
+        Ok(())
+    }
     /// Polled after every batch; `true` saves a checkpoint and returns `Interrupted`.
     fn should_stop(&self) -> bool {
         false
@@ -254,7 +261,7 @@ impl Session {
         self.load_weights(&tensors, path)
     }
 
-    fn save_state(&self, dir: &Path, file: &str) -> Result<()> {
+    fn save_state(&self, dir: &Path, file: &str) -> Result<checkpoint::FileSum> {
         let mut tensors = self.weights();
         let (opt_state, _) = self.opt.state()?;
         for (k, t) in opt_state {
@@ -265,7 +272,11 @@ impl Session {
 
     fn restore_state(&mut self, dir: &Path, meta: &CheckpointMeta) -> Result<()> {
         let path = dir.join(&meta.state_file);
-        let tensors = checkpoint::load_tensors(&path, &self.device)?;
+        let tensors = checkpoint::load_tensors_checked(
+            &path,
+            meta.files.get(&meta.state_file),
+            &self.device,
+        )?;
         self.load_weights(&tensors, &path)?;
         let opt: Vec<(String, Tensor)> = tensors
             .iter()
@@ -289,6 +300,15 @@ pub fn run(
     let norm = Normalization::default();
     let classes = data.classes.len();
 
+    // Validation checked the split against the standard 50,000 images; the data may be
+    // smaller (an image-folder set).
+    data::split_sizes(
+        data.train.len(),
+        cfg.valid_fraction,
+        cfg.train_subset,
+        cfg.batch_size,
+    )
+    .map_err(|(field, msg)| Error::Config(format!("{field}: {msg} ({})", data.source)))?;
     let (mut train_idx, valid_idx) = data::split(&data.train, cfg.valid_fraction, cfg.seed);
     if let Some(n) = cfg.train_subset {
         train_idx.truncate(n);
@@ -309,28 +329,27 @@ pub fn run(
         history: Vec::new(),
         best: None,
         state_file: String::new(),
+        files: Default::default(),
     };
+    let mut best_weights: Option<HashMap<String, Tensor>> = None;
     if opts.resume {
-        if let Some(saved) = checkpoint::read_meta(dir)? {
-            if saved.config == *cfg && saved.data_checksum == data.checksum {
-                s.restore_state(dir, &saved)?;
-                tracing::info!(
-                    epoch = saved.epoch,
-                    batch = saved.next_batch,
-                    "resuming from checkpoint in {}",
-                    dir.display()
-                );
-                meta = saved;
-            } else {
-                tracing::warn!(
-                    "checkpoint in {} is for another config or data set; starting afresh",
-                    dir.display()
-                );
-            }
+        if let Some((saved, best)) = resume(&mut s, dir, data, batches)? {
+            meta = saved;
+            best_weights = best;
         }
     }
-    let mut best_weights: Option<HashMap<String, Tensor>> = match &meta.best {
-        Some(b) => Some(checkpoint::load_tensors(&dir.join(&b.file), device)?),
+    obs.on_resume(&meta.history).map_err(Error::Observer)?;
+    // The sum of the best weights' file, carried to the next commits. A checkpoint written
+    // before checksums existed has none: take it from the file just loaded.
+    let mut best_sum = match &meta.best {
+        Some(b) => match meta.files.get(&b.file) {
+            Some(sum) => Some(sum.clone()),
+            None => {
+                let path = dir.join(&b.file);
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                Some(checkpoint::FileSum::of(&bytes))
+            }
+        },
         None => None,
     };
 
@@ -387,7 +406,8 @@ pub fn run(
                 meta.partial_seconds = secs;
                 meta.opt_step = s.opt.steps();
                 meta.state_file = format!("state-e{epoch}-b{}.safetensors", b + 1);
-                s.save_state(dir, &meta.state_file)?;
+                let sum = s.save_state(dir, &meta.state_file)?;
+                meta.files = file_sums(&meta, sum, best_sum.clone());
                 checkpoint::commit(dir, &meta)?;
                 last_ckpt = Instant::now();
                 if stop {
@@ -426,7 +446,7 @@ pub fn run(
         if meta.best.as_ref().is_none_or(|b| valid_loss < b.valid_loss) {
             let file = format!("best-e{epoch}.safetensors");
             let weights = s.weights();
-            checkpoint::save_tensors(&dir.join(&file), &weights)?;
+            best_sum = Some(checkpoint::save_tensors(&dir.join(&file), &weights)?);
             best_weights = Some(
                 weights
                     .into_iter()
@@ -446,7 +466,8 @@ pub fn run(
         meta.opt_step = s.opt.steps();
         meta.history.push(record.clone());
         meta.state_file = format!("state-e{epoch}.safetensors");
-        s.save_state(dir, &meta.state_file)?;
+        let sum = s.save_state(dir, &meta.state_file)?;
+        meta.files = file_sums(&meta, sum, best_sum.clone());
         checkpoint::commit(dir, &meta)?;
         obs.on_epoch(&record).map_err(Error::Observer)?;
         if obs.should_stop() && epoch < cfg.epochs {
@@ -476,6 +497,111 @@ pub fn run(
         },
         train_seconds: meta.history.iter().map(|r| r.seconds).sum(),
     })
+}
+
+/// The checksums a checkpoint records: its state file's and its best file's.
+fn file_sums(
+    meta: &CheckpointMeta,
+    state: checkpoint::FileSum,
+    best: Option<checkpoint::FileSum>,
+) -> std::collections::BTreeMap<String, checkpoint::FileSum> {
+    let mut files = std::collections::BTreeMap::from([(meta.state_file.clone(), state)]);
+    if let (Some(b), Some(sum)) = (&meta.best, best) {
+        files.insert(b.file.clone(), sum);
+    }
+    files
+}
+
+/// Named tensors, as a safetensors file holds them.
+type Weights = HashMap<String, Tensor>;
+
+/// Finds the newest intact checkpoint in `dir` for this run and restores `s` from it;
+/// returns its state and best weights, or `None` to start afresh.
+///
+/// `state.json` is tried first, then `state.prev.json`. One that is unreadable, claims a
+/// position the run cannot reach, or names tensor files that are missing, truncated or fail
+/// their checksum is reported (with its path), moved aside and skipped: a damaged checkpoint
+/// costs the work since the previous one, never the trial.
+fn resume(
+    s: &mut Session,
+    dir: &Path,
+    data: &Cifar10,
+    batches: usize,
+) -> Result<Option<(CheckpointMeta, Option<Weights>)>> {
+    let mut touched = false;
+    for name in [checkpoint::STATE_FILE, checkpoint::PREV_STATE_FILE] {
+        let path = dir.join(name);
+        let meta = match checkpoint::read_meta_file(&path) {
+            Ok(None) => continue,
+            Ok(Some(m)) => m,
+            Err(Error::BadCheckpoint { reason, .. }) => {
+                damaged(dir, &path, &reason, &[name]);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if meta.config != s.cfg || meta.data_checksum != data.checksum {
+            tracing::warn!(
+                "checkpoint {} is for another config or data set; starting afresh",
+                path.display()
+            );
+            break;
+        }
+        if let Err(reason) = meta.validate(batches) {
+            damaged(dir, &path, &reason, &[name]);
+            continue;
+        }
+        touched = true;
+        let restored = s.restore_state(dir, &meta).and_then(|()| match &meta.best {
+            Some(b) => checkpoint::load_tensors_checked(
+                &dir.join(&b.file),
+                meta.files.get(&b.file),
+                &s.device,
+            )
+            .map(Some),
+            None => Ok(None),
+        });
+        match restored {
+            Ok(best) => {
+                tracing::info!(
+                    epoch = meta.epoch,
+                    batch = meta.next_batch,
+                    "resuming from checkpoint {}",
+                    path.display()
+                );
+                return Ok(Some((meta, best)));
+            }
+            Err(Error::BadCheckpoint { path: file, reason }) => {
+                let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or("");
+                damaged(
+                    dir,
+                    &path,
+                    &format!("{}: {reason}", file.display()),
+                    &[name, file_name],
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if touched {
+        // A failed restore may have set some variables or optimiser state: start from the
+        // seeded initialisation, exactly as a fresh run does.
+        *s = Session::new(&s.cfg.clone(), &s.device.clone())?;
+    }
+    Ok(None)
+}
+
+fn damaged(dir: &Path, state: &Path, reason: &str, names: &[&str]) {
+    let moved = checkpoint::set_aside(dir, names);
+    tracing::warn!(
+        "damaged checkpoint {}: {reason}; moved aside ({}), resuming from an older checkpoint or from the start",
+        state.display(),
+        moved
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 #[cfg(test)]
@@ -650,6 +776,49 @@ mod tests {
             }
             other => panic!("expected divergence, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_data_set_too_small_for_the_split_is_refused() {
+        // The config passed validation against the standard 50,000 images; this set has 20.
+        let data = Cifar10::synthetic(20, 4, 1);
+        let cfg = TrainConfig {
+            batch_size: 32,
+            epochs: 1,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let e = run(
+            &cfg,
+            &data,
+            &Device::Cpu,
+            &RunOptions::new(dir.path()),
+            &mut Recorder::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::Config(_)) && e.to_string().contains("fewer than one batch of 32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_falls_back_to_the_previous_one_exactly() {
+        let data = Cifar10::synthetic(96, 20, 4);
+        let cfg = TrainConfig {
+            epochs: 3,
+            ..small_cfg()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RunOptions::new(dir.path());
+        let mut a = Recorder::default();
+        let oa = run(&cfg, &data, &Device::Cpu, &opts, &mut a).unwrap();
+        std::fs::write(dir.path().join(checkpoint::STATE_FILE), b"{").unwrap();
+        let mut b = Recorder::default();
+        let ob = run(&cfg, &data, &Device::Cpu, &opts, &mut b).unwrap();
+        // Resumed after epoch 2 (state.prev.json): epoch 3 again, the same numbers.
+        assert_eq!(exact(&b.epochs), exact(&a.epochs[2..]));
+        assert_eq!(finished(&oa).2.to_bits(), finished(&ob).2.to_bits());
     }
 
     #[test]

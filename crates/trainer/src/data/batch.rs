@@ -52,12 +52,8 @@ impl SplitMix64 {
 /// and set always give the same split. `valid_fraction` is clamped to `[0, 1]` (NaN is 0).
 pub fn split(set: &ImageSet, valid_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let n = set.len();
-    let f = if valid_fraction.is_nan() {
-        0.0
-    } else {
-        valid_fraction.clamp(0.0, 1.0)
-    };
-    let total_valid = ((n as f64 * f).round() as usize).min(n);
+    let f = clamp_fraction(valid_fraction);
+    let total_valid = valid_count(n, valid_fraction);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
     for (i, &l) in set.labels.iter().enumerate() {
         by_class[l as usize].push(i);
@@ -98,6 +94,65 @@ pub fn split(set: &ImageSet, valid_fraction: f64, seed: u64) -> (Vec<usize>, Vec
     train.sort_unstable();
     valid.sort_unstable();
     (train, valid)
+}
+
+fn clamp_fraction(valid_fraction: f64) -> f64 {
+    if valid_fraction.is_nan() {
+        0.0
+    } else {
+        valid_fraction.clamp(0.0, 1.0)
+    }
+}
+
+/// How many of `n` training images [`split`] holds out for validation.
+pub fn valid_count(n: usize, valid_fraction: f64) -> usize {
+    ((n as f64 * clamp_fraction(valid_fraction)).round() as usize).min(n)
+}
+
+/// The sizes `(train, valid)` a run gets from `n` training images: [`split`]'s two sides,
+/// the training side cut to `train_subset`. Refused (as `(field, message)`, the field to
+/// blame) when either side is empty or the training side is smaller than one batch: an empty
+/// validation side scores every epoch 0.0 (taken as the best), an empty training side trains
+/// nothing and reports a loss of 0.0.
+pub fn split_sizes(
+    n: usize,
+    valid_fraction: f64,
+    train_subset: Option<usize>,
+    batch_size: usize,
+) -> Result<(usize, usize), (&'static str, String)> {
+    let valid = valid_count(n, valid_fraction);
+    let train_all = n - valid;
+    let train = train_all.min(train_subset.unwrap_or(usize::MAX));
+    if valid == 0 {
+        return Err((
+            "valid_fraction",
+            format!(
+                "valid_fraction = {valid_fraction} holds out no image of the {n} for validation"
+            ),
+        ));
+    }
+    if train_all == 0 {
+        return Err((
+            "valid_fraction",
+            format!("valid_fraction = {valid_fraction} leaves no image of the {n} for training"),
+        ));
+    }
+    if train < batch_size {
+        let field = if train < train_all {
+            "train_subset"
+        } else {
+            "batch_size"
+        };
+        return Err((
+            field,
+            format!(
+                "{train} training images (of {n}, valid_fraction = {valid_fraction}{}) are fewer \
+                 than one batch of {batch_size}",
+                train_subset.map_or(String::new(), |t| format!(", train_subset = {t}"))
+            ),
+        ));
+    }
+    Ok((train, valid))
 }
 
 /// `indices` in a seeded random order for `epoch`: the same (seed, epoch) always gives the
@@ -289,6 +344,35 @@ pub fn make_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_sizes_refuse_empty_sides_and_sub_batch_training() {
+        assert_eq!(split_sizes(50_000, 0.2, None, 20), Ok((40_000, 10_000)));
+        assert_eq!(split_sizes(50_000, 0.2, Some(600), 16), Ok((600, 10_000)));
+        // 1e-9 of 50,000 rounds to no validation image; 0.9999999 to no training image.
+        assert_eq!(
+            split_sizes(50_000, 1e-9, None, 20).unwrap_err().0,
+            "valid_fraction"
+        );
+        let (field, msg) = split_sizes(50_000, 0.9999999, None, 20).unwrap_err();
+        assert_eq!(field, "valid_fraction");
+        assert!(msg.contains("no image of the 50000 for training"), "{msg}");
+        assert_eq!(
+            split_sizes(50_000, 0.2, Some(10), 16).unwrap_err().0,
+            "train_subset"
+        );
+        assert_eq!(
+            split_sizes(50_000, 0.2, None, 40_001).unwrap_err().0,
+            "batch_size"
+        );
+        assert_eq!(split_sizes(50_000, 0.2, None, 40_000), Ok((40_000, 10_000)));
+        // The sizes are the ones split() produces.
+        let set = ImageSet::synthetic(97, 10, 1);
+        for f in [0.01, 0.2, 0.5, 0.99] {
+            let (t, v) = split(&set, f, 3);
+            assert_eq!(split_sizes(97, f, None, 1), Ok((t.len(), v.len())), "{f}");
+        }
+    }
     use crate::data::testutil::synthetic_records;
     use rand::{rngs::StdRng, SeedableRng};
 

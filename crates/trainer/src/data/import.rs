@@ -147,7 +147,9 @@ fn import_inner(
             &staging.path().join(SOURCE_FILE),
             format!("{origin}\n").as_bytes(),
         )?;
-        cache::read_cache_dir_full(staging.path(), true)?.0
+        let data = cache::read_cache_dir_full(staging.path(), true)?.0;
+        cache::write_manifest(staging.path())?;
+        data
     } else if !scan.images.is_empty() {
         let (train, test, classes, official) = build_sets(src, scan)?;
         let origin = origin.map(String::from).unwrap_or_else(|| {
