@@ -31,6 +31,22 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path}: a SQLite database of another program (tables: {tables}), not a cifar-sweep \
+         results database; pass another --db"
+    )]
+    Foreign { path: PathBuf, tables: String },
+    #[error(
+        "{path}: empty, not a cifar-sweep results database yet (only `run` and `train` create \
+         one); pass another --db"
+    )]
+    Empty { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -45,6 +61,150 @@ pub enum DbError {
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
+/// What a database path holds, as [`probe`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Nothing at the path.
+    Missing,
+    /// A 0-byte file, or a SQLite database without tables: `run` may create the schema in it.
+    Empty,
+    /// A cifar-sweep database at schema `version` (at most [`SCHEMA_VERSION`]).
+    Ours { version: i64 },
+}
+
+/// The tables every cifar-sweep schema has; their presence tells our database from another
+/// program's.
+const OUR_TABLES: [&str; 2] = ["sweeps", "trials"];
+
+/// Finds out what `path` holds without writing or creating anything (no schema, no journal
+/// mode change, no `-wal`/`-shm` files), so every command can check a database before it
+/// changes anything. Errors: [`DbError::NotADatabase`] (not SQLite, or corrupt),
+/// [`DbError::TooNew`], [`DbError::Foreign`] (another program's tables).
+pub fn probe(path: &Path) -> Result<Probe> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
+        Err(source) => {
+            return Err(DbError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let not_db = || DbError::NotADatabase {
+        path: path.to_path_buf(),
+    };
+    if !meta.is_file() {
+        return Err(not_db());
+    }
+    if meta.len() == 0 {
+        return Ok(Probe::Empty);
+    }
+    // The header first: SQLite would happily "open" a text file and only fail on the first
+    // query, and a short file is not worth a connection.
+    let mut header = [0u8; 100];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|source| DbError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        f.read_exact(&mut header).map_err(|_| not_db())?;
+    }
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(not_db());
+    }
+    let conn = read_only_connection(path)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_err(path, e))?;
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(|e| sql_err(path, e))?;
+    let ours = OUR_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
+    match (tables.is_empty(), ours, version) {
+        (true, _, 0) => Ok(Probe::Empty),
+        (false, true, v) if v > SCHEMA_VERSION => Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            found: v,
+        }),
+        (false, true, v) if v > 0 => Ok(Probe::Ours { version: v }),
+        _ => Err(DbError::Foreign {
+            path: path.to_path_buf(),
+            tables: if tables.is_empty() {
+                format!("none, user_version {version}")
+            } else {
+                tables.join(", ")
+            },
+        }),
+    }
+}
+
+/// A connection that can neither create the file nor write to it, and leaves no files behind.
+///
+/// A read-only connection to a WAL database creates `-wal` and `-shm` files (and leaves them
+/// when it closes), and fails outright in a folder it cannot write to. So when the database is
+/// in WAL mode and has no `-wal` file, it is opened `immutable=1`: nothing is created and no
+/// locks are taken. That is safe then because SQLite keeps the `-wal` file for as long as any
+/// connection has the database open (it is deleted when the last one closes): with none,
+/// every commit is in the main file and no process is writing. A writer that starts during
+/// our read writes to its own new `-wal`, and copies into the main file only at a checkpoint
+/// (1000 pages, or its close), so a millisecond read practically never overlaps one; if it
+/// did, SQLite would see a malformed page and the command fail, never write. With a `-wal`
+/// file present immutable would ignore its commits, so the normal read-only open is used
+/// (the files exist already, nothing new is left behind).
+fn read_only_connection(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match immutable_uri(path) {
+        Some(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI),
+        None => Connection::open_with_flags(path, flags),
+    }
+    .map_err(|e| sql_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_err(path, e))?;
+    Ok(conn)
+}
+
+/// `file:PATH?immutable=1` when `path` is a WAL database with no `-wal` file (see
+/// [`read_only_connection`]), else `None`.
+fn immutable_uri(path: &Path) -> Option<String> {
+    let mut header = [0u8; 20];
+    {
+        use std::io::Read;
+        std::fs::File::open(path)
+            .ok()?
+            .read_exact(&mut header)
+            .ok()?;
+    }
+    // Bytes 18 and 19 (write and read format versions) are 2 in WAL mode.
+    if header[18] != 2 && header[19] != 2 {
+        return None;
+    }
+    let mut wal = path.as_os_str().to_os_string();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return None;
+    }
+    // Percent-encode all but plain characters: `?`, `#` and `%` mean something in a URI.
+    let mut uri = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(b) {
+            uri.push(*b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Some(uri)
+}
+
 pub struct Db {
     pub conn: Connection,
     pub path: PathBuf,
@@ -54,8 +214,10 @@ pub struct Db {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Db {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the database at `path`: for `run` and `train`
+    /// only. Another program's database is refused, never given our tables.
     pub fn open(path: &Path) -> Result<Db> {
+        probe(path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| DbError::Folder {
                 path: dir.to_path_buf(),
@@ -605,4 +767,96 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn probe_tells_each_kind_of_file_apart_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        assert_eq!(probe(&p("missing.db")).unwrap(), Probe::Missing);
+
+        std::fs::write(p("empty.db"), b"").unwrap();
+        assert_eq!(probe(&p("empty.db")).unwrap(), Probe::Empty);
+
+        std::fs::write(p("text.db"), "name = \"x\"\n".repeat(20)).unwrap();
+        assert!(matches!(
+            probe(&p("text.db")),
+            Err(DbError::NotADatabase { .. })
+        ));
+
+        let c = Connection::open(p("foreign.db")).unwrap();
+        c.execute_batch("CREATE TABLE notes (t TEXT); PRAGMA user_version = 1;")
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            probe(&p("foreign.db")),
+            Err(DbError::Foreign { .. })
+        ));
+
+        // A SQLite file without tables (e.g. `sqlite3 x.db 'PRAGMA user_version'`).
+        let c = Connection::open(p("blank.db")).unwrap();
+        c.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+            .unwrap();
+        drop(c);
+        assert_eq!(probe(&p("blank.db")).unwrap(), Probe::Empty);
+
+        drop(Db::open(&p("ours.db")).unwrap());
+        assert_eq!(
+            probe(&p("ours.db")).unwrap(),
+            Probe::Ours {
+                version: SCHEMA_VERSION
+            }
+        );
+
+        let c = Connection::open(p("newer.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sweeps (id); CREATE TABLE trials (id); PRAGMA user_version = 999;",
+        )
+        .unwrap();
+        drop(c);
+        assert!(matches!(
+            probe(&p("newer.db")),
+            Err(DbError::TooNew { found: 999, .. })
+        ));
+
+        let before: Vec<(String, Vec<u8>)> = files(dir.path())
+            .into_iter()
+            .map(|n| (n.clone(), std::fs::read(p(&n)).unwrap()))
+            .collect();
+        for (n, _) in &before {
+            let _ = probe(&p(n));
+        }
+        let after: Vec<(String, Vec<u8>)> = files(dir.path())
+            .into_iter()
+            .map(|n| (n.clone(), std::fs::read(p(&n)).unwrap()))
+            .collect();
+        assert_eq!(before, after, "probe changed or created files");
+    }
+
+    #[test]
+    fn open_refuses_another_programs_database_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('x');")
+            .unwrap();
+        drop(c);
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(Db::open(&path), Err(DbError::Foreign { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(files(dir.path()), ["app.db"]);
+    }
 }

@@ -31,7 +31,12 @@ pub enum Error {
 pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Spec(_) => 2,
-        Error::Db(db::DbError::NotADatabase { .. } | db::DbError::TooNew { .. }) => 2,
+        Error::Db(
+            db::DbError::NotADatabase { .. }
+            | db::DbError::TooNew { .. }
+            | db::DbError::Foreign { .. }
+            | db::DbError::Empty { .. },
+        ) => 2,
         Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
         _ => 1,
