@@ -2,6 +2,7 @@
 
 mod charts;
 mod common;
+mod hostile_store;
 mod malformed;
 mod reliability;
 mod sweep_e2e;

@@ -79,7 +79,7 @@ pub fn previous_run(db: &Db, name: &str) -> Result<Option<String>, DbError> {
         .optional()
         .map_err(|e| DbError::Sqlite {
             path: db.path.clone(),
-            source: e,
+            error: e,
         })
 }
 

@@ -47,12 +47,15 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    // The SQLite error is part of the message and deliberately not a `source`: rusqlite's error
+    // repeats its own source's text, so a chain printer (`{:#}`) said it three times.
+    #[error("{path}: {error}")]
     Sqlite {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
+    #[error("{path}: no results database yet; run a sweep first")]
+    Missing { path: PathBuf },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
     #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
@@ -208,6 +211,8 @@ fn immutable_uri(path: &Path) -> Option<String> {
 pub struct Db {
     pub conn: Connection,
     pub path: PathBuf,
+    /// The schema version as opened: a read-only open leaves an older database as it is.
+    pub version: i64,
 }
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -228,24 +233,52 @@ impl Db {
         let db = Db {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         db.setup()?;
         Ok(db)
     }
 
-    /// Opens an existing database without creating or migrating it (for reports).
+    /// Opens an existing cifar-sweep database for writing, without creating, migrating or
+    /// changing its journal mode (a second connection of a running sweep: the heartbeat).
     pub fn open_existing(path: &Path) -> Result<Db> {
+        let version = Self::require_ours(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sql_err(path, e))?;
-        let db = Db {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|_| conn.execute_batch("PRAGMA foreign_keys=ON;"))
+            .map_err(|e| sql_err(path, e))?;
+        Ok(Db {
             conn,
             path: path.to_path_buf(),
-        };
-        db.setup()?;
-        Ok(db)
+            version,
+        })
+    }
+
+    /// Opens an existing cifar-sweep database read-only (report, show, plot, compare): the
+    /// file is never created, migrated or written, and an older schema is read as it is.
+    pub fn open_read_only(path: &Path) -> Result<Db> {
+        let version = Self::require_ours(path)?;
+        Ok(Db {
+            conn: read_only_connection(path)?,
+            path: path.to_path_buf(),
+            version,
+        })
+    }
+
+    fn require_ours(path: &Path) -> Result<i64> {
+        match probe(path)? {
+            Probe::Ours { version } => Ok(version),
+            Probe::Empty => Err(DbError::Empty {
+                path: path.to_path_buf(),
+            }),
+            Probe::Missing => Err(DbError::Missing {
+                path: path.to_path_buf(),
+            }),
+        }
     }
 
     fn setup(&self) -> Result<()> {
@@ -696,7 +729,11 @@ fn insert_epoch(
 
 fn sql_err(path: &Path, e: rusqlite::Error) -> DbError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if f.code == rusqlite::ErrorCode::NotADatabase {
+        // A truncated or overwritten file is the user's to fix (exit 2), like a bad text file.
+        if matches!(
+            f.code,
+            rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+        ) {
             return DbError::NotADatabase {
                 path: path.to_path_buf(),
             };
@@ -704,7 +741,7 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> DbError {
     }
     DbError::Sqlite {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     }
 }
 
@@ -857,6 +894,10 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(Db::open(&path), Err(DbError::Foreign { .. })));
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(matches!(
+            Db::open_read_only(&path),
+            Err(DbError::Foreign { .. })
+        ));
         assert_eq!(files(dir.path()), ["app.db"]);
     }
 }

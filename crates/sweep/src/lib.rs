@@ -35,7 +35,8 @@ pub fn exit_code(e: &Error) -> i32 {
             db::DbError::NotADatabase { .. }
             | db::DbError::TooNew { .. }
             | db::DbError::Foreign { .. }
-            | db::DbError::Empty { .. },
+            | db::DbError::Empty { .. }
+            | db::DbError::Missing { .. },
         ) => 2,
         Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,

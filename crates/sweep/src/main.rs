@@ -481,16 +481,8 @@ fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
 }
 
 fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
-    if !path.exists() {
-        return Err(Failure(
-            anyhow::anyhow!(
-                "{}: no results database yet; run a sweep first",
-                path.display()
-            ),
-            2,
-        ));
-    }
-    Ok(Db::open_existing(path).map_err(Error::from)?)
+    // Read-only: a report never creates, migrates or re-modes a database (issue 11, item 3).
+    Ok(Db::open_read_only(path).map_err(Error::from)?)
 }
 
 /// Draws a sweep's charts; the sample-image grid loads the data set unless --no-samples.

@@ -1307,7 +1307,7 @@ fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
     let Some(best) = data.best() else {
         return Ok(None);
     };
-    let db = Db::open_existing(&data.db_path).map_err(Error::from)?;
+    let db = Db::open_read_only(&data.db_path).map_err(Error::from)?;
     let (_, cells) = db
         .query_strings(
             "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1",

@@ -1,0 +1,144 @@
+//! The store against hostile input (issue 11): foreign and damaged database files, databases
+//! sharing a folder, sweeps sharing a name, names and paths read back from a database, and a
+//! nightly gate that must fail closed.
+
+use crate::common::{bin, stderr, stdout, write};
+use std::path::Path;
+use std::process::Output;
+
+const TINY: &str = r#"name = "same"
+[data]
+train_subset = 64
+test_subset = 64
+[base]
+arch = "lenet"
+epochs = 1
+batch_size = 32
+[grid]
+lr = [0.01]
+"#;
+
+/// Every file in `dir` with its bytes: "changes nothing" means this is unchanged.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn cmd(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// A cifar-sweep database with sweeps `names` (one finished trial each, test accuracy
+/// `accs[i]`), closed cleanly (no -wal or -shm left).
+fn fake_db(path: &Path, sweeps: &[(&str, f64)]) {
+    let db = sweep::db::Db::open(path).unwrap();
+    for (name, acc) in sweeps {
+        db.conn
+            .execute(
+                "INSERT INTO sweeps (name, spec, started_at) VALUES (?1, 'x', datetime('now'))",
+                [name],
+            )
+            .unwrap();
+        let id = db.conn.last_insert_rowid();
+        db.conn
+            .execute(
+                "INSERT INTO trials (sweep_id, trial_key, ordinal, config, status, test_acc,
+                 train_seconds) VALUES (?1, ?2, 0, '{\"arch\":\"lenet\",\"lr\":0.01}', 'done', ?3, 1.0)",
+                rusqlite::params![id, format!("{id:016x}"), acc],
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn read_only_commands_refuse_foreign_and_empty_files_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep_file = write(dir.path(), "s.toml", TINY);
+    let files = dir.path().join("dbs");
+    std::fs::create_dir(&files).unwrap();
+    let foreign = files.join("app.db");
+    let c = rusqlite::Connection::open(&foreign).unwrap();
+    c.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('keep me');")
+        .unwrap();
+    drop(c);
+    let empty = files.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let before = snapshot(&files);
+    for db in [&foreign, &empty] {
+        let d = db.to_str().unwrap();
+        for args in [
+            vec!["report", "--db", d],
+            vec!["show", "1", "--db", d],
+            vec!["compare", "a", "b", "--db", d],
+            vec!["plot", "--db", d, "--no-samples"],
+            vec!["plan", sweep_file.to_str().unwrap(), "--db", d],
+        ] {
+            let out = cmd(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(d), "{args:?}: {}", stderr(&out));
+            assert_eq!(snapshot(&files), before, "{args:?} changed the folder");
+        }
+    }
+    // `run` creates its schema in an empty file, never in another program's database.
+    let out = cmd(&[
+        "run",
+        sweep_file.to_str().unwrap(),
+        "--db",
+        foreign.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another program"), "{}", stderr(&out));
+    assert_eq!(snapshot(&files), before);
+}
+
+#[test]
+fn report_reads_a_database_without_changing_it_even_in_a_read_only_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ro");
+    std::fs::create_dir(&folder).unwrap();
+    let db = folder.join("results.db");
+    fake_db(&db, &[("one", 0.5)]);
+    let before = snapshot(&folder);
+    let d = db.to_str().unwrap();
+    let out = cmd(&["report", "--db", d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot(&folder), before, "report changed the folder");
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = cmd(&["report", "--db", d]);
+    let show = cmd(&["show", "1", "--db", d]);
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("one"), "{}", stdout(&out));
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert_eq!(snapshot(&folder), before);
+}
+
+#[test]
+fn a_damaged_database_is_bad_input_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    fake_db(&db, &[("one", 0.5), ("two", 0.6)]);
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "a database of several pages");
+    std::fs::write(&db, &bytes[..bytes.len() / 2]).unwrap();
+    let out = cmd(&["report", "one", "--db", db.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "said once: {err}");
+}
