@@ -2,7 +2,7 @@
 //! sharing a folder, sweeps sharing a name, names and paths read back from a database, and a
 //! nightly gate that must fail closed.
 
-use crate::common::{bin, stderr, stdout, write};
+use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
 use std::path::Path;
 use std::process::Output;
 
@@ -141,4 +141,102 @@ fn a_damaged_database_is_bad_input_said_once() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(db.to_str().unwrap()), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "said once: {err}");
+}
+
+#[test]
+fn a_version_1_database_is_read_as_it_is_then_upgraded_keeping_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(include_str!("../../crates/sweep/src/schema_v1.sql"))
+        .unwrap();
+    c.execute_batch(
+        "PRAGMA user_version = 1;
+         INSERT INTO sweeps (name, spec, started_at) VALUES ('old', 'x', datetime('now'));
+         INSERT INTO trials (sweep_id, trial_key, ordinal, config, status, attempts)
+           VALUES (1, 'aaaa', 0, '{\"arch\":\"lenet\"}', 'interrupted', 1),
+                  (1, 'bbbb', 1, '{\"arch\":\"cnn3\"}', 'pending', 0);",
+    )
+    .unwrap();
+    drop(c);
+    let before = std::fs::read(&db).unwrap();
+    let out = cmd(&["report", "old", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "report migrated the file"
+    );
+
+    let d = sweep::db::Db::open(&db).unwrap();
+    assert_eq!(query_i64(&db, "PRAGMA user_version"), 2);
+    let store: String = d
+        .conn
+        .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let worker = sweep::db::Worker::current();
+    let long = std::time::Duration::from_secs(3600);
+    let first = d.claim_next(1, &worker, "cpu", long).unwrap().unwrap();
+    d.set_status(first.id, "interrupted", None, None).unwrap();
+    d.conn
+        .execute("UPDATE trials SET ordinal = 5 WHERE id = ?1", [first.id])
+        .unwrap();
+    let second = d.claim_next(1, &worker, "cpu", long).unwrap().unwrap();
+    // The trial version 1 started keeps its folder; the other gets this database's own.
+    assert_eq!(
+        first.checkpoint_dir,
+        dir.path().join("checkpoints/old/aaaa")
+    );
+    assert_eq!(
+        second.checkpoint_dir,
+        dir.path().join("checkpoints").join(&store).join("old/bbbb")
+    );
+    // The README's starting point still answers.
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trial_summary"), 2);
+}
+
+/// The epoch timings of `db`'s trials, as bits: equal only if copied.
+fn timings(db: &Path) -> Vec<i64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare("SELECT seconds FROM epochs ORDER BY trial_id, epoch")
+        .unwrap();
+    st.query_map([], |r| Ok(r.get::<_, f64>(0)?.to_bits() as i64))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn databases_in_one_folder_never_take_each_others_checkpoints() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "same.toml", TINY);
+    let results = dir.path().join("results");
+    let a = results.join("a.db");
+    let b = results.join("b.db");
+    let out = run_sweep(&file, &a, &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a_dir: String = rusqlite::Connection::open(&a)
+        .unwrap()
+        .query_row("SELECT checkpoint_dir FROM trials", [], |r| r.get(0))
+        .unwrap();
+    let a_state = std::fs::read(results.join(&a_dir).join("state.json")).unwrap();
+
+    // A second database beside the first trains its own trial.
+    let out = run_sweep(&file, &b, &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(timings(&a), timings(&b), "b copied a's epochs");
+    // Deleting a database to start over trains again too.
+    std::fs::remove_file(&a).unwrap();
+    let out = run_sweep(&file, &a, &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(timings(&a), timings(&b));
+    // The old database's checkpoint may be another database's live state: never deleted.
+    assert_eq!(
+        std::fs::read(results.join(&a_dir).join("state.json")).unwrap(),
+        a_state
+    );
 }

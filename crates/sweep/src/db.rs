@@ -9,10 +9,10 @@ use std::time::Duration;
 use trainer::train::{EpochRecord, TestReport};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, applied in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -56,6 +56,12 @@ pub enum DbError {
     },
     #[error("{path}: no results database yet; run a sweep first")]
     Missing { path: PathBuf },
+    #[error("{path}: {what} is {value:?}, which is not a plain relative path; was the database edited by hand?")]
+    BadPath {
+        path: PathBuf,
+        what: String,
+        value: String,
+    },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
     #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
@@ -352,6 +358,24 @@ impl Db {
         tx.commit().map_err(|e| sql_err(path, e))
     }
 
+    /// `rel` (read from the database) as a path in the database's folder; `None` when it is
+    /// absolute or leaves the folder (`..`): a hand-edited or foreign database must not make
+    /// us write, or read, anywhere else.
+    pub fn beside(&self, rel: &str) -> Option<PathBuf> {
+        let rel = Path::new(rel);
+        let plain = !rel.as_os_str().is_empty()
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        plain.then(|| {
+            self.path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(rel)
+        })
+    }
+
     fn err(&self, e: rusqlite::Error) -> DbError {
         sql_err(&self.path, e)
     }
@@ -488,27 +512,39 @@ impl Db {
                 prev.as_deref().unwrap_or("an unknown worker")
             );
         }
+        // The checkpoint folder is fixed at the first claim (see schema_v2.sql).
         tx.execute(
             "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
              heartbeat = datetime('now'), attempts = attempts + 1,
-             started_at = COALESCE(started_at, datetime('now'))
+             started_at = COALESCE(started_at, datetime('now')),
+             checkpoint_dir = COALESCE(checkpoint_dir,
+                 'checkpoints/' || (SELECT value FROM meta WHERE key = 'store_id') || '/'
+                 || (SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id) || '/' || trial_key)
              WHERE id = ?1",
             params![id, worker.id, device],
         )
         .map_err(|e| self.err(e))?;
-        let (key, config): (String, String) = tx
+        let (key, config, checkpoint_dir): (String, String, String) = tx
             .query_row(
-                "SELECT trial_key, config FROM trials WHERE id = ?1",
+                "SELECT trial_key, config, checkpoint_dir FROM trials WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        let checkpoint_dir = self
+            .beside(&checkpoint_dir)
+            .ok_or_else(|| DbError::BadPath {
+                path: self.path.clone(),
+                what: format!("trial {id}: checkpoint_dir"),
+                value: checkpoint_dir.clone(),
+            })?;
         Ok(Some(Claimed {
             id,
             key,
             config,
             previous_status: status,
+            checkpoint_dir,
         }))
     }
 
@@ -762,6 +798,8 @@ pub struct Claimed {
     pub key: String,
     pub config: String,
     pub previous_status: String,
+    /// Where this trial's checkpoints live: this database's own folder for it.
+    pub checkpoint_dir: PathBuf,
 }
 
 /// Who runs a trial: `host:pid`.
@@ -893,11 +931,11 @@ mod tests {
         drop(c);
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(Db::open(&path), Err(DbError::Foreign { .. })));
-        assert_eq!(std::fs::read(&path).unwrap(), before);
         assert!(matches!(
             Db::open_read_only(&path),
             Err(DbError::Foreign { .. })
         ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
         assert_eq!(files(dir.path()), ["app.db"]);
     }
 }

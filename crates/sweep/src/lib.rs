@@ -36,7 +36,8 @@ pub fn exit_code(e: &Error) -> i32 {
             | db::DbError::TooNew { .. }
             | db::DbError::Foreign { .. }
             | db::DbError::Empty { .. }
-            | db::DbError::Missing { .. },
+            | db::DbError::Missing { .. }
+            | db::DbError::BadPath { .. },
         ) => 2,
         Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,

@@ -89,13 +89,6 @@ pub fn run(
     let device = trainer::device::parse(&args.device)?;
     let device_name = trainer::device::name(&device);
     let db = Db::open(&args.db)?;
-    let checkpoints = args
-        .db
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("checkpoints")
-        .join(&spec.name);
-
     let sweep_id = db.upsert_sweep(&NewSweep {
         name: spec.name.clone(),
         description: spec.description.clone(),
@@ -193,7 +186,9 @@ pub fn run(
             current.store(claimed.id, Ordering::Relaxed);
             let config: TrainConfig = serde_json::from_str(&claimed.config)
                 .map_err(|e| Error::Corrupt(format!("trial {}: config: {e}", claimed.id)))?;
-            let dir = checkpoints.join(&claimed.key);
+            // This database's own folder for the trial (recorded at its first claim), never
+            // another database's: see schema_v2.sql.
+            let dir = claimed.checkpoint_dir.clone();
             let label = format!(
                 "trial {} ({} lr={} batch={})",
                 claimed.id, config.arch, config.lr, config.batch_size
