@@ -90,40 +90,32 @@ const OUR_TABLES: [&str; 2] = ["sweeps", "trials"];
 /// changes anything. Errors: [`DbError::NotADatabase`] (not SQLite, or corrupt),
 /// [`DbError::TooNew`], [`DbError::Foreign`] (another program's tables).
 pub fn probe(path: &Path) -> Result<Probe> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
-        Err(source) => {
-            return Err(DbError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let not_db = || DbError::NotADatabase {
-        path: path.to_path_buf(),
-    };
-    if !meta.is_file() {
-        return Err(not_db());
+    if let Some(p) = missing_or_empty(path)? {
+        return Ok(p);
     }
-    if meta.len() == 0 {
-        return Ok(Probe::Empty);
-    }
-    // The header first: SQLite would happily "open" a text file and only fail on the first
-    // query, and a short file is not worth a connection.
-    let mut header = [0u8; 100];
-    {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|source| DbError::Io {
+    // Never `File::open` the database ourselves: closing any descriptor of a file drops every
+    // POSIX lock this process holds on it, including those of open SQLite connections.
+    classify(&read_only_connection(path)?, path)
+}
+
+/// `Missing` or `Empty` from the file's metadata alone, `None` for a non-empty file.
+fn missing_or_empty(path: &Path) -> Result<Option<Probe>> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Probe::Missing)),
+        Err(source) => Err(DbError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        f.read_exact(&mut header).map_err(|_| not_db())?;
+        }),
+        Ok(m) if !m.is_file() => Err(DbError::NotADatabase {
+            path: path.to_path_buf(),
+        }),
+        Ok(m) if m.len() == 0 => Ok(Some(Probe::Empty)),
+        Ok(_) => Ok(None),
     }
-    if &header[..16] != b"SQLite format 3\0" {
-        return Err(not_db());
-    }
-    let conn = read_only_connection(path)?;
+}
+
+/// What the database behind `conn` is, from its `user_version` and tables.
+fn classify(conn: &Connection, path: &Path) -> Result<Probe> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_err(path, e))?;
@@ -159,16 +151,18 @@ pub fn probe(path: &Path) -> Result<Probe> {
 /// A connection that can neither create the file nor write to it, and leaves no files behind.
 ///
 /// A read-only connection to a WAL database creates `-wal` and `-shm` files (and leaves them
-/// when it closes), and fails outright in a folder it cannot write to. So when the database is
-/// in WAL mode and has no `-wal` file, it is opened `immutable=1`: nothing is created and no
-/// locks are taken. That is safe then because SQLite keeps the `-wal` file for as long as any
-/// connection has the database open (it is deleted when the last one closes): with none,
-/// every commit is in the main file and no process is writing. A writer that starts during
-/// our read writes to its own new `-wal`, and copies into the main file only at a checkpoint
-/// (1000 pages, or its close), so a millisecond read practically never overlaps one; if it
-/// did, SQLite would see a malformed page and the command fail, never write. With a `-wal`
-/// file present immutable would ignore its commits, so the normal read-only open is used
-/// (the files exist already, nothing new is left behind).
+/// when it closes), and fails outright in a folder it cannot write to. So when the database
+/// has no `-wal` (and no hot `-journal`) file, it is opened `immutable=1`: nothing is created
+/// and no locks are taken. For our databases (always WAL) that is safe because SQLite keeps
+/// the `-wal` file for as long as any connection has the database open (it is deleted when the
+/// last one closes): with none, every commit is in the main file and no process is writing. A
+/// writer that starts during our read writes to its own new `-wal`, and copies into the main
+/// file only at a checkpoint (1000 pages, or its close), so a millisecond read practically
+/// never overlaps one; if it did, SQLite would see a malformed page and the command fail,
+/// never write. (Another program's rollback-journal file written at that very moment could
+/// be misread the same way; we only look at its table names.) With a `-wal` file present,
+/// immutable would ignore its commits, so the normal read-only open is used (the files exist
+/// already, nothing new is left behind).
 fn read_only_connection(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match immutable_uri(path) {
@@ -181,25 +175,15 @@ fn read_only_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// `file:PATH?immutable=1` when `path` is a WAL database with no `-wal` file (see
+/// `file:PATH?immutable=1` when `path` has no `-wal` and no `-journal` file (see
 /// [`read_only_connection`]), else `None`.
 fn immutable_uri(path: &Path) -> Option<String> {
-    let mut header = [0u8; 20];
-    {
-        use std::io::Read;
-        std::fs::File::open(path)
-            .ok()?
-            .read_exact(&mut header)
-            .ok()?;
-    }
-    // Bytes 18 and 19 (write and read format versions) are 2 in WAL mode.
-    if header[18] != 2 && header[19] != 2 {
-        return None;
-    }
-    let mut wal = path.as_os_str().to_os_string();
-    wal.push("-wal");
-    if Path::new(&wal).exists() {
-        return None;
+    for suffix in ["-wal", "-journal"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        if Path::new(&side).exists() {
+            return None;
+        }
     }
     // Percent-encode all but plain characters: `?`, `#` and `%` mean something in a URI.
     let mut uri = String::from("file:");
@@ -248,12 +232,19 @@ impl Db {
     /// Opens an existing cifar-sweep database for writing, without creating, migrating or
     /// changing its journal mode (a second connection of a running sweep: the heartbeat).
     pub fn open_existing(path: &Path) -> Result<Db> {
-        let version = Self::require_ours(path)?;
+        // The run's main connection is open: check this connection's database rather than
+        // probe (which must not run beside other connections' locks, see `probe`).
+        if !path.exists() {
+            return Err(DbError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sql_err(path, e))?;
+        let version = Self::require_ours(&conn, path)?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .and_then(|_| conn.execute_batch("PRAGMA foreign_keys=ON;"))
             .map_err(|e| sql_err(path, e))?;
@@ -267,21 +258,29 @@ impl Db {
     /// Opens an existing cifar-sweep database read-only (report, show, plot, compare): the
     /// file is never created, migrated or written, and an older schema is read as it is.
     pub fn open_read_only(path: &Path) -> Result<Db> {
-        let version = Self::require_ours(path)?;
-        Ok(Db {
-            conn: read_only_connection(path)?,
-            path: path.to_path_buf(),
-            version,
-        })
-    }
-
-    fn require_ours(path: &Path) -> Result<i64> {
-        match probe(path)? {
-            Probe::Ours { version } => Ok(version),
-            Probe::Empty => Err(DbError::Empty {
+        match missing_or_empty(path)? {
+            Some(Probe::Missing) => Err(DbError::Missing {
                 path: path.to_path_buf(),
             }),
-            Probe::Missing => Err(DbError::Missing {
+            Some(_) => Err(DbError::Empty {
+                path: path.to_path_buf(),
+            }),
+            None => {
+                let conn = read_only_connection(path)?;
+                let version = Self::require_ours(&conn, path)?;
+                Ok(Db {
+                    conn,
+                    path: path.to_path_buf(),
+                    version,
+                })
+            }
+        }
+    }
+
+    fn require_ours(conn: &Connection, path: &Path) -> Result<i64> {
+        match classify(conn, path)? {
+            Probe::Ours { version } => Ok(version),
+            Probe::Missing | Probe::Empty => Err(DbError::Empty {
                 path: path.to_path_buf(),
             }),
         }
