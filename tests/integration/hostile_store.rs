@@ -240,3 +240,48 @@ fn databases_in_one_folder_never_take_each_others_checkpoints() {
         a_state
     );
 }
+
+#[test]
+fn a_different_sweep_under_a_recorded_name_is_refused() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(dir.path(), "first.toml", TINY);
+    let other = write(
+        dir.path(),
+        "other.toml",
+        &TINY.replace("lr = [0.01]", "lr = [0.02]"),
+    );
+    let db = dir.path().join("results.db");
+    let out = run_sweep(&first, &db, &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials = "SELECT COUNT(*) FROM trials";
+
+    let out = run_sweep(&other, &db, &data);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for p in [&first, &other] {
+        assert!(err.contains(p.to_str().unwrap()), "{err}");
+    }
+    assert_eq!(query_i64(&db, trials), 1);
+    let spec: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT spec FROM sweeps", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(spec, TINY, "the stored spec was overwritten");
+
+    // The same trials under edited text (a comment) are the same sweep: nothing to train.
+    let commented = write(dir.path(), "commented.toml", &format!("# nightly\n{TINY}"));
+    let out = run_sweep(&commented, &db, &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&db, trials), 1);
+    // `--name` is the way to run the other file, and the same file twice under one `--name`
+    // resumes (the second run has nothing left to do).
+    for _ in 0..2 {
+        let out = crate::common::sweep_command(&first, &db, &data)
+            .args(["--name", "same-2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 2);
+}

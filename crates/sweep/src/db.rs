@@ -62,6 +62,16 @@ pub enum DbError {
         what: String,
         value: String,
     },
+    #[error(
+        "{path}: sweep `{name}` was recorded from {stored_path} and {new_path} describes other \
+         trials under the same name; run it under another name (--name NAME) or use another --db"
+    )]
+    SweepConflict {
+        path: PathBuf,
+        name: String,
+        stored_path: String,
+        new_path: String,
+    },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
     #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
@@ -385,16 +395,34 @@ impl Db {
     }
 
     /// Creates the sweep if it is new, else updates its spec. Returns its id.
-    pub fn upsert_sweep(&self, s: &NewSweep) -> Result<i64> {
+    ///
+    /// A name already recorded from a *different* sweep is refused ([`DbError::SweepConflict`]):
+    /// the two would share one trial queue. "Different" means: the spec text differs *and* the
+    /// set of resolved trial configs (`configs`) differs from the stored trials'. The same text
+    /// is a re-run or resume (even after an upgrade changed how configs are resolved), and
+    /// the same trials under edited text (a comment, the description, the file moved) is still
+    /// the same experiment; anything else (a grid point added, removed or changed) is another
+    /// sweep and needs its own `--name`.
+    pub fn upsert_sweep(&self, s: &NewSweep, configs: &[Value]) -> Result<i64> {
         let tx = self.immediate()?;
-        let existing: Option<i64> = tx
-            .query_row("SELECT id FROM sweeps WHERE name = ?1", [&s.name], |r| {
-                r.get(0)
-            })
+        let existing: Option<(i64, String, Option<String>)> = tx
+            .query_row(
+                "SELECT id, spec, spec_path FROM sweeps WHERE name = ?1",
+                [&s.name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         let id = match existing {
-            Some(id) => {
+            Some((id, stored_spec, stored_path)) => {
+                if stored_spec != s.spec && !self.same_trials(&tx, id, configs)? {
+                    return Err(DbError::SweepConflict {
+                        path: self.path.clone(),
+                        name: s.name.clone(),
+                        stored_path: stored_path.unwrap_or_else(|| "an unknown file".into()),
+                        new_path: s.spec_path.clone(),
+                    });
+                }
                 tx.execute(
                     "UPDATE sweeps SET description = ?2, spec = ?3, spec_path = ?4, host = ?5,
                      git_rev = ?6, device = ?7, started_at = datetime('now'), finished_at = NULL
@@ -434,6 +462,27 @@ impl Db {
         };
         tx.commit().map_err(|e| self.err(e))?;
         Ok(id)
+    }
+
+    /// Whether sweep `id`'s stored trial configs are, as a set, `configs`.
+    fn same_trials(&self, tx: &rusqlite::Transaction, id: i64, configs: &[Value]) -> Result<bool> {
+        let mut stored: Vec<String> = tx
+            .prepare("SELECT config FROM trials WHERE sweep_id = ?1")
+            .and_then(|mut st| {
+                st.query_map([id], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            // Through `Value`, so both sides print the same way (sorted keys, same floats).
+            .map(|c| serde_json::from_str::<Value>(&c).map_or(c, |v| v.to_string()))
+            .collect();
+        let mut new: Vec<String> = configs.iter().map(Value::to_string).collect();
+        stored.sort();
+        stored.dedup();
+        new.sort();
+        new.dedup();
+        Ok(stored == new)
     }
 
     /// Adds the trials that are not in the sweep yet (identified by key).

@@ -37,7 +37,8 @@ pub fn exit_code(e: &Error) -> i32 {
             | db::DbError::Foreign { .. }
             | db::DbError::Empty { .. }
             | db::DbError::Missing { .. }
-            | db::DbError::BadPath { .. },
+            | db::DbError::BadPath { .. }
+            | db::DbError::SweepConflict { .. },
         ) => 2,
         Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,

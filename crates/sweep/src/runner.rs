@@ -89,16 +89,6 @@ pub fn run(
     let device = trainer::device::parse(&args.device)?;
     let device_name = trainer::device::name(&device);
     let db = Db::open(&args.db)?;
-    let sweep_id = db.upsert_sweep(&NewSweep {
-        name: spec.name.clone(),
-        description: spec.description.clone(),
-        spec: spec.text.clone(),
-        spec_path: spec.file.clone(),
-        host: crate::db::hostname(),
-        git_rev: git_rev(),
-        device: device_name.clone(),
-        data_checksum: data.checksum.clone(),
-    })?;
     let rows: Vec<_> = plans
         .iter()
         .map(|p| {
@@ -109,6 +99,20 @@ pub fn run(
             )
         })
         .collect();
+    let configs: Vec<_> = rows.iter().map(|r| r.2.clone()).collect();
+    let sweep_id = db.upsert_sweep(
+        &NewSweep {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            spec: spec.text.clone(),
+            spec_path: spec.file.clone(),
+            host: crate::db::hostname(),
+            git_rev: git_rev(),
+            device: device_name.clone(),
+            data_checksum: data.checksum.clone(),
+        },
+        &configs,
+    )?;
     let added = db.insert_trials(sweep_id, &rows)?;
     if args.retry_failed {
         let n = db.requeue_failed(sweep_id)?;
