@@ -3,7 +3,7 @@
 //! nightly gate that must fail closed.
 
 use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const TINY: &str = r#"name = "same"
@@ -284,4 +284,50 @@ fn a_different_sweep_under_a_recorded_name_is_refused() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 2);
+}
+
+fn series_db(dir: &Path) -> PathBuf {
+    let db = dir.join("results.db");
+    fake_db(
+        &db,
+        &[("nightly-2025-01-01", 0.60), ("nightly-2025-01-02", 0.40)],
+    );
+    db
+}
+
+#[test]
+fn the_nightly_gate_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = series_db(dir.path());
+    let d = db.to_str().unwrap();
+    let (a, b) = ("nightly-2025-01-01", "nightly-2025-01-02");
+    // A 20-point drop: exit 4 with a sane threshold...
+    let out = cmd(&["compare", a, b, "--db", d]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // ...and refused, never passed, with a threshold that is not one.
+    for bad in ["nan", "-1", "inf"] {
+        let out = cmd(&["compare", a, b, "--db", d, &format!("--max-drop={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--max-drop"), "{}", stderr(&out));
+    }
+    // A name that is not there, and a run with nothing before it, are not "all good".
+    let out = cmd(&["compare", "--previous-of", "nightly-2025-01-09", "--db", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nightly-2025-01-09"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cmd(&["compare", "--previous-of", a, "--db", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = cmd(&["compare", "--previous-of", a, "--first-ok", "--db", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cmd(&["compare", "--previous-of", b, "--db", d]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // JSON output is only JSON.
+    let out = cmd(&["compare", a, b, "--db", d, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert!(v.is_array());
 }

@@ -25,12 +25,15 @@ pub enum Error {
     Data(#[from] trainer::data::DataError),
     #[error("corrupt database content: {0}")]
     Corrupt(String),
+    /// A command-line value the library refuses (the message names the flag).
+    #[error("{0}")]
+    BadArgument(String),
 }
 
 /// Exit statuses: 2 for input the user must fix, 1 for other failures.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Spec(_) => 2,
+        Error::Spec(_) | Error::BadArgument(_) => 2,
         Error::Db(
             db::DbError::NotADatabase { .. }
             | db::DbError::TooNew { .. }

@@ -143,6 +143,10 @@ enum Cmd {
         /// (nightly-2025-01-31 with nightly-2025-01-30).
         #[arg(long, value_name = "NAME", conflicts_with_all = ["a", "b"])]
         previous_of: Option<String>,
+        /// With --previous-of: exit 0 (with a note) when NAME is the first run of its series;
+        /// without it that is an error, so a gate never passes by comparing nothing.
+        #[arg(long, requires = "previous_of")]
+        first_ok: bool,
         /// Largest allowed drop in test accuracy, in percentage points.
         #[arg(long, default_value_t = 1.0)]
         max_drop: f64,
@@ -360,6 +364,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             a,
             b,
             previous_of,
+            first_ok,
             max_drop,
             db_b,
             db,
@@ -372,11 +377,25 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             };
             let (a, b) = match (previous_of, a, b) {
                 (Some(name), _, _) => {
+                    // NAME itself must exist: a typo must not read as "first run, all good".
+                    db_b.sweep_id(&name).map_err(Error::from)?;
                     match sweep::compare::previous_run(&db_a, &name).map_err(Error::from)? {
                         Some(prev) => (prev, name),
-                        None => {
-                            println!("no run before `{name}` to compare with");
+                        None if first_ok => {
+                            eprintln!(
+                                "note: no run before `{name}` to compare with (--first-ok): nothing checked"
+                            );
                             return Ok(0);
+                        }
+                        None => {
+                            return Err(Failure(
+                                anyhow::anyhow!(
+                                    "compare --previous-of {name}: no earlier run of its series in {}; \
+                                     pass --first-ok where a first run is expected",
+                                    db.db.display()
+                                ),
+                                2,
+                            ))
                         }
                     }
                 }
@@ -390,7 +409,12 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             };
             let cmp = sweep::compare::compare(&db_a, &a, &db_b, &b, max_drop)?;
             print!("{}", report::render(&cmp.tables, format));
-            println!("{}", cmp.summary);
+            // Machine-readable output stays parseable: the summary line goes to stderr.
+            if matches!(format, Format::Json | Format::Csv) {
+                eprintln!("{}", cmp.summary);
+            } else {
+                println!("{}", cmp.summary);
+            }
             for n in &cmp.notes {
                 eprintln!("note: {n}");
             }
