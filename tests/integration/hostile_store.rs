@@ -331,3 +331,41 @@ fn the_nightly_gate_fails_closed() {
         serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
     assert!(v.is_array());
 }
+
+#[test]
+fn show_takes_numbers_as_ids_and_key_prefixes_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    fake_db(&db, &[("s", 0.5)]);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    // Trial 6, and trials 7 and 8 whose keys start with "6".
+    for (id, key) in [
+        (6, "ffff000000000000"),
+        (7, "6abc000000000000"),
+        (8, "6abd000000000000"),
+    ] {
+        c.execute(
+            "INSERT INTO trials (id, sweep_id, trial_key, ordinal, config) VALUES (?1, 1, ?2, ?1, '{}')",
+            rusqlite::params![id, key],
+        )
+        .unwrap();
+    }
+    let d = db.to_str().unwrap();
+    let out = cmd(&["show", "6", "--db", d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ffff000000000000"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cmd(&["show", "key:6abd", "--db", d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Trial 8"), "{}", stdout(&out));
+    let out = cmd(&["show", "key:6ab", "--db", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for key in ["6abc000000000000", "6abd000000000000"] {
+        assert!(stderr(&out).contains(key), "{}", stderr(&out));
+    }
+    let out = cmd(&["show", "9", "--db", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

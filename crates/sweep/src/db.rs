@@ -74,8 +74,10 @@ pub enum DbError {
     },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
-    #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
+    #[error("no trial `{0}` in the database (give its id, or key:PREFIX of its key)")]
     NoSuchTrial(String),
+    #[error("`{given}` is the start of several trials' keys: {matches}; give more of the key")]
+    AmbiguousTrial { given: String, matches: String },
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;

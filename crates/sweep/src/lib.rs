@@ -43,7 +43,11 @@ pub fn exit_code(e: &Error) -> i32 {
             | db::DbError::BadPath { .. }
             | db::DbError::SweepConflict { .. },
         ) => 2,
-        Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
+        Error::Db(
+            db::DbError::NoSuchSweep(_)
+            | db::DbError::NoSuchTrial(_)
+            | db::DbError::AmbiguousTrial { .. },
+        ) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
         _ => 1,
     }

@@ -160,7 +160,8 @@ enum Cmd {
     },
     /// One trial: config, epochs, per-class accuracy, confusion matrix.
     Show {
-        /// Trial id, or a prefix of its key.
+        /// Trial id (all digits: always an id), or `key:PREFIX` for the trial whose key starts
+        /// with PREFIX (`key:` may be left out when PREFIX is not all digits).
         trial: String,
         #[command(flatten)]
         db: DbArgs,
