@@ -369,3 +369,17 @@ fn show_takes_numbers_as_ids_and_key_prefixes_explicitly() {
     let out = cmd(&["show", "9", "--db", d]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn a_sweep_name_from_the_database_never_becomes_a_path_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("a/b");
+    std::fs::create_dir_all(&inner).unwrap();
+    let db = inner.join("results.db");
+    fake_db(&db, &[("../../../escape", 0.5)]);
+    let out = cmd(&["plot", "--db", db.to_str().unwrap(), "--no-samples"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("escape"), "{}", stderr(&out));
+    assert!(!dir.path().join("escape").exists());
+    assert!(!inner.join("plots").exists());
+}

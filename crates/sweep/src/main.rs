@@ -494,15 +494,28 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-/// The named sweep, else the one recorded last.
+/// The named sweep, else the one recorded last. Either way the name becomes part of paths
+/// (`plots/<sweep>`), and one read from a foreign or hand-edited database can hold anything
+/// (`../..`): it is checked like a name in a sweep file.
 fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
-    match sweep {
-        Some(s) => Ok(s),
-        None => Ok(db
+    let name = match sweep {
+        Some(s) => s,
+        None => db
             .latest_sweep()
             .map_err(Error::from)?
-            .context("the database holds no sweep yet")?),
+            .context("the database holds no sweep yet")?,
+    };
+    if !sweep::spec::valid_name(&name) {
+        return Err(Failure(
+            anyhow::anyhow!(
+                "{}: sweep name {name:?} is not a valid sweep name (letters, digits, `-`, `_`, \
+                 `.`); refusing to use it in a path",
+                db.path.display()
+            ),
+            2,
+        ));
     }
+    Ok(name)
 }
 
 fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
