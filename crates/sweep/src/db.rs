@@ -107,7 +107,40 @@ pub fn probe(path: &Path) -> Result<Probe> {
     }
     // Never `File::open` the database ourselves: closing any descriptor of a file drops every
     // POSIX lock this process holds on it, including those of open SQLite connections.
-    classify(&read_only_connection(path)?, path)
+    read_only_classified(path).map(|(_, p)| p)
+}
+
+/// A read-only connection ([`read_only_connection`]) and what it found. An immutable read
+/// takes no locks, so it is only trusted when the file did not change while it ran (same
+/// size and modification time before and after, and still no `-wal`): otherwise a writer was
+/// at work (e.g. another `run` creating this very file, whose half-written pages can read as
+/// damage or as another program's tables), and the read is done again with an ordinary,
+/// locking read-only connection, which may leave `-wal`/`-shm` files beside a WAL database
+/// that a writer is using anyway.
+fn read_only_classified(path: &Path) -> Result<(Connection, Probe)> {
+    let before = stamp(path);
+    let immutable = immutable_uri(path).is_some();
+    let conn = read_only_connection(path)?;
+    let found = classify(&conn, path);
+    if !immutable || (stamp(path) == before && immutable_uri(path).is_some()) {
+        return found.map(|p| (conn, p));
+    }
+    drop(conn);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_err(path, e))?;
+    let p = classify(&conn, path)?;
+    Ok((conn, p))
+}
+
+/// The file's size and modification time (`None` when it cannot be read).
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// `Missing` or `Empty` from the file's metadata alone, `None` for a non-empty file.
@@ -128,10 +161,13 @@ fn missing_or_empty(path: &Path) -> Result<Option<Probe>> {
 
 /// What the database behind `conn` is, from its `user_version` and tables.
 fn classify(conn: &Connection, path: &Path) -> Result<Probe> {
-    let version: i64 = conn
+    // One read transaction for both reads: between two, another process could create the
+    // schema, and we would see its tables with the old user_version.
+    let tx = conn.unchecked_transaction().map_err(|e| sql_err(path, e))?;
+    let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_err(path, e))?;
-    let tables: Vec<String> = conn
+    let tables: Vec<String> = tx
         .prepare(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')
              AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -224,7 +260,6 @@ impl Db {
     /// Opens (creating if needed) and migrates the database at `path`: for `run` and `train`
     /// only. Another program's database is refused, never given our tables.
     pub fn open(path: &Path) -> Result<Db> {
-        probe(path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| DbError::Folder {
                 path: dir.to_path_buf(),
@@ -232,6 +267,11 @@ impl Db {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err(path, e))?;
+        // Checked on this connection, under SQLite's locks rather than with `probe`: another
+        // `run` may be creating the same new file at this instant.
+        classify(&conn, path)?;
         let db = Db {
             conn,
             path: path.to_path_buf(),
@@ -277,15 +317,16 @@ impl Db {
             Some(_) => Err(DbError::Empty {
                 path: path.to_path_buf(),
             }),
-            None => {
-                let conn = read_only_connection(path)?;
-                let version = Self::require_ours(&conn, path)?;
-                Ok(Db {
+            None => match read_only_classified(path)? {
+                (conn, Probe::Ours { version }) => Ok(Db {
                     conn,
                     path: path.to_path_buf(),
                     version,
-                })
-            }
+                }),
+                _ => Err(DbError::Empty {
+                    path: path.to_path_buf(),
+                }),
+            },
         }
     }
 
@@ -987,5 +1028,27 @@ mod tests {
         ));
         assert_eq!(std::fs::read(&path).unwrap(), before);
         assert_eq!(files(dir.path()), ["app.db"]);
+    }
+
+    /// `run` probes the database before it loads data (issue 11, item 15) while another
+    /// `run` may be creating the same new file: a half-written file must not read as damaged.
+    #[test]
+    fn probe_beside_a_database_being_created_never_reports_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let path = dir.path().join(format!("r{round}.db"));
+            std::thread::scope(|s| {
+                s.spawn(|| drop(Db::open(&path).unwrap()));
+                for _ in 0..3 {
+                    s.spawn(|| loop {
+                        match probe(&path) {
+                            Ok(Probe::Ours { .. }) => break,
+                            Ok(_) => std::thread::yield_now(),
+                            Err(e) => panic!("round {round}: {e}"),
+                        }
+                    });
+                }
+            });
+        }
     }
 }
