@@ -121,10 +121,13 @@ fn report_reads_a_database_without_changing_it_even_in_a_read_only_folder() {
     std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
     let out = cmd(&["report", "--db", d]);
     let show = cmd(&["show", "1", "--db", d]);
+    let sweep_file = write(dir.path(), "s.toml", TINY);
+    let plan = cmd(&["plan", sweep_file.to_str().unwrap(), "--db", d]);
     std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("one"), "{}", stdout(&out));
     assert!(show.status.success(), "{}", stderr(&show));
+    assert!(plan.status.success(), "{}", stderr(&plan));
     assert_eq!(snapshot(&folder), before);
 }
 

@@ -276,7 +276,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         Cmd::Plan { file, db, device } => {
             let (spec, plans) = runner::plan(&file, true)?;
             let db = if db.db.exists() {
-                Some(Db::open_existing(&db.db).map_err(Error::from)?)
+                Some(Db::open_read_only(&db.db).map_err(Error::from)?)
             } else {
                 None
             };
