@@ -222,11 +222,8 @@ fn databases_in_one_folder_never_take_each_others_checkpoints() {
     let b = results.join("b.db");
     let out = run_sweep(&file, &a, &data);
     assert!(out.status.success(), "{}", stderr(&out));
-    let a_dir: String = rusqlite::Connection::open(&a)
-        .unwrap()
-        .query_row("SELECT checkpoint_dir FROM trials", [], |r| r.get(0))
-        .unwrap();
-    let a_state = std::fs::read(results.join(&a_dir).join("state.json")).unwrap();
+    let a_files = files_under(&results.join("checkpoints"));
+    assert!(!a_files.is_empty());
 
     // A second database beside the first trains its own trial.
     let out = run_sweep(&file, &b, &data);
@@ -237,11 +234,29 @@ fn databases_in_one_folder_never_take_each_others_checkpoints() {
     let out = run_sweep(&file, &a, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_ne!(timings(&a), timings(&b));
-    // The old database's checkpoint may be another database's live state: never deleted.
-    assert_eq!(
-        std::fs::read(results.join(&a_dir).join("state.json")).unwrap(),
-        a_state
-    );
+    // The old database's checkpoints may be another database's live state: never deleted
+    // or changed.
+    let now = files_under(&results.join("checkpoints"));
+    for (path, bytes) in &a_files {
+        assert_eq!(now.get(path), Some(bytes), "{}", path.display());
+    }
+}
+
+/// Every file under `dir` (recursively) with its bytes.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
 
 #[test]
