@@ -180,7 +180,8 @@ fn classify(conn: &Connection, path: &Path) -> Result<Probe> {
     let ours = OUR_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
     match (tables.is_empty(), ours, version) {
         (true, _, 0) => Ok(Probe::Empty),
-        (false, true, v) if v > SCHEMA_VERSION => Err(DbError::TooNew {
+        // No tables but a newer version: a future schema we cannot recognise by its tables.
+        (true, _, v) | (false, true, v) if v > SCHEMA_VERSION => Err(DbError::TooNew {
             path: path.to_path_buf(),
             found: v,
         }),
