@@ -449,24 +449,9 @@ impl Db {
     /// sweep and needs its own `--name`.
     pub fn upsert_sweep(&self, s: &NewSweep, configs: &[Value]) -> Result<i64> {
         let tx = self.immediate()?;
-        let existing: Option<(i64, String, Option<String>)> = tx
-            .query_row(
-                "SELECT id, spec, spec_path FROM sweeps WHERE name = ?1",
-                [&s.name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let existing = self.check_sweep_on(&tx, &s.name, &s.spec, &s.spec_path, configs)?;
         let id = match existing {
-            Some((id, stored_spec, stored_path)) => {
-                if stored_spec != s.spec && !self.same_trials(&tx, id, configs)? {
-                    return Err(DbError::SweepConflict {
-                        path: self.path.clone(),
-                        name: s.name.clone(),
-                        stored_path: stored_path.unwrap_or_else(|| "an unknown file".into()),
-                        new_path: s.spec_path.clone(),
-                    });
-                }
+            Some(id) => {
                 tx.execute(
                     "UPDATE sweeps SET description = ?2, spec = ?3, spec_path = ?4, host = ?5,
                      git_rev = ?6, device = ?7, started_at = datetime('now'), finished_at = NULL
@@ -508,8 +493,55 @@ impl Db {
         Ok(id)
     }
 
+    /// The check [`Db::upsert_sweep`] makes, without writing: `Err(SweepConflict)` when
+    /// sweep `name` is recorded from other trials, so a `run` can refuse before it loads data
+    /// (works on a read-only [`Db::open_read_only`] database).
+    pub fn check_sweep(
+        &self,
+        name: &str,
+        spec: &str,
+        spec_path: &str,
+        configs: &[Value],
+    ) -> Result<()> {
+        self.check_sweep_on(&self.conn, name, spec, spec_path, configs)
+            .map(drop)
+    }
+
+    /// The id of sweep `name` if it exists and may take this spec (see `upsert_sweep`).
+    fn check_sweep_on(
+        &self,
+        conn: &Connection,
+        name: &str,
+        spec: &str,
+        spec_path: &str,
+        configs: &[Value],
+    ) -> Result<Option<i64>> {
+        let existing: Option<(i64, String, Option<String>)> = conn
+            .query_row(
+                "SELECT id, spec, spec_path FROM sweeps WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match existing {
+            Some((id, stored_spec, stored_path)) => {
+                if stored_spec != spec && !self.same_trials(conn, id, configs)? {
+                    return Err(DbError::SweepConflict {
+                        path: self.path.clone(),
+                        name: name.to_string(),
+                        stored_path: stored_path.unwrap_or_else(|| "an unknown file".into()),
+                        new_path: spec_path.to_string(),
+                    });
+                }
+                Ok(Some(id))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Whether sweep `id`'s stored trial configs are, as a set, `configs`.
-    fn same_trials(&self, tx: &rusqlite::Transaction, id: i64, configs: &[Value]) -> Result<bool> {
+    fn same_trials(&self, tx: &Connection, id: i64, configs: &[Value]) -> Result<bool> {
         let mut stored: Vec<String> = tx
             .prepare("SELECT config FROM trials WHERE sweep_id = ?1")
             .and_then(|mut st| {
@@ -1051,5 +1083,43 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn check_sweep_refuses_other_trials_under_a_recorded_name_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let db = Db::open(&path).unwrap();
+        let new = |spec: &str, file: &str| NewSweep {
+            name: "s".into(),
+            description: String::new(),
+            spec: spec.into(),
+            spec_path: file.into(),
+            host: "h".into(),
+            git_rev: None,
+            device: "cpu".into(),
+            data_checksum: "c".into(),
+        };
+        let a = [serde_json::json!({"lr": 0.01})];
+        let b = [serde_json::json!({"lr": 0.02})];
+        let id = db.upsert_sweep(&new("lr = [0.01]", "a.toml"), &a).unwrap();
+        db.insert_trials(id, &[("k".into(), 0, a[0].clone())])
+            .unwrap();
+        drop(db);
+        let before = std::fs::read(&path).unwrap();
+        let ro = Db::open_read_only(&path).unwrap();
+        // The same text, and the same trials under other text, are the same sweep.
+        ro.check_sweep("s", "lr = [0.01]", "a.toml", &b).unwrap();
+        ro.check_sweep("s", "# x\nlr = [0.01]", "c.toml", &a)
+            .unwrap();
+        ro.check_sweep("t", "anything", "d.toml", &b).unwrap();
+        let err = ro
+            .check_sweep("s", "lr = [0.02]", "b.toml", &b)
+            .unwrap_err();
+        assert!(matches!(err, DbError::SweepConflict { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("a.toml") && msg.contains("b.toml"), "{msg}");
+        drop(ro);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }
