@@ -30,7 +30,9 @@ nightly *ARGS:
     status=0
     cargo run --release -q -p sweep -- run sweeps/nightly.toml --name "$name" {{ARGS}} || status=$?
     if [ "$status" = 130 ]; then exit 130; fi
-    cargo run --release -q -p sweep -- compare --previous-of "$name"
+    # --first-ok: the first night of a database has no earlier run (any later night without one
+    # is an error: the gate must not pass by comparing nothing).
+    cargo run --release -q -p sweep -- compare --previous-of "$name" --first-ok
     exit "$status"
 
 # Any cifar-sweep command, release build.

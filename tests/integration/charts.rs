@@ -548,18 +548,20 @@ fn compare_previous_of_finds_the_previous_night_and_run_takes_a_name() {
         "{}",
         stdout(&out)
     );
-    let out = bin()
-        .args([
-            "compare",
-            "--previous-of",
-            "nightly-2025-01-01",
-            "--db",
-            dbs,
-        ])
-        .output()
-        .unwrap();
+    // The first night has nothing to compare with: an error unless --first-ok says that is
+    // expected (the gate must not pass by comparing nothing).
+    let first = [
+        "compare",
+        "--previous-of",
+        "nightly-2025-01-01",
+        "--db",
+        dbs,
+    ];
+    let out = bin().args(first).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = bin().args(first).arg("--first-ok").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("no run before `nightly-2025-01-01`"));
+    assert!(stderr(&out).contains("no run before `nightly-2025-01-01`"));
 
     // `run --name` replaces the file's sweep name, and checks it.
     let sweeps = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sweeps/nightly.toml");

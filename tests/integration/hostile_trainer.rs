@@ -68,13 +68,12 @@ fn finished_trial(data: &[String]) -> Finished {
     let db = dir.path().join("results.db");
     let out = run_sweep(&file, &db, data);
     assert!(out.status.success(), "{}", stderr(&out));
-    let root = dir.path().join("checkpoints/hostile");
-    let ckpt = std::fs::read_dir(&root)
+    // The trial's own folder, as the database records it (checkpoints/<store id>/...).
+    let rel: String = rusqlite::Connection::open(&db)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .query_row("SELECT checkpoint_dir FROM trials", [], |r| r.get(0))
+        .unwrap();
+    let ckpt = dir.path().join(rel);
     Finished {
         _dir: dir,
         file,

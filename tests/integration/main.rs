@@ -3,6 +3,7 @@
 mod charts;
 mod common;
 mod hostile_cli;
+mod hostile_store;
 mod hostile_trainer;
 mod malformed;
 mod reliability;

@@ -78,9 +78,17 @@ fn snapshot(db: &Path) -> Snapshot {
 
 /// Checkpoints of finished trials load (no torn file) and no temporary files are left.
 fn checkpoints_whole(results: &Path) {
-    let root = results.join("checkpoints/rel");
-    for trial in std::fs::read_dir(&root).unwrap().flatten() {
-        let dir = trial.path();
+    let c = rusqlite::Connection::open(results.join("results.db")).unwrap();
+    let dirs: Vec<String> = c
+        .prepare("SELECT checkpoint_dir FROM trials")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!dirs.is_empty());
+    for rel in dirs {
+        let dir = results.join(rel);
         let meta = trainer::checkpoint::read_meta(&dir)
             .unwrap()
             .expect("state.json");
@@ -286,7 +294,16 @@ fn diverged_and_failed_trials_are_recorded_and_the_sweep_goes_on() {
     let src = trainer::data::test_data_source().unwrap();
     let checksum = trainer::data::load(&src).unwrap().checksum;
     let key = sweep::runner::trial_key(&plans[0].config, &checksum);
-    let blocked = results.join("checkpoints/fail").join(&key);
+    let store_id: String = c
+        .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let blocked = results
+        .join("checkpoints")
+        .join(store_id)
+        .join("fail")
+        .join(&key);
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, b"a file where the checkpoint folder should be").unwrap();
     let out = run_sweep(&file, &db, &data);

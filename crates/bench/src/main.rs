@@ -587,16 +587,19 @@ fn db_write_seconds(n: usize) -> Result<f64> {
     std::fs::create_dir_all(&dir)?;
     let res = (|| -> Result<f64> {
         let db = sweep::db::Db::open(&dir.join("results.db"))?;
-        let sweep_id = db.upsert_sweep(&sweep::db::NewSweep {
-            name: "bench".into(),
-            description: String::new(),
-            spec: String::new(),
-            spec_path: String::new(),
-            host: sweep::db::hostname(),
-            git_rev: None,
-            device: "cpu".into(),
-            data_checksum: String::new(),
-        })?;
+        let sweep_id = db.upsert_sweep(
+            &sweep::db::NewSweep {
+                name: "bench".into(),
+                description: String::new(),
+                spec: String::new(),
+                spec_path: String::new(),
+                host: sweep::db::hostname(),
+                git_rev: None,
+                device: "cpu".into(),
+                data_checksum: String::new(),
+            },
+            &|| sweep::db::ConfigSet::new([json!({"arch": "bench"})]),
+        )?;
         db.insert_trials(sweep_id, &[("bench".into(), 0, json!({"arch": "bench"}))])?;
         let trial = db
             .claim_next(

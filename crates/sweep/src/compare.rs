@@ -79,7 +79,7 @@ pub fn previous_run(db: &Db, name: &str) -> Result<Option<String>, DbError> {
         .optional()
         .map_err(|e| DbError::Sqlite {
             path: db.path.clone(),
-            source: e,
+            error: e,
         })
 }
 
@@ -108,6 +108,13 @@ fn series_prefix(name: &str) -> String {
 /// Compares sweep `a` in `db_a` (before) with sweep `b` in `db_b` (after). `max_drop`: the
 /// largest allowed drop in test accuracy, in percentage points.
 pub fn compare(db_a: &Db, a: &str, db_b: &Db, b: &str, max_drop: f64) -> Result<Comparison, Error> {
+    // A gate fails closed: with NaN every `drop > max_drop` test is false and any regression
+    // would pass; a negative or infinite threshold is a typo, not a policy.
+    if !max_drop.is_finite() || max_drop < 0.0 {
+        return Err(Error::BadArgument(format!(
+            "--max-drop {max_drop}: expected a finite number of percentage points, 0 or more"
+        )));
+    }
     let ta = trials(db_a, a)?;
     let tb = trials(db_b, b)?;
     let mut b_by_key: BTreeMap<String, Vec<&Trial>> = BTreeMap::new();

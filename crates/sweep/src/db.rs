@@ -9,10 +9,10 @@ use std::time::Duration;
 use trainer::train::{EpochRecord, TestReport};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, applied in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -47,16 +47,37 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    // The SQLite error is part of the message and deliberately not a `source`: rusqlite's error
+    // repeats its own source's text, so a chain printer (`{:#}`) said it three times.
+    #[error("{path}: {error}")]
     Sqlite {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
+    },
+    #[error("{path}: no results database yet; run a sweep first")]
+    Missing { path: PathBuf },
+    #[error("{path}: {what} is {value:?}, which is not a plain relative path; was the database edited by hand?")]
+    BadPath {
+        path: PathBuf,
+        what: String,
+        value: String,
+    },
+    #[error(
+        "{path}: sweep `{name}` was recorded from {stored_path} and {new_path} describes other \
+         trials under the same name; run it under another name (--name NAME) or use another --db"
+    )]
+    SweepConflict {
+        path: PathBuf,
+        name: String,
+        stored_path: String,
+        new_path: String,
     },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
-    #[error("no trial `{0}` in the database (give its id, or a prefix of its key)")]
+    #[error("no trial `{0}` in the database (give its id, or key:PREFIX of its key)")]
     NoSuchTrial(String),
+    #[error("`{given}` is the start of several trials' keys: {matches}; give more of the key")]
+    AmbiguousTrial { given: String, matches: String },
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -81,44 +102,72 @@ const OUR_TABLES: [&str; 2] = ["sweeps", "trials"];
 /// changes anything. Errors: [`DbError::NotADatabase`] (not SQLite, or corrupt),
 /// [`DbError::TooNew`], [`DbError::Foreign`] (another program's tables).
 pub fn probe(path: &Path) -> Result<Probe> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
-        Err(source) => {
-            return Err(DbError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let not_db = || DbError::NotADatabase {
-        path: path.to_path_buf(),
-    };
-    if !meta.is_file() {
-        return Err(not_db());
+    if let Some(p) = missing_or_empty(path)? {
+        return Ok(p);
     }
-    if meta.len() == 0 {
-        return Ok(Probe::Empty);
+    // Never `File::open` the database ourselves: closing any descriptor of a file drops every
+    // POSIX lock this process holds on it, including those of open SQLite connections.
+    read_only_classified(path).map(|(_, p)| p)
+}
+
+/// A read-only connection ([`read_only_connection`]) and what it found. An immutable read
+/// takes no locks, so it is only trusted when the file did not change while it ran (same
+/// size and modification time before and after, and still no `-wal`): otherwise a writer was
+/// at work (e.g. another `run` creating this very file, whose half-written pages can read as
+/// damage or as another program's tables), and the read is done again with an ordinary,
+/// locking read-only connection, which may leave `-wal`/`-shm` files beside a WAL database
+/// that a writer is using anyway.
+fn read_only_classified(path: &Path) -> Result<(Connection, Probe)> {
+    let before = stamp(path);
+    let immutable = immutable_uri(path).is_some();
+    let conn = read_only_connection(path)?;
+    let found = classify(&conn, path);
+    if !immutable || (stamp(path) == before && immutable_uri(path).is_some()) {
+        return found.map(|p| (conn, p));
     }
-    // The header first: SQLite would happily "open" a text file and only fail on the first
-    // query, and a short file is not worth a connection.
-    let mut header = [0u8; 100];
-    {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|source| DbError::Io {
+    drop(conn);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_err(path, e))?;
+    let p = classify(&conn, path)?;
+    Ok((conn, p))
+}
+
+/// The file's size and modification time (`None` when it cannot be read).
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// `Missing` or `Empty` from the file's metadata alone, `None` for a non-empty file.
+fn missing_or_empty(path: &Path) -> Result<Option<Probe>> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Probe::Missing)),
+        Err(source) => Err(DbError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        f.read_exact(&mut header).map_err(|_| not_db())?;
+        }),
+        Ok(m) if !m.is_file() => Err(DbError::NotADatabase {
+            path: path.to_path_buf(),
+        }),
+        Ok(m) if m.len() == 0 => Ok(Some(Probe::Empty)),
+        Ok(_) => Ok(None),
     }
-    if &header[..16] != b"SQLite format 3\0" {
-        return Err(not_db());
-    }
-    let conn = read_only_connection(path)?;
-    let version: i64 = conn
+}
+
+/// What the database behind `conn` is, from its `user_version` and tables.
+fn classify(conn: &Connection, path: &Path) -> Result<Probe> {
+    // One read transaction for both reads: between two, another process could create the
+    // schema, and we would see its tables with the old user_version.
+    let tx = conn.unchecked_transaction().map_err(|e| sql_err(path, e))?;
+    let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_err(path, e))?;
-    let tables: Vec<String> = conn
+    let tables: Vec<String> = tx
         .prepare(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')
              AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -131,7 +180,8 @@ pub fn probe(path: &Path) -> Result<Probe> {
     let ours = OUR_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
     match (tables.is_empty(), ours, version) {
         (true, _, 0) => Ok(Probe::Empty),
-        (false, true, v) if v > SCHEMA_VERSION => Err(DbError::TooNew {
+        // No tables but a newer version: a future schema we cannot recognise by its tables.
+        (true, _, v) | (false, true, v) if v > SCHEMA_VERSION => Err(DbError::TooNew {
             path: path.to_path_buf(),
             found: v,
         }),
@@ -192,16 +242,18 @@ pub fn check_creatable(path: &Path) -> Result<()> {
 /// A connection that can neither create the file nor write to it, and leaves no files behind.
 ///
 /// A read-only connection to a WAL database creates `-wal` and `-shm` files (and leaves them
-/// when it closes), and fails outright in a folder it cannot write to. So when the database is
-/// in WAL mode and has no `-wal` file, it is opened `immutable=1`: nothing is created and no
-/// locks are taken. That is safe then because SQLite keeps the `-wal` file for as long as any
-/// connection has the database open (it is deleted when the last one closes): with none,
-/// every commit is in the main file and no process is writing. A writer that starts during
-/// our read writes to its own new `-wal`, and copies into the main file only at a checkpoint
-/// (1000 pages, or its close), so a millisecond read practically never overlaps one; if it
-/// did, SQLite would see a malformed page and the command fail, never write. With a `-wal`
-/// file present immutable would ignore its commits, so the normal read-only open is used
-/// (the files exist already, nothing new is left behind).
+/// when it closes), and fails outright in a folder it cannot write to. So when the database
+/// has no `-wal` (and no hot `-journal`) file, it is opened `immutable=1`: nothing is created
+/// and no locks are taken. For our databases (always WAL) that is safe because SQLite keeps
+/// the `-wal` file for as long as any connection has the database open (it is deleted when the
+/// last one closes): with none, every commit is in the main file and no process is writing. A
+/// writer that starts during our read writes to its own new `-wal`, and copies into the main
+/// file only at a checkpoint (1000 pages, or its close), so a millisecond read practically
+/// never overlaps one; if it did, SQLite would see a malformed page and the command fail,
+/// never write. (Another program's rollback-journal file written at that very moment could
+/// be misread the same way; we only look at its table names.) With a `-wal` file present,
+/// immutable would ignore its commits, so the normal read-only open is used (the files exist
+/// already, nothing new is left behind).
 fn read_only_connection(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match immutable_uri(path) {
@@ -214,25 +266,15 @@ fn read_only_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// `file:PATH?immutable=1` when `path` is a WAL database with no `-wal` file (see
+/// `file:PATH?immutable=1` when `path` has no `-wal` and no `-journal` file (see
 /// [`read_only_connection`]), else `None`.
 fn immutable_uri(path: &Path) -> Option<String> {
-    let mut header = [0u8; 20];
-    {
-        use std::io::Read;
-        std::fs::File::open(path)
-            .ok()?
-            .read_exact(&mut header)
-            .ok()?;
-    }
-    // Bytes 18 and 19 (write and read format versions) are 2 in WAL mode.
-    if header[18] != 2 && header[19] != 2 {
-        return None;
-    }
-    let mut wal = path.as_os_str().to_os_string();
-    wal.push("-wal");
-    if Path::new(&wal).exists() {
-        return None;
+    for suffix in ["-wal", "-journal"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        if Path::new(&side).exists() {
+            return None;
+        }
     }
     // Percent-encode all but plain characters: `?`, `#` and `%` mean something in a URI.
     let mut uri = String::from("file:");
@@ -250,6 +292,8 @@ fn immutable_uri(path: &Path) -> Option<String> {
 pub struct Db {
     pub conn: Connection,
     pub path: PathBuf,
+    /// The schema version as opened: a read-only open leaves an older database as it is.
+    pub version: i64,
 }
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -267,27 +311,76 @@ impl Db {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err(path, e))?;
+        // Checked on this connection, under SQLite's locks rather than with `probe`: another
+        // `run` may be creating the same new file at this instant.
+        classify(&conn, path)?;
         let db = Db {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         db.setup()?;
         Ok(db)
     }
 
-    /// Opens an existing database without creating or migrating it (for reports).
+    /// Opens an existing cifar-sweep database for writing, without creating, migrating or
+    /// changing its journal mode (a second connection of a running sweep: the heartbeat).
     pub fn open_existing(path: &Path) -> Result<Db> {
+        // The run's main connection is open: check this connection's database rather than
+        // probe (which must not run beside other connections' locks, see `probe`).
+        if !path.exists() {
+            return Err(DbError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sql_err(path, e))?;
-        let db = Db {
+        let version = Self::require_ours(&conn, path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|_| conn.execute_batch("PRAGMA foreign_keys=ON;"))
+            .map_err(|e| sql_err(path, e))?;
+        Ok(Db {
             conn,
             path: path.to_path_buf(),
-        };
-        db.setup()?;
-        Ok(db)
+            version,
+        })
+    }
+
+    /// Opens an existing cifar-sweep database read-only (report, show, plot, compare): the
+    /// file is never created, migrated or written, and an older schema is read as it is.
+    pub fn open_read_only(path: &Path) -> Result<Db> {
+        match missing_or_empty(path)? {
+            Some(Probe::Missing) => Err(DbError::Missing {
+                path: path.to_path_buf(),
+            }),
+            Some(_) => Err(DbError::Empty {
+                path: path.to_path_buf(),
+            }),
+            None => match read_only_classified(path)? {
+                (conn, Probe::Ours { version }) => Ok(Db {
+                    conn,
+                    path: path.to_path_buf(),
+                    version,
+                }),
+                _ => Err(DbError::Empty {
+                    path: path.to_path_buf(),
+                }),
+            },
+        }
+    }
+
+    fn require_ours(conn: &Connection, path: &Path) -> Result<i64> {
+        match classify(conn, path)? {
+            Probe::Ours { version } => Ok(version),
+            Probe::Missing | Probe::Empty => Err(DbError::Empty {
+                path: path.to_path_buf(),
+            }),
+        }
     }
 
     fn setup(&self) -> Result<()> {
@@ -361,6 +454,24 @@ impl Db {
         tx.commit().map_err(|e| sql_err(path, e))
     }
 
+    /// `rel` (read from the database) as a path in the database's folder; `None` when it is
+    /// absolute or leaves the folder (`..`): a hand-edited or foreign database must not make
+    /// us write, or read, anywhere else.
+    pub fn beside(&self, rel: &str) -> Option<PathBuf> {
+        let rel = Path::new(rel);
+        let plain = !rel.as_os_str().is_empty()
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        plain.then(|| {
+            self.path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(rel)
+        })
+    }
+
     fn err(&self, e: rusqlite::Error) -> DbError {
         sql_err(&self.path, e)
     }
@@ -371,14 +482,17 @@ impl Db {
     }
 
     /// Creates the sweep if it is new, else updates its spec. Returns its id.
-    pub fn upsert_sweep(&self, s: &NewSweep) -> Result<i64> {
+    ///
+    /// A name already recorded from a *different* sweep is refused ([`DbError::SweepConflict`]):
+    /// the two would share one trial queue. "Different" means: the spec text differs *and* the
+    /// set of resolved trial configs (`configs`) differs from the stored trials'. The same text
+    /// is a re-run or resume (even after an upgrade changed how configs are resolved), and
+    /// the same trials under edited text (a comment, the description, the file moved) is still
+    /// the same experiment; anything else (a grid point added, removed or changed) is another
+    /// sweep and needs its own `--name`.
+    pub fn upsert_sweep(&self, s: &NewSweep, configs: &dyn Fn() -> ConfigSet) -> Result<i64> {
         let tx = self.immediate()?;
-        let existing: Option<i64> = tx
-            .query_row("SELECT id FROM sweeps WHERE name = ?1", [&s.name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let existing = self.check_sweep_on(&tx, &s.name, &s.spec, &s.spec_path, configs)?;
         let id = match existing {
             Some(id) => {
                 tx.execute(
@@ -420,6 +534,72 @@ impl Db {
         };
         tx.commit().map_err(|e| self.err(e))?;
         Ok(id)
+    }
+
+    /// The check [`Db::upsert_sweep`] makes, without writing: `Err(SweepConflict)` when
+    /// sweep `name` is recorded from other trials, so a `run` can refuse before it loads data
+    /// (works on a read-only [`Db::open_read_only`] database).
+    pub fn check_sweep(
+        &self,
+        name: &str,
+        spec: &str,
+        spec_path: &str,
+        configs: &dyn Fn() -> ConfigSet,
+    ) -> Result<()> {
+        self.check_sweep_on(&self.conn, name, spec, spec_path, configs)
+            .map(drop)
+    }
+
+    /// The id of sweep `name` if it exists and may take this spec (see `upsert_sweep`).
+    fn check_sweep_on(
+        &self,
+        conn: &Connection,
+        name: &str,
+        spec: &str,
+        spec_path: &str,
+        configs: &dyn Fn() -> ConfigSet,
+    ) -> Result<Option<i64>> {
+        let existing: Option<(i64, String, Option<String>)> = conn
+            .query_row(
+                "SELECT id, spec, spec_path FROM sweeps WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match existing {
+            Some((id, stored_spec, stored_path)) => {
+                if stored_spec != spec && !self.same_trials(conn, id, &configs())? {
+                    return Err(DbError::SweepConflict {
+                        path: self.path.clone(),
+                        name: name.to_string(),
+                        stored_path: stored_path.unwrap_or_else(|| "an unknown file".into()),
+                        new_path: spec_path.to_string(),
+                    });
+                }
+                Ok(Some(id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether sweep `id`'s stored trial configs are, as a set, `configs`.
+    fn same_trials(&self, tx: &Connection, id: i64, configs: &ConfigSet) -> Result<bool> {
+        let mut st = tx
+            .prepare("SELECT config FROM trials WHERE sweep_id = ?1")
+            .map_err(|e| self.err(e))?;
+        let stored = st
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err(e))?;
+        // Through `Value`, so both sides print the same way (sorted keys, same floats).
+        let stored = ConfigSet::new(
+            stored
+                .into_iter()
+                .map(|c| serde_json::from_str::<Value>(&c).unwrap_or(Value::String(c))),
+        );
+        Ok(&stored == configs)
     }
 
     /// Adds the trials that are not in the sweep yet (identified by key).
@@ -497,27 +677,39 @@ impl Db {
                 prev.as_deref().unwrap_or("an unknown worker")
             );
         }
+        // The checkpoint folder is fixed at the first claim (see schema_v2.sql).
         tx.execute(
             "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
              heartbeat = datetime('now'), attempts = attempts + 1,
-             started_at = COALESCE(started_at, datetime('now'))
+             started_at = COALESCE(started_at, datetime('now')),
+             checkpoint_dir = COALESCE(checkpoint_dir,
+                 'checkpoints/' || (SELECT value FROM meta WHERE key = 'store_id') || '/'
+                 || (SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id) || '/' || trial_key)
              WHERE id = ?1",
             params![id, worker.id, device],
         )
         .map_err(|e| self.err(e))?;
-        let (key, config): (String, String) = tx
+        let (key, config, checkpoint_dir): (String, String, String) = tx
             .query_row(
-                "SELECT trial_key, config FROM trials WHERE id = ?1",
+                "SELECT trial_key, config, checkpoint_dir FROM trials WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        let checkpoint_dir = self
+            .beside(&checkpoint_dir)
+            .ok_or_else(|| DbError::BadPath {
+                path: self.path.clone(),
+                what: format!("trial {id}: checkpoint_dir"),
+                value: checkpoint_dir.clone(),
+            })?;
         Ok(Some(Claimed {
             id,
             key,
             config,
             previous_status: status,
+            checkpoint_dir,
         }))
     }
 
@@ -738,7 +930,11 @@ fn insert_epoch(
 
 fn sql_err(path: &Path, e: rusqlite::Error) -> DbError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if f.code == rusqlite::ErrorCode::NotADatabase {
+        // A truncated or overwritten file is the user's to fix (exit 2), like a bad text file.
+        if matches!(
+            f.code,
+            rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+        ) {
             return DbError::NotADatabase {
                 path: path.to_path_buf(),
             };
@@ -746,7 +942,31 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> DbError {
     }
     DbError::Sqlite {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
+    }
+}
+
+/// A set of trial configurations as 128-bit digests of their JSON, sorted and without
+/// repeats: what a sweep's trials are compared by, in 16 bytes a trial however large the
+/// sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigSet(Vec<[u8; 16]>);
+
+impl ConfigSet {
+    pub fn new(configs: impl IntoIterator<Item = Value>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut v: Vec<[u8; 16]> = configs
+            .into_iter()
+            .map(|c| {
+                let d = Sha256::digest(c.to_string().as_bytes());
+                let mut out = [0u8; 16];
+                out.copy_from_slice(&d[..16]);
+                out
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        ConfigSet(v)
     }
 }
 
@@ -767,6 +987,8 @@ pub struct Claimed {
     pub key: String,
     pub config: String,
     pub previous_status: String,
+    /// Where this trial's checkpoints live: this database's own folder for it.
+    pub checkpoint_dir: PathBuf,
 }
 
 /// Who runs a trial: `host:pid:start`, where `start` is the process's start time in clock
@@ -936,7 +1158,71 @@ mod tests {
         drop(c);
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(Db::open(&path), Err(DbError::Foreign { .. })));
+        assert!(matches!(
+            Db::open_read_only(&path),
+            Err(DbError::Foreign { .. })
+        ));
         assert_eq!(std::fs::read(&path).unwrap(), before);
         assert_eq!(files(dir.path()), ["app.db"]);
+    }
+
+    /// `run` probes the database before it loads data (issue 11, item 15) while another
+    /// `run` may be creating the same new file: a half-written file must not read as damaged.
+    #[test]
+    fn probe_beside_a_database_being_created_never_reports_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let path = dir.path().join(format!("r{round}.db"));
+            std::thread::scope(|s| {
+                s.spawn(|| drop(Db::open(&path).unwrap()));
+                for _ in 0..3 {
+                    s.spawn(|| loop {
+                        match probe(&path) {
+                            Ok(Probe::Ours { .. }) => break,
+                            Ok(_) => std::thread::yield_now(),
+                            Err(e) => panic!("round {round}: {e}"),
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn check_sweep_refuses_other_trials_under_a_recorded_name_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let db = Db::open(&path).unwrap();
+        let new = |spec: &str, file: &str| NewSweep {
+            name: "s".into(),
+            description: String::new(),
+            spec: spec.into(),
+            spec_path: file.into(),
+            host: "h".into(),
+            git_rev: None,
+            device: "cpu".into(),
+            data_checksum: "c".into(),
+        };
+        let lr = |x: f64| ConfigSet::new([serde_json::json!({ "lr": x })]);
+        let (a, b) = (|| lr(0.01), || lr(0.02));
+        let id = db.upsert_sweep(&new("lr = [0.01]", "a.toml"), &a).unwrap();
+        db.insert_trials(id, &[("k".into(), 0, serde_json::json!({"lr": 0.01}))])
+            .unwrap();
+        drop(db);
+        let before = std::fs::read(&path).unwrap();
+        let ro = Db::open_read_only(&path).unwrap();
+        // The same text, and the same trials under other text, are the same sweep.
+        ro.check_sweep("s", "lr = [0.01]", "a.toml", &b).unwrap();
+        ro.check_sweep("s", "# x\nlr = [0.01]", "c.toml", &a)
+            .unwrap();
+        ro.check_sweep("t", "anything", "d.toml", &b).unwrap();
+        let err = ro
+            .check_sweep("s", "lr = [0.02]", "b.toml", &b)
+            .unwrap_err();
+        assert!(matches!(err, DbError::SweepConflict { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("a.toml") && msg.contains("b.toml"), "{msg}");
+        drop(ro);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }

@@ -28,20 +28,30 @@ pub enum Error {
     Data(#[from] trainer::data::DataError),
     #[error("corrupt database content: {0}")]
     Corrupt(String),
+    /// A command-line value the library refuses (the message names the flag).
+    #[error("{0}")]
+    BadArgument(String),
 }
 
 /// Exit statuses: 2 for input the user must fix, 1 for other failures.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Spec(_) => 2,
+        Error::Spec(_) | Error::BadArgument(_) => 2,
         Error::Db(
             db::DbError::NotADatabase { .. }
             | db::DbError::TooNew { .. }
             | db::DbError::Foreign { .. }
             | db::DbError::Empty { .. }
-            | db::DbError::Folder { .. },
+            | db::DbError::Folder { .. }
+            | db::DbError::Missing { .. }
+            | db::DbError::BadPath { .. }
+            | db::DbError::SweepConflict { .. },
         ) => 2,
-        Error::Db(db::DbError::NoSuchSweep(_) | db::DbError::NoSuchTrial(_)) => 2,
+        Error::Db(
+            db::DbError::NoSuchSweep(_)
+            | db::DbError::NoSuchTrial(_)
+            | db::DbError::AmbiguousTrial { .. },
+        ) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
         Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,
         _ => 1,

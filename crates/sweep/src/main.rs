@@ -146,6 +146,10 @@ enum Cmd {
         /// (nightly-2025-01-31 with nightly-2025-01-30).
         #[arg(long, value_name = "NAME", conflicts_with_all = ["a", "b"])]
         previous_of: Option<String>,
+        /// With --previous-of: exit 0 (with a note) when NAME is the first run of its series;
+        /// without it that is an error, so a gate never passes by comparing nothing.
+        #[arg(long, requires = "previous_of")]
+        first_ok: bool,
         /// Largest allowed drop in test accuracy, in percentage points.
         #[arg(long, default_value_t = 1.0)]
         max_drop: f64,
@@ -159,7 +163,8 @@ enum Cmd {
     },
     /// One trial: config, epochs, per-class accuracy, confusion matrix.
     Show {
-        /// Trial id, or a prefix of its key.
+        /// Trial id (all digits: always an id), or `key:PREFIX` for the trial whose key starts
+        /// with PREFIX (`key:` may be left out when PREFIX is not all digits).
         trial: String,
         #[command(flatten)]
         db: DbArgs,
@@ -286,7 +291,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         } => {
             let (spec, plans) = runner::plan(&file, yes)?;
             let db = if db.db.exists() {
-                Some(Db::open_existing(&db.db).map_err(Error::from)?)
+                Some(Db::open_read_only(&db.db).map_err(Error::from)?)
             } else {
                 None
             };
@@ -383,6 +388,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             a,
             b,
             previous_of,
+            first_ok,
             max_drop,
             db_b,
             db,
@@ -395,11 +401,25 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             };
             let (a, b) = match (previous_of, a, b) {
                 (Some(name), _, _) => {
+                    // NAME itself must exist: a typo must not read as "first run, all good".
+                    db_b.sweep_id(&name).map_err(Error::from)?;
                     match sweep::compare::previous_run(&db_a, &name).map_err(Error::from)? {
                         Some(prev) => (prev, name),
-                        None => {
-                            println!("no run before `{name}` to compare with");
+                        None if first_ok => {
+                            eprintln!(
+                                "note: no run before `{name}` to compare with (--first-ok): nothing checked"
+                            );
                             return Ok(0);
+                        }
+                        None => {
+                            return Err(Failure(
+                                anyhow::anyhow!(
+                                    "compare --previous-of {name}: no earlier run of its series in {}; \
+                                     pass --first-ok where a first run is expected",
+                                    db.db.display()
+                                ),
+                                2,
+                            ))
                         }
                     }
                 }
@@ -413,7 +433,12 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             };
             let cmp = sweep::compare::compare(&db_a, &a, &db_b, &b, max_drop)?;
             print!("{}", report::render(&cmp.tables, format));
-            println!("{}", cmp.summary);
+            // Machine-readable output stays parseable: the summary line goes to stderr.
+            if matches!(format, Format::Json | Format::Csv) {
+                eprintln!("{}", cmp.summary);
+            } else {
+                println!("{}", cmp.summary);
+            }
             for n in &cmp.notes {
                 eprintln!("note: {n}");
             }
@@ -478,28 +503,33 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-/// The named sweep, else the one recorded last.
+/// The named sweep, else the one recorded last. Either way the name becomes part of paths
+/// (`plots/<sweep>`), and one read from a foreign or hand-edited database can hold anything
+/// (`../..`): it is checked like a name in a sweep file.
 fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
-    match sweep {
-        Some(s) => Ok(s),
-        None => Ok(db
+    let name = match sweep {
+        Some(s) => s,
+        None => db
             .latest_sweep()
             .map_err(Error::from)?
-            .context("the database holds no sweep yet")?),
-    }
-}
-
-fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
-    if !path.exists() {
+            .context("the database holds no sweep yet")?,
+    };
+    if !sweep::spec::valid_name(&name) {
         return Err(Failure(
             anyhow::anyhow!(
-                "{}: no results database yet; run a sweep first",
-                path.display()
+                "{}: sweep name {name:?} is not a valid sweep name (letters, digits, `-`, `_`, \
+                 `.`); refusing to use it in a path",
+                db.path.display()
             ),
             2,
         ));
     }
-    Ok(Db::open_existing(path).map_err(Error::from)?)
+    Ok(name)
+}
+
+fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
+    // Read-only: a report never creates, migrates or re-modes a database (issue 11, item 3).
+    Ok(Db::open_read_only(path).map_err(Error::from)?)
 }
 
 /// Draws a sweep's charts; the sample-image grid loads the data set unless --no-samples.
@@ -610,6 +640,16 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
     // created), then the data (which may import or download); the database is created last.
     let device = trainer::device::parse(&exec.device).map_err(Error::from)?;
     sweep::db::check_creatable(&exec.db.db).map_err(Error::from)?;
+    if let sweep::db::Probe::Ours { .. } = sweep::db::probe(&exec.db.db).map_err(Error::from)? {
+        // Another sweep under this name: refused now, not after minutes on the data.
+        Db::open_read_only(&exec.db.db)
+            .and_then(|db| {
+                db.check_sweep(&spec.name, &spec.text, &spec.file, &|| {
+                    runner::config_set(&spec)
+                })
+            })
+            .map_err(Error::from)?;
+    }
     let data = trainer::data::load(&exec.data.source()).map_err(Error::from)?;
     let args = runner::RunArgs {
         db: exec.db.db.clone(),

@@ -83,6 +83,8 @@ pub struct TrialData {
     pub test_acc: Option<f64>,
     pub train_seconds: Option<f64>,
     pub checkpoint: Option<String>,
+    /// The database's own checkpoint folder for the trial (schema 2), in its folder.
+    pub own_checkpoint: Option<PathBuf>,
     pub epochs: Vec<EpochRow>,
     /// Per-class test accuracy (empty when the trial did not finish).
     pub class_acc: Vec<f64>,
@@ -105,11 +107,22 @@ impl SweepData {
             &[&sweep_id],
         )?;
         let data_checksum = meta.first().and_then(|r| r[0].as_str()).map(str::to_string);
-        let (_, rows) = db.query_strings(
-            "SELECT id, trial_key, status, config, best_epoch, test_acc, train_seconds, checkpoint
-             FROM trials WHERE sweep_id = ?1 ORDER BY ordinal",
-            &[&sweep_id],
-        )?;
+        // A version-1 database (read as it is) has no checkpoint_dir; its trials used
+        // `checkpoints/<sweep>/<key>`.
+        let sql = if db.version >= 2 {
+            "SELECT id, trial_key, status, config, best_epoch, test_acc, train_seconds, checkpoint,
+                    checkpoint_dir
+             FROM trials WHERE sweep_id = ?1 ORDER BY ordinal"
+        } else {
+            "SELECT id, trial_key, status, config, best_epoch, test_acc, train_seconds, checkpoint,
+                    'checkpoints/' || ?2 || '/' || trial_key
+             FROM trials WHERE sweep_id = ?1 ORDER BY ordinal"
+        };
+        let (_, rows) = if db.version >= 2 {
+            db.query_strings(sql, &[&sweep_id])?
+        } else {
+            db.query_strings(sql, &[&sweep_id, &sweep])?
+        };
         let mut trials = Vec::new();
         for r in rows {
             let id = r[0].as_i64().unwrap_or_default();
@@ -136,6 +149,7 @@ impl SweepData {
                 test_acc: r[5].as_f64(),
                 train_seconds: r[6].as_f64(),
                 checkpoint: r[7].as_str().map(str::to_string),
+                own_checkpoint: r[8].as_str().and_then(|d| db.beside(d)),
                 epochs: ep
                     .iter()
                     .map(|e| EpochRow {
@@ -1307,7 +1321,7 @@ fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
     let Some(best) = data.best() else {
         return Ok(None);
     };
-    let db = Db::open_existing(&data.db_path).map_err(Error::from)?;
+    let db = Db::open_read_only(&data.db_path).map_err(Error::from)?;
     let (_, cells) = db
         .query_strings(
             "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1",
@@ -1383,17 +1397,11 @@ struct Samples<'a> {
     images: Vec<(Vec<u8>, usize, usize)>,
 }
 
-/// The checkpoint folder of `t`: the recorded path, else where `run` puts it next to the db.
-fn checkpoint_dir(data: &SweepData, t: &TrialData) -> Option<PathBuf> {
+/// The checkpoint folder of `t`: the recorded path, else the database's own folder for the
+/// trial (never another database's checkpoints that happen to share the folder).
+fn checkpoint_dir(_data: &SweepData, t: &TrialData) -> Option<PathBuf> {
     let recorded = t.checkpoint.as_ref().map(PathBuf::from);
-    let beside_db = data
-        .db_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("checkpoints")
-        .join(&data.name)
-        .join(&t.key);
-    [recorded, Some(beside_db)]
+    [recorded, t.own_checkpoint.clone()]
         .into_iter()
         .flatten()
         .find(|d| d.join("state.json").is_file())

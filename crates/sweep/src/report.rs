@@ -68,7 +68,7 @@ fn by_accuracy(a: &TrialRow, b: &TrialRow) -> std::cmp::Ordering {
 fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
     let err = |e| DbError::Sqlite {
         path: db.path.clone(),
-        source: e,
+        error: e,
     };
     let mut st = db
         .conn
@@ -370,17 +370,60 @@ pub fn render(tables: &[Table], format: Format) -> String {
 }
 
 /// One trial in detail: config, epochs, per-class accuracy, confusion matrix.
+///
+/// `trial` is an id when it is all digits (`6`), else a prefix of a trial key, written
+/// `key:PREFIX` (or just `PREFIX` when it is not all digits): a number never means a key, so
+/// trial 6 cannot be shadowed by a key starting with "6". A prefix shared by several
+/// trials is an error that lists them.
 pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
-    let (_, found) = db.query_strings(
-        "SELECT t.id, s.name, t.trial_key, t.status, t.config, t.error, t.test_acc, t.test_loss,
-                t.best_epoch, t.train_seconds, t.device
-         FROM trials t JOIN sweeps s ON s.id = t.sweep_id
-         WHERE CAST(t.id AS TEXT) = ?1 OR t.trial_key LIKE ?1 || '%' ORDER BY t.id LIMIT 2",
-        &[&trial],
-    )?;
+    const COLUMNS: &str = "SELECT t.id, s.name, t.trial_key, t.status, t.config, t.error,
+                t.test_acc, t.test_loss, t.best_epoch, t.train_seconds, t.device
+         FROM trials t JOIN sweeps s ON s.id = t.sweep_id";
+    let prefix = trial.strip_prefix("key:");
+    let found = match (prefix, trial.parse::<i64>()) {
+        (None, Ok(id)) if trial.bytes().all(|b| b.is_ascii_digit()) => {
+            db.query_strings(&format!("{COLUMNS} WHERE t.id = ?1"), &[&id])?
+                .1
+        }
+        _ => {
+            let prefix = prefix.unwrap_or(trial);
+            if prefix.is_empty() {
+                return Err(DbError::NoSuchTrial(trial.to_string()));
+            }
+            // substr, not LIKE: `%` and `_` in the argument are not wildcards.
+            db.query_strings(
+                &format!(
+                    "{COLUMNS} WHERE substr(t.trial_key, 1, length(?1)) = ?1 ORDER BY t.id LIMIT 11"
+                ),
+                &[&prefix],
+            )?
+            .1
+        }
+    };
     let r = match found.as_slice() {
         [one] => one,
-        _ => return Err(DbError::NoSuchTrial(trial.to_string())),
+        [] => return Err(DbError::NoSuchTrial(trial.to_string())),
+        many => {
+            let mut list: Vec<String> = many
+                .iter()
+                .take(10)
+                .map(|r| {
+                    format!(
+                        "trial {} (key {}, sweep {})",
+                        r[0],
+                        r[2].as_str().unwrap_or("?"),
+                        r[1].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if many.len() > 10 {
+                list.push("...".into());
+            }
+            return Err(DbError::AmbiguousTrial {
+                given: trial.to_string(),
+                matches: list.join(", "),
+            });
+        }
     };
     let id = r[0].as_i64().unwrap_or_default();
     let mut info = Table::new(format!("Trial {id}"), &["field", "value"]);

@@ -69,6 +69,15 @@ pub fn validate(spec: &SweepSpec) -> Result<(), Error> {
     Ok(())
 }
 
+/// The set of `spec`'s trial configurations as digests, for telling a re-run of a sweep from
+/// another sweep under the same name (see [`Db::upsert_sweep`]).
+pub fn config_set(spec: &SweepSpec) -> crate::db::ConfigSet {
+    crate::db::ConfigSet::new(grid::plans(spec).into_iter().flatten().filter_map(|p| {
+        p.ok()
+            .map(|p| serde_json::to_value(&p.config).expect("config serialises"))
+    }))
+}
+
 /// Trials are written to the database in transactions of this many.
 const INSERT_CHUNK: usize = 10_000;
 
@@ -107,23 +116,19 @@ pub fn run(
     let device = args.device.clone();
     let device_name = trainer::device::name(&device);
     let db = Db::open(&args.db)?;
-    let checkpoints = args
-        .db
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("checkpoints")
-        .join(&spec.name);
-
-    let sweep_id = db.upsert_sweep(&NewSweep {
-        name: spec.name.clone(),
-        description: spec.description.clone(),
-        spec: spec.text.clone(),
-        spec_path: spec.file.clone(),
-        host: crate::db::hostname(),
-        git_rev: git_rev(),
-        device: device_name.clone(),
-        data_checksum: data.checksum.clone(),
-    })?;
+    let sweep_id = db.upsert_sweep(
+        &NewSweep {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            spec: spec.text.clone(),
+            spec_path: spec.file.clone(),
+            host: crate::db::hostname(),
+            git_rev: git_rev(),
+            device: device_name.clone(),
+            data_checksum: data.checksum.clone(),
+        },
+        &|| config_set(spec),
+    )?;
     // Streamed in chunks: a million-trial sweep is a few hundred megabytes as plans.
     let total = grid::count(spec) as usize;
     let mut added = 0;
@@ -231,7 +236,9 @@ pub fn run(
                     continue;
                 }
             };
-            let dir = checkpoints.join(&claimed.key);
+            // This database's own folder for the trial (recorded at its first claim), never
+            // another database's: see schema_v2.sql.
+            let dir = claimed.checkpoint_dir.clone();
             let label = format!(
                 "trial {} ({} lr={} batch={})",
                 claimed.id, config.arch, config.lr, config.batch_size
