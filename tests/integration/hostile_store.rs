@@ -172,7 +172,16 @@ fn a_version_1_database_is_read_as_it_is_then_upgraded_keeping_its_checkpoints()
     );
 
     let d = sweep::db::Db::open(&db).unwrap();
-    assert_eq!(query_i64(&db, "PRAGMA user_version"), 2);
+    assert_eq!(
+        query_i64(&db, "PRAGMA user_version"),
+        sweep::db::SCHEMA_VERSION
+    );
+    // The migrations kept every row that refers to a trial (v3 rebuilds `trials`).
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trials"), 2);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
     let store: String = d
         .conn
         .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {

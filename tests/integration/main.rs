@@ -7,4 +7,5 @@ mod hostile_store;
 mod hostile_trainer;
 mod malformed;
 mod reliability;
+mod search;
 mod sweep_e2e;

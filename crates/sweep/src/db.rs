@@ -9,10 +9,14 @@ use std::time::Duration;
 use trainer::train::{EpochRecord, TestReport};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, applied in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -440,6 +444,22 @@ impl Db {
 
     fn migrate(&self) -> Result<()> {
         let path = &self.path;
+        // Version 3 rebuilds `trials` (a CHECK constraint cannot be altered): with foreign
+        // keys on, dropping the old table would cascade into every epoch row. The pragma has
+        // no effect inside a transaction, so it is switched around it, and the keys are
+        // checked before the migration commits.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=OFF")
+            .map_err(|e| sql_err(path, e))?;
+        let result = self.migrate_steps();
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON")
+            .map_err(|e| sql_err(path, e))?;
+        result
+    }
+
+    fn migrate_steps(&self) -> Result<()> {
+        let path = &self.path;
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| sql_err(path, e))?;
         // Re-read inside the write lock: another process may have migrated meanwhile.
@@ -450,6 +470,23 @@ impl Db {
             tx.execute_batch(sql).map_err(|e| sql_err(path, e))?;
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(|e| sql_err(path, e))?;
+        }
+        let dangling: i64 = tx
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| sql_err(path, e))?;
+        if dangling > 0 {
+            // Rolled back when `tx` drops: the database stays as it was.
+            return Err(sql_err(
+                path,
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                    Some(format!(
+                        "the migration would leave {dangling} rows referring to missing rows"
+                    )),
+                ),
+            ));
         }
         tx.commit().map_err(|e| sql_err(path, e))
     }
@@ -839,6 +876,129 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// The other trials' results at `epoch` of sweep `sweep_id` (not `trial_id`'s): per
+    /// trial `[valid_acc, valid_loss, training seconds up to that epoch]`.
+    pub fn results_at(&self, sweep_id: i64, trial_id: i64, epoch: usize) -> Result<Vec<[f64; 3]>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT e.valid_acc, e.valid_loss,
+                        (SELECT SUM(p.seconds) FROM epochs p
+                         WHERE p.trial_id = e.trial_id AND p.epoch <= e.epoch)
+                 FROM epochs e JOIN trials t ON t.id = e.trial_id
+                 WHERE t.sweep_id = ?1 AND e.epoch = ?2 AND e.trial_id != ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![sweep_id, epoch as i64, trial_id], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?])
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's own training seconds up to `epoch`.
+    pub fn seconds_to(&self, trial_id: i64, epoch: usize) -> Result<f64> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(seconds), 0) FROM epochs WHERE trial_id = ?1 AND epoch <= ?2",
+                params![trial_id, epoch as i64],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Trials of the sweep that have finished (done or pruned), for the median rule's start-up.
+    pub fn finished_count(&self, sweep_id: i64) -> Result<usize> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM trials WHERE sweep_id = ?1 AND status IN ('done', 'pruned')",
+                [sweep_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The decision already taken for `trial_id` at `epoch`, if any (a resumed trial replays
+    /// it rather than deciding again against results that have changed since).
+    pub fn decision(&self, trial_id: i64, epoch: usize) -> Result<Option<crate::prune::Decision>> {
+        self.conn
+            .query_row(
+                "SELECT epoch, rung, compared_with, cutoff, stop FROM decisions
+                 WHERE trial_id = ?1 AND epoch = ?2",
+                params![trial_id, epoch as i64],
+                |r| {
+                    Ok(crate::prune::Decision {
+                        epoch: r.get::<_, i64>(0)? as usize,
+                        rung: r.get::<_, Option<i64>>(1)?.map(|x| x as usize),
+                        compared_with: r.get::<_, i64>(2)? as usize,
+                        cutoff: r.get(3)?,
+                        stop: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The epoch at which a rule stopped `trial_id`, if one did.
+    pub fn stopped_at(&self, trial_id: i64) -> Result<Option<usize>> {
+        self.conn
+            .query_row(
+                "SELECT MIN(epoch) FROM decisions WHERE trial_id = ?1 AND stop",
+                [trial_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|e| e.map(|e| e as usize))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a decision (once: a replayed one is already there).
+    pub fn record_decision(
+        &self,
+        trial_id: i64,
+        rule: &str,
+        value: f64,
+        d: &crate::prune::Decision,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO decisions
+                 (trial_id, epoch, rule, rung, value, compared_with, cutoff, stop)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    trial_id,
+                    d.epoch as i64,
+                    rule,
+                    d.rung.map(|r| r as i64),
+                    value,
+                    d.compared_with as i64,
+                    d.cutoff,
+                    d.stop
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a trial stopped by a pruning rule after `epoch`; its epochs stay, it is not
+    /// evaluated on the test set.
+    pub fn prune_trial(&self, trial_id: i64, epoch: usize) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE trials SET status = 'pruned', pruned_epoch = ?2, error = NULL,
+                 heartbeat = datetime('now'), finished_at = datetime('now'),
+                 train_seconds = (SELECT SUM(seconds) FROM epochs WHERE trial_id = ?1),
+                 images_per_sec = (SELECT AVG(images_per_sec) FROM epochs WHERE trial_id = ?1)
+                 WHERE id = ?1",
+                params![trial_id, epoch as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
         self.conn
             .execute(
@@ -1224,5 +1384,49 @@ mod tests {
         assert!(msg.contains("a.toml") && msg.contains("b.toml"), "{msg}");
         drop(ro);
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    /// Version 3 rebuilds `trials`; with foreign keys on, dropping the old table would have
+    /// cascaded into every epoch, class and confusion row.
+    #[test]
+    fn the_rebuild_of_trials_keeps_every_row_that_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA foreign_keys=ON").unwrap();
+            for sql in &MIGRATIONS[..2] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO sweeps (id, name, spec) VALUES (1, 's', '');
+                 INSERT INTO trials (id, sweep_id, trial_key, ordinal, config, status, test_acc)
+                 VALUES (7, 1, 'k', 0, '{\"arch\":\"lenet\",\"lr\":0.1}', 'done', 0.5);
+                 INSERT INTO epochs VALUES (7, 1, 1.0, 0.1, 1.1, 0.2, 0.1, 1.0, 10.0),
+                                           (7, 2, 0.9, 0.2, 1.0, 0.3, 0.1, 1.0, 10.0);
+                 INSERT INTO class_accuracy VALUES (7, 0, 'airplane', 5, 10, 0.5);
+                 INSERT INTO confusion VALUES (7, 0, 0, 5);",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { db.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("PRAGMA user_version"), 3);
+        assert_eq!(count("SELECT COUNT(*) FROM epochs WHERE trial_id = 7"), 2);
+        assert_eq!(count("SELECT COUNT(*) FROM class_accuracy"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM confusion"), 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM trial_summary WHERE lr = 0.1"),
+            1
+        );
+        assert_eq!(count("PRAGMA foreign_keys"), 1);
+        // The new status is accepted, and cascades still work after the rebuild.
+        db.prune_trial(7, 2).unwrap();
+        assert_eq!(count("SELECT pruned_epoch FROM trials WHERE id = 7"), 2);
+        db.conn
+            .execute("DELETE FROM trials WHERE id = 7", [])
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM epochs"), 0);
     }
 }

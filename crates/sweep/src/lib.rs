@@ -7,6 +7,7 @@ pub mod grid;
 pub mod html;
 pub mod plot;
 pub mod prune;
+pub mod pruner;
 pub mod report;
 pub mod runner;
 pub mod search;

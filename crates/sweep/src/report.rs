@@ -147,7 +147,27 @@ fn show_value(v: Option<&Value>) -> (String, Value) {
     match v {
         None | Some(Value::Null) => ("-".into(), Value::Null),
         Some(Value::String(s)) => text(s.clone()),
+        // Sampled values carry 17 digits; four significant ones tell trials apart on screen
+        // (the JSON format and the database keep every bit).
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|x| x.fract() != 0.0) => (
+            significant(n.as_f64().unwrap_or(0.0), 4),
+            Value::Number(n.clone()),
+        ),
         Some(v) => (v.to_string(), v.clone()),
+    }
+}
+
+/// `x` with `digits` significant digits, trailing zeros dropped (0.0059658 → 0.005966).
+pub fn significant(x: f64, digits: i32) -> String {
+    if x == 0.0 || !x.is_finite() || x.fract() == 0.0 {
+        return x.to_string();
+    }
+    let decimals = (digits - 1 - x.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -204,6 +224,9 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     }
     let mut tables = vec![t];
 
+    if let Some(t) = pruned_table(db, sweep_id, sweep)? {
+        tables.push(t);
+    }
     let classes = per_class_table(db, sweep_id, sweep)?;
     if !classes.rows.is_empty() {
         tables.push(classes);
@@ -233,6 +256,67 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
         tables.push(t);
     }
     Ok(tables)
+}
+
+/// The trials a pruning rule stopped, with where and against what, under a title that says
+/// how much training pruning saved; None when the sweep stopped nothing.
+fn pruned_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
+    // Read-only commands read older databases as they are: before schema 3 nothing is pruned.
+    let (_, has) = db.query_strings(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
+        &[],
+    )?;
+    if has[0][0].as_i64() != Some(1) {
+        return Ok(None);
+    }
+    let (_, rows) = db.query_strings(
+        "SELECT t.id, t.pruned_epoch, t.epochs, d.rule, d.rung, d.value, d.cutoff, d.compared_with
+         FROM trials t LEFT JOIN decisions d ON d.trial_id = t.id AND d.epoch = t.pruned_epoch
+         WHERE t.sweep_id = ?1 AND t.status = 'pruned' ORDER BY t.pruned_epoch DESC, d.value DESC, t.id",
+        &[&sweep_id],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let (_, work) = db.query_strings(
+        "SELECT (SELECT COUNT(*) FROM epochs e JOIN trials t ON t.id = e.trial_id
+                 WHERE t.sweep_id = ?1),
+                (SELECT SUM(epochs) FROM trials WHERE sweep_id = ?1)",
+        &[&sweep_id],
+    )?;
+    let ran = work[0][0].as_i64().unwrap_or(0);
+    let full = work[0][1].as_i64().unwrap_or(0).max(1);
+    let mut t = Table::new(
+        format!(
+            "Sweep `{sweep}`: {} trials pruned (stopped early, not tested); {ran} epochs run \
+             of {full} without pruning ({:.0}%)",
+            rows.len(),
+            100.0 * ran as f64 / full as f64
+        ),
+        &[
+            "trial",
+            "stopped_after",
+            "of_epochs",
+            "rule",
+            "rung",
+            "objective",
+            "cutoff",
+            "compared_with",
+        ],
+    );
+    for r in rows {
+        t.push(vec![
+            show_value(Some(&r[0])),
+            show_value(Some(&r[1])),
+            show_value(Some(&r[2])),
+            show_value(Some(&r[3])),
+            show_value(Some(&r[4])),
+            show_value(Some(&r[5])),
+            show_value(Some(&r[6])),
+            show_value(Some(&r[7])),
+        ]);
+    }
+    Ok(Some(t))
 }
 
 fn per_class_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Table, DbError> {

@@ -3,6 +3,8 @@
 
 use crate::db::{Db, NewSweep, Worker};
 use crate::grid::{self, TrialPlan};
+use crate::prune::Decision;
+use crate::pruner::Pruner;
 use crate::spec::{self, SweepSpec};
 use crate::{report, Error};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -40,6 +42,8 @@ pub struct RunSummary {
     pub ran: usize,
     pub failed: Vec<(i64, String)>,
     pub diverged: Vec<i64>,
+    /// Trials a pruning rule stopped early.
+    pub pruned: Vec<i64>,
     pub interrupted: bool,
 }
 
@@ -163,7 +167,7 @@ pub fn run(
     );
 
     let (_, status_rows) = db.query_strings(
-        "SELECT COUNT(*) FILTER (WHERE status IN ('done', 'failed', 'diverged')) FROM trials WHERE sweep_id = ?1",
+        "SELECT COUNT(*) FILTER (WHERE status IN ('done', 'failed', 'diverged', 'pruned')) FROM trials WHERE sweep_id = ?1",
         &[&sweep_id],
     )?;
     let already = status_rows[0][0].as_u64().unwrap_or(0);
@@ -210,6 +214,11 @@ pub fn run(
         })
     };
 
+    let pruner = Pruner {
+        db: &db,
+        sweep_id,
+        search: &spec.search,
+    };
     let worker = Worker::current();
     let mut summary = RunSummary {
         sweep: spec.name.clone(),
@@ -236,6 +245,14 @@ pub fn run(
                     continue;
                 }
             };
+            // A rule stopped it, but the process died before saying so: say so now.
+            if let Some(epoch) = db.stopped_at(claimed.id)? {
+                db.prune_trial(claimed.id, epoch)?;
+                summary.pruned.push(claimed.id);
+                sweep_bar.inc(1);
+                current.store(0, Ordering::Relaxed);
+                continue;
+            }
             // This database's own folder for the trial (recorded at its first claim), never
             // another database's: see schema_v2.sql.
             let dir = claimed.checkpoint_dir.clone();
@@ -248,16 +265,35 @@ pub fn run(
                 tracing::info!("{label}: resuming ({})", claimed.previous_status);
             }
             let outcome = run_trial(
-                &db, claimed.id, &config, data, &device, &dir, &mp, &stop, args,
+                &db, claimed.id, &config, data, &device, &dir, &mp, &stop, args, &pruner,
             );
             summary.ran += 1;
             match outcome {
-                Ok(Outcome::Finished {
-                    best_epoch,
-                    best_valid_loss,
-                    test,
-                    train_seconds,
-                }) => {
+                Ok((Outcome::Interrupted { .. }, Some(d))) => {
+                    db.prune_trial(claimed.id, d.epoch)?;
+                    let why = match (d.rung, d.cutoff) {
+                        (Some(r), Some(c)) => {
+                            format!(" (rung {r}: below {c:.4} of {} trials)", d.compared_with)
+                        }
+                        (None, Some(c)) => format!(
+                            " (worse than the median {c:.4} of {} trials)",
+                            d.compared_with
+                        ),
+                        _ => format!(" (dominated at a rung of {} trials)", d.compared_with),
+                    };
+                    mp.suspend(|| tracing::info!("{label}: pruned after epoch {}{why}", d.epoch));
+                    summary.pruned.push(claimed.id);
+                    sweep_bar.inc(1);
+                }
+                Ok((
+                    Outcome::Finished {
+                        best_epoch,
+                        best_valid_loss,
+                        test,
+                        train_seconds,
+                    },
+                    _,
+                )) => {
                     db.finish_trial(
                         claimed.id,
                         best_epoch,
@@ -276,10 +312,13 @@ pub fn run(
                     });
                     sweep_bar.inc(1);
                 }
-                Ok(Outcome::Diverged {
-                    epoch,
-                    last_good_epoch,
-                }) => {
+                Ok((
+                    Outcome::Diverged {
+                        epoch,
+                        last_good_epoch,
+                    },
+                    _,
+                )) => {
                     let msg = format!(
                         "loss became NaN or infinite in epoch {epoch}; last good epoch {last_good_epoch}"
                     );
@@ -288,7 +327,7 @@ pub fn run(
                     summary.diverged.push(claimed.id);
                     sweep_bar.inc(1);
                 }
-                Ok(Outcome::Interrupted { epoch, batch }) => {
+                Ok((Outcome::Interrupted { epoch, batch }, None)) => {
                     db.set_status(claimed.id, "interrupted", None, None)?;
                     // batch 0: stopped at the end of `epoch`, not inside it.
                     let at = if batch == 0 {
@@ -321,7 +360,7 @@ pub fn run(
         summary.interrupted = true;
     } else {
         let (_, open) = db.query_strings(
-            "SELECT COUNT(*) FROM trials WHERE sweep_id = ?1 AND status NOT IN ('done', 'failed', 'diverged')",
+            "SELECT COUNT(*) FROM trials WHERE sweep_id = ?1 AND status NOT IN ('done', 'failed', 'diverged', 'pruned')",
             &[&sweep_id],
         )?;
         if open[0][0].as_i64() == Some(0) {
@@ -356,6 +395,11 @@ fn decode_config(json: &str) -> Result<TrainConfig, String> {
 struct TrialObserver<'a> {
     db: &'a Db,
     trial_id: i64,
+    pruner: &'a Pruner<'a>,
+    /// The trial's last epoch: nothing is pruned there.
+    last_epoch: usize,
+    /// The decision that stopped the trial, once one has.
+    pruned: Option<Decision>,
     /// Every epoch of the trial so far: the resume point's, then those trained.
     history: Vec<EpochRecord>,
     bar: ProgressBar,
@@ -390,6 +434,18 @@ impl Observer for TrialObserver<'_> {
                 .map_err(|e| crate::error_chain(&e))?;
         }
         self.history = history.to_vec();
+        // A process killed between recording an epoch and deciding on it left that decision
+        // untaken: take it now (recorded ones are replayed), before training goes on.
+        for r in history {
+            match self.pruner.after_epoch(self.trial_id, r, self.last_epoch) {
+                Ok(Some(d)) if d.stop => {
+                    self.pruned = Some(d);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(crate::error_chain(&e)),
+            }
+        }
         Ok(())
     }
 
@@ -399,6 +455,11 @@ impl Observer for TrialObserver<'_> {
             .record_epoch(self.trial_id, r)
             .map_err(|e| crate::error_chain(&e))?;
         self.history.push(r.clone());
+        match self.pruner.after_epoch(self.trial_id, r, self.last_epoch) {
+            Ok(Some(d)) if d.stop => self.pruned = Some(d),
+            Ok(_) => {}
+            Err(e) => return Err(crate::error_chain(&e)),
+        }
         // The per-epoch write must stay a negligible part of an epoch (issue #4).
         tracing::debug!(
             trial = self.trial_id,
@@ -423,7 +484,7 @@ impl Observer for TrialObserver<'_> {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.pruned.is_some() || self.stop.load(Ordering::SeqCst)
     }
 }
 
@@ -438,7 +499,8 @@ fn run_trial(
     mp: &MultiProgress,
     stop: &AtomicBool,
     args: &RunArgs,
-) -> Result<Outcome, Error> {
+    pruner: &Pruner,
+) -> Result<(Outcome, Option<Decision>), Error> {
     let bar = mp.add(ProgressBar::new(1));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} batches  {msg}")
@@ -448,6 +510,9 @@ fn run_trial(
     let mut obs = TrialObserver {
         db,
         trial_id,
+        pruner,
+        last_epoch: config.epochs,
+        pruned: None,
         history: Vec::new(),
         bar: bar.clone(),
         stop,
@@ -462,7 +527,7 @@ fn run_trial(
         // The trial's epochs are final now: drop rows an earlier attempt recorded past them.
         db.sync_epochs(trial_id, &obs.history)?;
     }
-    Ok(out?)
+    Ok((out?, obs.pruned))
 }
 
 /// Expected training time of `config` on `device`, from the epochs already recorded for the

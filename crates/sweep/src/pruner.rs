@@ -1,0 +1,108 @@
+//! Early stopping during a run: after each epoch, the trial's objective is compared with the
+//! other trials' results at the same epoch, read from the store (so the decision holds across
+//! processes), by the sweep's rule ([`crate::prune`]). Each decision is recorded; a trial
+//! that comes back to an epoch it was decided at (a resume) replays that decision.
+
+use crate::db::{Db, DbError};
+use crate::prune::{self, Decision};
+use crate::search::{Objective, Prune, Search};
+use trainer::train::EpochRecord;
+
+/// A sweep's pruning rule, bound to its store.
+pub struct Pruner<'a> {
+    pub db: &'a Db,
+    pub sweep_id: i64,
+    pub search: &'a Search,
+}
+
+impl Pruner<'_> {
+    /// Whether the sweep prunes at all.
+    pub fn active(&self) -> bool {
+        !matches!(self.search.prune, Prune::None)
+    }
+
+    /// The trial's value of each objective at the end of `r.epoch`.
+    fn values(&self, trial_id: i64, r: &EpochRecord) -> Result<Vec<f64>, DbError> {
+        self.search
+            .objectives
+            .iter()
+            .map(|o| {
+                Ok(match o {
+                    Objective::ValidAcc => r.valid_acc,
+                    Objective::ValidLoss => r.valid_loss,
+                    Objective::TrainSeconds => self.db.seconds_to(trial_id, r.epoch)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The decision for `trial_id` after epoch `r` (recorded before it is returned), or None
+    /// where the rule has nothing to decide: no pruning, the trial's last epoch, an epoch that
+    /// is not an ASHA rung, or the median rule's warm-up.
+    pub fn after_epoch(
+        &self,
+        trial_id: i64,
+        r: &EpochRecord,
+        last_epoch: usize,
+    ) -> Result<Option<Decision>, DbError> {
+        if !self.active() || r.epoch >= last_epoch {
+            return Ok(None);
+        }
+        if let Some(d) = self.db.decision(trial_id, r.epoch)? {
+            return Ok(Some(d));
+        }
+        let mine = self.values(trial_id, r)?;
+        let others: Vec<Vec<f64>> = self
+            .db
+            .results_at(self.sweep_id, trial_id, r.epoch)?
+            .into_iter()
+            .map(|[acc, loss, secs]| {
+                self.search
+                    .objectives
+                    .iter()
+                    .map(|o| match o {
+                        Objective::ValidAcc => acc,
+                        Objective::ValidLoss => loss,
+                        Objective::TrainSeconds => secs,
+                    })
+                    .collect()
+            })
+            .collect();
+        let dirs: Vec<prune::Direction> = self
+            .search
+            .objectives
+            .iter()
+            .map(|o| o.direction())
+            .collect();
+        let (rule, d) = match &self.search.prune {
+            Prune::None => return Ok(None),
+            Prune::Asha(a) => {
+                if a.rung_of(r.epoch).is_none() {
+                    return Ok(None);
+                }
+                if dirs.len() == 1 {
+                    let firsts: Vec<f64> = others.iter().map(|o| o[0]).collect();
+                    ("asha", prune::asha(a, r.epoch, mine[0], &firsts, dirs[0]))
+                } else {
+                    (
+                        "asha-pareto",
+                        prune::asha_pareto(a, r.epoch, &mine, &others, &dirs),
+                    )
+                }
+            }
+            Prune::Median(m) => {
+                if r.epoch <= m.warmup_epochs {
+                    return Ok(None);
+                }
+                let finished = self.db.finished_count(self.sweep_id)?;
+                let firsts: Vec<f64> = others.iter().map(|o| o[0]).collect();
+                (
+                    "median",
+                    prune::median(m, r.epoch, mine[0], &firsts, finished, dirs[0]),
+                )
+            }
+        };
+        self.db.record_decision(trial_id, rule, mine[0], &d)?;
+        Ok(Some(d))
+    }
+}
