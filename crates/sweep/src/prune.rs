@@ -81,18 +81,11 @@ pub struct Decision {
 /// continues; otherwise it continues if it is among the best ⌊n/η⌋ (at least one); a tie with
 /// the last kept value continues.
 pub fn asha(rule: &Asha, epoch: usize, value: f64, others: &[f64], dir: Direction) -> Decision {
-    let rung = rule.rung_of(epoch);
     let n = others.len() + 1;
+    let Some(rung) = asha_applies(rule, epoch, n) else {
+        return go_on(epoch, rule.rung_of(epoch), n);
+    };
     let eta = rule.reduction_factor.max(2);
-    if rung.is_none() || n < eta {
-        return Decision {
-            epoch,
-            rung,
-            compared_with: n,
-            cutoff: None,
-            stop: false,
-        };
-    }
     let mut scores: Vec<f64> = others.iter().map(|&v| dir.score(v)).collect();
     scores.push(dir.score(value));
     scores.sort_by(|a, b| b.total_cmp(a));
@@ -100,10 +93,27 @@ pub fn asha(rule: &Asha, epoch: usize, value: f64, others: &[f64], dir: Directio
     let cutoff = scores[keep - 1];
     Decision {
         epoch,
-        rung,
+        rung: Some(rung),
         compared_with: n,
         cutoff: Some(unscore(cutoff, dir)),
         stop: dir.score(value) < cutoff,
+    }
+}
+
+/// The rung ASHA decides at, when `epoch` is one and `n` results are there (at least η).
+fn asha_applies(rule: &Asha, epoch: usize, n: usize) -> Option<usize> {
+    rule.rung_of(epoch)
+        .filter(|_| n >= rule.reduction_factor.max(2))
+}
+
+/// A decision to go on without a comparison (no rung, too few results, warm-up).
+fn go_on(epoch: usize, rung: Option<usize>, n: usize) -> Decision {
+    Decision {
+        epoch,
+        rung,
+        compared_with: n,
+        cutoff: None,
+        stop: false,
     }
 }
 
@@ -129,13 +139,7 @@ pub fn median(
 ) -> Decision {
     let n = others.len() + 1;
     if epoch <= rule.warmup_epochs || finished < rule.startup_trials || others.is_empty() {
-        return Decision {
-            epoch,
-            rung: None,
-            compared_with: n,
-            cutoff: None,
-            stop: false,
-        };
+        return go_on(epoch, None, n);
     }
     // NaN results count as the worst: they lower the median's rank, never make it NaN.
     let mut scores: Vec<f64> = others.iter().map(|&v| dir.score(v)).collect();
@@ -202,18 +206,11 @@ pub fn asha_pareto(
     others: &[Vec<f64>],
     dirs: &[Direction],
 ) -> Decision {
-    let rung = rule.rung_of(epoch);
     let n = others.len() + 1;
+    let Some(rung) = asha_applies(rule, epoch, n) else {
+        return go_on(epoch, rule.rung_of(epoch), n);
+    };
     let eta = rule.reduction_factor.max(2);
-    if rung.is_none() || n < eta {
-        return Decision {
-            epoch,
-            rung,
-            compared_with: n,
-            cutoff: None,
-            stop: false,
-        };
-    }
     let score = |v: &[f64]| -> Vec<f64> { v.iter().zip(dirs).map(|(x, d)| d.score(*x)).collect() };
     let mut points: Vec<Vec<f64>> = others.iter().map(|o| score(o)).collect();
     points.push(score(value));
@@ -223,7 +220,7 @@ pub fn asha_pareto(
     let keep = (n / eta).max(1);
     Decision {
         epoch,
-        rung,
+        rung: Some(rung),
         compared_with: n,
         cutoff: None,
         stop: ahead >= keep,

@@ -64,13 +64,6 @@ const TOP_KEYS: &[&str] = &[
     "base",
     "grid",
     "trials",
-    "samples",
-    "sampler",
-    "sampler_seed",
-    "objective",
-    "objectives",
-    "space",
-    "prune",
 ];
 
 /// Sweeps larger than this need `--yes` (or a `max_trials` in the file).
@@ -330,9 +323,14 @@ pub fn parse(file: &str, text: &str) -> Result<SweepSpec, SpecError> {
     let root = doc.as_table();
     let root_err = |key: &str, msg: String| cx.err(root.key(key).and_then(|k| k.span()), key, msg);
 
+    let top_keys: Vec<&str> = TOP_KEYS
+        .iter()
+        .chain(crate::search::KEYS)
+        .copied()
+        .collect();
     for (k, _) in root.iter() {
-        if !TOP_KEYS.contains(&k) {
-            let mut msg = unknown_key(k, TOP_KEYS, "key");
+        if !top_keys.contains(&k) {
+            let mut msg = unknown_key(k, &top_keys, "key");
             if kind_of(k).is_some() {
                 msg = format!("`{k}` is a hyperparameter: put it under [base] or [grid]");
             }
