@@ -29,6 +29,7 @@
 
 mod batch;
 mod cache;
+mod download;
 mod import;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -386,7 +387,7 @@ fn obtain(src: &DataSource) -> Result<Option<Cifar10>, DataError> {
             hint: missing_hint(),
         });
     }
-    crate::download::fetch_official(src).map(Some)
+    download::fetch_official(src).map(Some)
 }
 
 /// A data folder that exists must be a folder: creating files in it would otherwise fail
@@ -398,37 +399,6 @@ fn check_data_dir(data_dir: &Path) -> Result<(), DataError> {
         }),
         _ => Ok(()),
     }
-}
-
-/// A temporary download file in the data directory, removed on drop.
-pub(crate) struct TempPart(cache::TempFile);
-
-impl TempPart {
-    pub(crate) fn new(data_dir: &Path) -> TempPart {
-        TempPart(cache::TempFile(data_dir.join(format!(
-            "{}{}",
-            cache::PART_PREFIX,
-            cache::unique_suffix()
-        ))))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0 .0
-    }
-}
-
-/// Remove temporaries left in `data_dir` by processes that no longer run.
-pub(crate) fn remove_stale_temporaries(data_dir: &Path) {
-    cache::remove_stale(data_dir)
-}
-
-/// Import a downloaded archive (kept in the data directory) with `origin` as its source.
-pub(crate) fn import_downloaded(
-    archive: &Path,
-    data_dir: &Path,
-    origin: &str,
-) -> Result<Cifar10, DataError> {
-    import::import_into(archive, data_dir, false, Some(origin))
 }
 
 /// What to tell the user when no data could be found or fetched.

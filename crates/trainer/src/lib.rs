@@ -7,7 +7,6 @@ pub mod clock;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod download;
 pub mod error;
 pub mod kernels;
 pub mod metrics;

@@ -113,15 +113,20 @@ pub(crate) fn fetch_official(src: &DataSource) -> Result<Cifar10, DataError> {
     let created = !data_dir.is_dir();
     std::fs::create_dir_all(data_dir).map_err(|e| DataError::io(data_dir, e))?;
     let res = (|| {
-        crate::data::remove_stale_temporaries(data_dir);
-        let part = crate::data::TempPart::new(data_dir);
-        download(&src.url, part.path(), &src.md5)?;
+        super::cache::remove_stale(data_dir);
+        // A temporary file in the data directory, removed on drop (success or not).
+        let part = super::cache::TempFile(data_dir.join(format!(
+            "{}{}",
+            super::cache::PART_PREFIX,
+            super::cache::unique_suffix()
+        )));
+        download(&src.url, &part.0, &src.md5)?;
         let origin = if src.md5.trim().is_empty() {
             format!("downloaded from {}", src.url)
         } else {
             format!("downloaded from {} (md5 {})", src.url, src.md5.trim())
         };
-        crate::data::import_downloaded(part.path(), data_dir, &origin)
+        super::import::import_into(&part.0, data_dir, false, Some(&origin))
     })();
     if res.is_err() && created {
         let _ = std::fs::remove_dir(data_dir);
