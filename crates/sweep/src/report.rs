@@ -425,6 +425,38 @@ fn seed_table(sweep: &str, rows: &[TrialRow]) -> Table {
     t
 }
 
+/// The accuracy-against-time Pareto front: the indices of `points` (seconds, accuracy) that
+/// no other point beats (as fast and as accurate, and better in one), fastest first.
+/// Identical points are all on it; a point with a NaN coordinate never is.
+///
+/// The same set as [`crate::prune::fronts`]' front 0 (a test checks), by one sweep in time
+/// order: fronts computes every front, O(n³) at worst, and a report may cover thousands of
+/// trials.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len())
+        .filter(|&i| !points[i].0.is_nan() && !points[i].1.is_nan())
+        .collect();
+    // Fastest first; among equally fast ones, the most accurate first.
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (points[a], points[b]);
+        pa.0.total_cmp(&pb.0).then(pb.1.total_cmp(&pa.1))
+    });
+    let mut front = Vec::new();
+    // The best accuracy seen so far, and the time that first reached it.
+    let mut best: Option<(f64, f64)> = None;
+    for i in order {
+        let (t, a) = points[i];
+        match best {
+            Some((b, bt)) if a < b || (a == b && t > bt) => {}
+            _ => {
+                front.push(i);
+                best = Some((a, t));
+            }
+        }
+    }
+    front
+}
+
 /// Sample mean and standard deviation (n - 1); std is 0 for a single value.
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     if xs.is_empty() {
@@ -619,5 +651,44 @@ mod tests {
         assert_eq!(duration(5.04), "5.0s");
         assert_eq!(duration(125.0), "2m05s");
         assert_eq!(duration(3725.0), "1h02m");
+    }
+
+    #[test]
+    fn pareto_front_is_front_zero_of_fronts() {
+        use crate::prune::{fronts, Direction};
+        assert!(pareto_front(&[]).is_empty());
+        // Faster and better, a tie in time, a duplicate, a NaN.
+        let pts = [
+            (10.0, 0.5),
+            (20.0, 0.6),
+            (20.0, 0.55),
+            (5.0, 0.4),
+            (30.0, 0.6),
+            (20.0, 0.6),
+            (f64::NAN, 0.9),
+            (40.0, 0.7),
+        ];
+        assert_eq!(pareto_front(&pts), vec![3, 0, 1, 5, 7]);
+        // Against the general non-dominated sort, on pseudo-random points with many ties.
+        let mut x: u64 = 7;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % 8) as f64
+        };
+        for n in [1, 2, 3, 10, 40] {
+            let pts: Vec<(f64, f64)> = (0..n).map(|_| (next(), next() / 8.0)).collect();
+            let scored: Vec<Vec<f64>> = pts
+                .iter()
+                .map(|&(t, a)| vec![Direction::Maximize.score(a), Direction::Minimize.score(t)])
+                .collect();
+            let f = fronts(&scored);
+            let mut want: Vec<usize> = (0..n).filter(|&i| f[i] == 0).collect();
+            let mut got = pareto_front(&pts);
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{pts:?}");
+        }
     }
 }
