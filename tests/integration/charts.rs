@@ -221,9 +221,11 @@ fn plot_draws_every_chart_kind_from_the_database() {
         names,
         [
             "loss_curves",
+            "all_curves",
             "accuracy",
             "train_time",
             "accuracy_vs_time",
+            "hyperparameters",
             "class_accuracy",
             "confusion"
         ],
@@ -378,7 +380,7 @@ fn html_report_renders_in_chromium_with_tables_and_charts() {
         page.contains("name = &quot;grid&quot;"),
         "the sweep file is missing"
     );
-    assert_eq!(page.matches("<img src=\"data:image/png;base64,").count(), 6);
+    assert_eq!(page.matches("<img src=\"data:image/png;base64,").count(), 8);
 
     let Some(chromium) = chromium() else { return };
     // A copy that writes each image's decoded size into the DOM once the page has loaded.
@@ -410,7 +412,7 @@ fn html_report_renders_in_chromium_with_tables_and_charts() {
         .and_then(|s| s.split("</pre>").next())
         .unwrap_or_else(|| panic!("the probe did not run:\n{dom}"));
     let sizes: Vec<&str> = sizes.split_whitespace().collect();
-    assert_eq!(sizes.len(), 6, "{sizes:?}");
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
     for s in &sizes {
         let (w, h) = s.split_once('x').unwrap_or(("0", "0"));
         assert!(

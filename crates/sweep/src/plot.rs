@@ -1516,6 +1516,7 @@ impl AllCurves<'_> {
                 .collect();
             if t.status == "pruned" {
                 chart.draw_series(LineSeries::new(pts.iter().copied(), PRUNED.stroke_width(1)))?;
+                chart.draw_series(pts.iter().map(|p| Circle::new(*p, 2, PRUNED.filled())))?;
                 for (epoch, stop) in &t.decisions {
                     if let Some(p) = pts.iter().find(|p| p.0 == *epoch).filter(|_| *stop) {
                         chart.draw_series(std::iter::once(Cross::new(
@@ -1740,7 +1741,16 @@ impl Hyper<'_> {
             .configure_mesh()
             .x_desc(p.key.as_str())
             .y_desc("best validation accuracy")
-            .x_label_formatter(&|x| axis_number(if log { 10f64.powf(*x) } else { *x }))
+            // Linear ticks are multiples of a step: the one at zero comes out as 1e-18 or so.
+            .x_label_formatter(&|x| {
+                if log {
+                    axis_number(10f64.powf(*x))
+                } else if x.abs() < (hi - lo) * 1e-9 {
+                    "0".into()
+                } else {
+                    axis_number(*x)
+                }
+            })
             .y_labels(6)
             .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
             .label_style(font(LABEL))
