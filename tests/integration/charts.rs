@@ -685,24 +685,12 @@ fn a_search_plots_its_pruned_trials_hyperparameters_and_pareto_front() {
         svg_texts(&svg).join(" | ")
     );
 
-    // One panel per sampled hyperparameter, on a log axis where the values span over 20x.
-    let svg = read("hyperparameters.svg");
-    for key in ["lr", "momentum"] {
-        let span = |f: &str| {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            c.query_row(&format!("SELECT {f}(t.{key}) {in_search}"), [], |r| {
-                r.get::<_, f64>(0)
-            })
-            .unwrap()
-        };
-        let (lo, hi) = (span("MIN"), span("MAX"));
-        let log = lo > 0.0 && hi / lo > 20.0;
-        let texts = svg_texts(&svg);
-        assert!(
-            texts.contains(&format!("{key} (log axis)")) == log && texts.contains(&key.to_string()),
-            "{key} from {lo} to {hi}: {texts:?}"
-        );
+    // One panel per sampled hyperparameter, on a log axis for the log-uniform one.
+    let texts = svg_texts(&read("hyperparameters.svg"));
+    for want in ["lr (log axis)", "momentum"] {
+        assert!(texts.iter().any(|t| t == want), "no `{want}`: {texts:?}");
     }
+    assert!(!texts.iter().any(|t| t == "momentum (log axis)"));
 
     // Accuracy against time: the front, and time ticks that all differ (a 2-second sweep
     // used to read `0s 0s 1s 1s`).

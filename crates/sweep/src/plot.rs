@@ -116,16 +116,43 @@ pub struct SweepData {
     pub classes: Vec<String>,
     /// Best test accuracy first, then the unfinished trials in sweep order.
     pub trials: Vec<TrialData>,
+    /// Whether each dimension of the sweep file's `[space]` is drawn on a log axis
+    /// (`log_uniform`) or a linear one (`uniform`, `int_uniform`); `choice` dimensions and
+    /// grid axes are not here.
+    pub log_scale: BTreeMap<String, bool>,
+}
+
+/// The axis scale of each continuous `[space]` dimension of a stored sweep file (empty when
+/// it has none, or no longer parses).
+fn space_scales(spec: Option<&str>) -> BTreeMap<String, bool> {
+    use crate::space::Distribution;
+    let Some(Ok(spec)) = spec.map(|text| crate::spec::parse("stored", text)) else {
+        return BTreeMap::new();
+    };
+    let Some(sampling) = spec.search.sampling else {
+        return BTreeMap::new();
+    };
+    sampling
+        .space
+        .dims
+        .into_iter()
+        .filter_map(|(k, d)| match d {
+            Distribution::LogUniform { .. } => Some((k, true)),
+            Distribution::Uniform { .. } | Distribution::IntUniform { .. } => Some((k, false)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl SweepData {
     pub fn load(db: &Db, sweep: &str) -> Result<SweepData, Error> {
         let sweep_id = db.sweep_id(sweep)?;
         let (_, meta) = db.query_strings(
-            "SELECT data_checksum FROM sweeps WHERE id = ?1",
+            "SELECT data_checksum, spec FROM sweeps WHERE id = ?1",
             &[&sweep_id],
         )?;
         let data_checksum = meta.first().and_then(|r| r[0].as_str()).map(str::to_string);
+        let log_scale = space_scales(meta.first().and_then(|r| r[1].as_str()));
         // A version-1 database (read as it is) has no checkpoint_dir; its trials used
         // `checkpoints/<sweep>/<key>`.
         let sql = if db.version >= 2 {
@@ -242,6 +269,7 @@ impl SweepData {
             data_checksum,
             classes,
             trials,
+            log_scale,
         })
     }
 
@@ -1553,8 +1581,9 @@ impl AllCurves<'_> {
 // ---------------------------------------------------------------------------------------
 // The objective against each hyperparameter that varies
 
-/// Whether a hyperparameter's values are best shown on a log axis: all positive and spanning
-/// more than a factor of 20 (a `log_uniform` space, a grid of learning rates).
+/// Whether a hyperparameter's values are best shown on a log axis, where the sweep file does
+/// not say (a grid, a `choice`): all positive and spanning more than a factor of 20 (a grid
+/// of learning rates such as 0.001, 0.01, 0.1).
 fn log_axis(values: &[f64]) -> bool {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -1633,9 +1662,14 @@ fn hyperparameters(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         if points.is_empty() {
             continue;
         }
+        // The space's own scale where it has one; else the values' spread decides.
+        let log = match data.log_scale.get(key) {
+            Some(&log) => log && values.iter().all(|v| *v > 0.0),
+            None => log_axis(&values),
+        };
         panels.push(HyperPanel {
             key: key.clone(),
-            log: log_axis(&values),
+            log,
             points,
         });
     }
@@ -1675,7 +1709,7 @@ impl Draw for Hyper<'_> {
                 "Best validation accuracy against each hyperparameter, sweep `{}`",
                 self.sweep
             ),
-            Some("one point per trial (its best epoch); grey: pruned, red: did not finish; log axes where values span over 20x"),
+            Some("one point per trial (its best epoch); grey: pruned, red: did not finish; log axes for log_uniform dimensions"),
         )?;
         let (w, _) = body.dim_in_pixel();
         let items = [
@@ -2242,6 +2276,25 @@ mod tests {
         assert_eq!(time_label(3725.0, 5.0), "1h02m05s");
         assert_eq!(time_label(5400.0, 900.0), "1h30m");
         assert_eq!(time_label(7200.0, 3600.0), "2h");
+    }
+
+    #[test]
+    fn the_space_says_which_axes_are_logarithmic() {
+        let spec = "name = \"s\"\nsamples = 4\n[base]\narch = \"lenet\"\n[space]\n\
+                    lr = { log_uniform = [1e-4, 0.3] }\nmomentum = { uniform = [0.0, 0.9] }\n\
+                    epochs = { int_uniform = [1, 3] }\nbatch_size = { choice = [16, 32] }\n";
+        let scales = space_scales(Some(spec));
+        assert_eq!(
+            scales.into_iter().collect::<Vec<_>>(),
+            [
+                ("epochs".to_string(), false),
+                ("lr".to_string(), true),
+                ("momentum".to_string(), false)
+            ]
+        );
+        assert!(space_scales(Some("name = \"g\"\n[grid]\nlr = [0.1, 0.01]\n")).is_empty());
+        assert!(space_scales(Some("not toml [")).is_empty());
+        assert!(space_scales(None).is_empty());
     }
 
     #[test]
