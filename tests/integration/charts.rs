@@ -1,7 +1,7 @@
 //! Charts (`plot`), the HTML report (opened in headless Chromium) and `compare`, on databases
 //! the tests fill themselves (and one tiny real sweep for the sample-image grid).
 
-use crate::common::{bin, data_args, stderr, stdout, write};
+use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,9 +221,11 @@ fn plot_draws_every_chart_kind_from_the_database() {
         names,
         [
             "loss_curves",
+            "all_curves",
             "accuracy",
             "train_time",
             "accuracy_vs_time",
+            "hyperparameters",
             "class_accuracy",
             "confusion"
         ],
@@ -378,7 +380,7 @@ fn html_report_renders_in_chromium_with_tables_and_charts() {
         page.contains("name = &quot;grid&quot;"),
         "the sweep file is missing"
     );
-    assert_eq!(page.matches("<img src=\"data:image/png;base64,").count(), 6);
+    assert_eq!(page.matches("<img src=\"data:image/png;base64,").count(), 8);
 
     let Some(chromium) = chromium() else { return };
     // A copy that writes each image's decoded size into the DOM once the page has loaded.
@@ -410,7 +412,7 @@ fn html_report_renders_in_chromium_with_tables_and_charts() {
         .and_then(|s| s.split("</pre>").next())
         .unwrap_or_else(|| panic!("the probe did not run:\n{dom}"));
     let sizes: Vec<&str> = sizes.split_whitespace().collect();
-    assert_eq!(sizes.len(), 6, "{sizes:?}");
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
     for s in &sizes {
         let (w, h) = s.split_once('x').unwrap_or(("0", "0"));
         assert!(
@@ -585,4 +587,166 @@ fn compare_previous_of_finds_the_previous_night_and_run_takes_a_name() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A tiny real search: 6 lenet configurations on 480 images, ASHA at epoch 1 (η = 3).
+const SEARCH: &str = r#"name = "search"
+samples = 6
+sampler_seed = 3
+objective = "valid_acc"
+[data]
+train_subset = 480
+test_subset = 200
+[base]
+arch = "lenet"
+epochs = 3
+batch_size = 16
+[space]
+lr = { log_uniform = [1e-3, 0.3] }
+momentum = { uniform = [0.0, 0.9] }
+[prune]
+kind = "asha"
+reduction_factor = 3
+grace_epochs = 1
+"#;
+
+/// The text of every `<text>` element of an SVG.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("</text>")
+        .filter_map(|s| s.rsplit_once('>').map(|(_, t)| t.trim().to_string()))
+        .collect()
+}
+
+/// The trial ids in the rows of the table titled `title` in a text report.
+fn table_ids(report: &str, title: &str) -> Vec<i64> {
+    report
+        .split("\n\n")
+        .find(|t| t.contains(title))
+        .unwrap_or_else(|| panic!("no table `{title}` in:\n{report}"))
+        .lines()
+        .skip(3)
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_search_plots_its_pruned_trials_hyperparameters_and_pareto_front() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    let dbs = db.to_str().unwrap();
+    // The same space twice: pruned on accuracy, then with two objectives (a Pareto front).
+    let single = write(dir.path(), "search.toml", SEARCH);
+    let multi = write(
+        dir.path(),
+        "pareto.toml",
+        &SEARCH
+            .replace("name = \"search\"", "name = \"pareto\"")
+            .replace(
+                "objective = \"valid_acc\"",
+                "objectives = [\"valid_acc\", \"train_seconds\"]",
+            ),
+    );
+    for file in [&single, &multi] {
+        let out = run_sweep(file, &db, &data);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let in_search = "FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = 'search'";
+    let pruned = query_i64(
+        &db,
+        &format!("SELECT COUNT(*) {in_search} AND t.status = 'pruned'"),
+    );
+    assert!(pruned >= 1, "nothing pruned: the chart would show no grey");
+
+    let plots = dir.path().join("p");
+    let out = bin()
+        .args(["plot", "search", "--db", dbs, "--no-samples"])
+        .args(["--out", plots.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let charts = listed_charts(&text);
+    for kind in ["all_curves", "accuracy_vs_time", "hyperparameters"] {
+        let (_, w, h, _) = charts
+            .iter()
+            .find(|c| c.0 == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {text}"));
+        check_png(&plots.join(format!("{kind}.png")), (*w, *h));
+        check_svg(&plots.join(format!("{kind}.svg")), (*w, *h));
+    }
+    let read = |name: &str| std::fs::read_to_string(plots.join(name)).unwrap();
+
+    // Every trial on one chart: the pruned ones counted and greyed, the rung marked.
+    let svg = read("all_curves.svg");
+    assert!(
+        svg.contains(&format!("grey: the {pruned} pruned")) && svg.contains("rungs)"),
+        "{}",
+        svg_texts(&svg).join(" | ")
+    );
+
+    // One panel per sampled hyperparameter, on a log axis for the log-uniform one.
+    let texts = svg_texts(&read("hyperparameters.svg"));
+    for want in ["lr (log axis)", "momentum"] {
+        assert!(texts.iter().any(|t| t == want), "no `{want}`: {texts:?}");
+    }
+    assert!(!texts.iter().any(|t| t == "momentum (log axis)"));
+
+    // Accuracy against time: the front, and time ticks that all differ (a 2-second sweep
+    // used to read `0s 0s 1s 1s`).
+    let svg = read("accuracy_vs_time.svg");
+    assert!(svg.contains("Pareto front"));
+    let ticks: Vec<String> = svg_texts(&svg)
+        .into_iter()
+        .filter(|t| t.ends_with('s') && t.chars().all(|c| c.is_ascii_digit() || ".hms".contains(c)))
+        .collect();
+    let distinct: HashSet<&String> = ticks.iter().collect();
+    assert!(
+        ticks.len() >= 3 && distinct.len() == ticks.len(),
+        "{ticks:?}"
+    );
+
+    // The report of the two-objective search lists its Pareto front, checked here against
+    // the definition; the single-objective one has none.
+    let out = bin()
+        .args(["report", "pareto", "--db", dbs])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout(&out);
+    let mut listed = table_ids(&report, "Pareto front of validation accuracy");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let points: Vec<(i64, f64, f64)> = c
+        .prepare(
+            "SELECT t.id, t.train_seconds, e.valid_acc FROM trials t
+             JOIN sweeps s ON s.id = t.sweep_id
+             JOIN epochs e ON e.trial_id = t.id AND e.epoch = t.best_epoch
+             WHERE s.name = 'pareto' AND t.status = 'done'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut want: Vec<i64> = points
+        .iter()
+        .filter(|p| {
+            !points
+                .iter()
+                .any(|q| q.1 <= p.1 && q.2 >= p.2 && (q.1 < p.1 || q.2 > p.2))
+        })
+        .map(|p| p.0)
+        .collect();
+    listed.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(listed, want, "{report}");
+    let out = bin()
+        .args(["report", "search", "--db", dbs])
+        .output()
+        .unwrap();
+    assert!(!stdout(&out).contains("Pareto"), "{}", stdout(&out));
+
+    // The README's queries, the search ones included, return rows here.
+    crate::sweep_e2e::readme_queries_run(&db, true);
 }

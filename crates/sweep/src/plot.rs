@@ -1,5 +1,7 @@
-//! Charts of a sweep, drawn with plotters from the results database: loss curves, test
-//! accuracy, training time, accuracy against time, per-class accuracy, the best trial's
+//! Charts of a sweep, drawn with plotters from the results database: loss curves (per trial,
+//! and every trial on one chart with the pruned ones greyed), test accuracy, training time,
+//! accuracy against time with its Pareto front, the best validation accuracy against each
+//! hyperparameter, per-class accuracy, the best trial's
 //! confusion matrix and its predictions on sample test images. Each chart is rendered twice,
 //! to PNG and to SVG, with a bundled font (no system fonts needed).
 
@@ -7,6 +9,7 @@ use crate::db::Db;
 use crate::report::{duration, mean_std};
 use crate::Error;
 use anyhow::{anyhow, Context};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::element::BitMapElement;
 use plotters::prelude::*;
@@ -53,9 +56,11 @@ pub struct Charts {
 /// Every chart kind, in the order they are drawn.
 pub const KINDS: &[&str] = &[
     "loss_curves",
+    "all_curves",
     "accuracy",
     "train_time",
     "accuracy_vs_time",
+    "hyperparameters",
     "class_accuracy",
     "confusion",
     "samples",
@@ -68,6 +73,7 @@ pub struct EpochRow {
     pub epoch: i64,
     pub train_loss: f64,
     pub valid_loss: f64,
+    pub valid_acc: f64,
 }
 
 pub struct TrialData {
@@ -88,6 +94,19 @@ pub struct TrialData {
     pub epochs: Vec<EpochRow>,
     /// Per-class test accuracy (empty when the trial did not finish).
     pub class_acc: Vec<f64>,
+    /// The pruning rule's decisions for the trial: (epoch, stopped there).
+    pub decisions: Vec<(i64, bool)>,
+}
+
+impl TrialData {
+    /// The best validation accuracy of any of its epochs (NaN epochs ignored).
+    pub fn best_valid_acc(&self) -> Option<f64> {
+        self.epochs
+            .iter()
+            .map(|e| e.valid_acc)
+            .filter(|a| a.is_finite())
+            .fold(None, |m, a| Some(m.map_or(a, |m: f64| m.max(a))))
+    }
 }
 
 pub struct SweepData {
@@ -97,16 +116,43 @@ pub struct SweepData {
     pub classes: Vec<String>,
     /// Best test accuracy first, then the unfinished trials in sweep order.
     pub trials: Vec<TrialData>,
+    /// Whether each dimension of the sweep file's `[space]` is drawn on a log axis
+    /// (`log_uniform`) or a linear one (`uniform`, `int_uniform`); `choice` dimensions and
+    /// grid axes are not here.
+    pub log_scale: BTreeMap<String, bool>,
+}
+
+/// The axis scale of each continuous `[space]` dimension of a stored sweep file (empty when
+/// it has none, or no longer parses).
+fn space_scales(spec: Option<&str>) -> BTreeMap<String, bool> {
+    use crate::space::Distribution;
+    let Some(Ok(spec)) = spec.map(|text| crate::spec::parse("stored", text)) else {
+        return BTreeMap::new();
+    };
+    let Some(sampling) = spec.search.sampling else {
+        return BTreeMap::new();
+    };
+    sampling
+        .space
+        .dims
+        .into_iter()
+        .filter_map(|(k, d)| match d {
+            Distribution::LogUniform { .. } => Some((k, true)),
+            Distribution::Uniform { .. } | Distribution::IntUniform { .. } => Some((k, false)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl SweepData {
     pub fn load(db: &Db, sweep: &str) -> Result<SweepData, Error> {
         let sweep_id = db.sweep_id(sweep)?;
         let (_, meta) = db.query_strings(
-            "SELECT data_checksum FROM sweeps WHERE id = ?1",
+            "SELECT data_checksum, spec FROM sweeps WHERE id = ?1",
             &[&sweep_id],
         )?;
         let data_checksum = meta.first().and_then(|r| r[0].as_str()).map(str::to_string);
+        let log_scale = space_scales(meta.first().and_then(|r| r[1].as_str()));
         // A version-1 database (read as it is) has no checkpoint_dir; its trials used
         // `checkpoints/<sweep>/<key>`.
         let sql = if db.version >= 2 {
@@ -130,7 +176,7 @@ impl SweepData {
                 serde_json::from_str(r[3].as_str().unwrap_or("{}"))
                     .map_err(|e| Error::Corrupt(format!("trial {id}: config: {e}")))?;
             let (_, ep) = db.query_strings(
-                "SELECT epoch, train_loss, valid_loss FROM epochs WHERE trial_id = ?1
+                "SELECT epoch, train_loss, valid_loss, valid_acc FROM epochs WHERE trial_id = ?1
                  ORDER BY epoch",
                 &[&id],
             )?;
@@ -156,10 +202,36 @@ impl SweepData {
                         epoch: e[0].as_i64().unwrap_or_default(),
                         train_loss: e[1].as_f64().unwrap_or(f64::NAN),
                         valid_loss: e[2].as_f64().unwrap_or(f64::NAN),
+                        valid_acc: e[3].as_f64().unwrap_or(f64::NAN),
                     })
                     .collect(),
                 class_acc: ca.iter().map(|c| c[0].as_f64().unwrap_or(0.0)).collect(),
+                decisions: Vec::new(),
             });
+        }
+        // Pruning decisions (schema 3; an older database read as it is has none).
+        let (_, has) = db.query_strings(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
+            &[],
+        )?;
+        if has.first().and_then(|r| r[0].as_i64()) == Some(1) {
+            let (_, ds) = db.query_strings(
+                "SELECT d.trial_id, d.epoch, d.stop FROM decisions d
+                 JOIN trials t ON t.id = d.trial_id WHERE t.sweep_id = ?1
+                 ORDER BY d.trial_id, d.epoch",
+                &[&sweep_id],
+            )?;
+            let index: std::collections::HashMap<i64, usize> =
+                trials.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+            for d in ds {
+                let id = d[0].as_i64().unwrap_or_default();
+                if let Some(t) = index.get(&id).map(|&i| &mut trials[i]) {
+                    t.decisions.push((
+                        d[1].as_i64().unwrap_or_default(),
+                        d[2].as_i64().unwrap_or(0) != 0,
+                    ));
+                }
+            }
         }
         let keys = varying_keys(&trials);
         for t in &mut trials {
@@ -197,6 +269,7 @@ impl SweepData {
             data_checksum,
             classes,
             trials,
+            log_scale,
         })
     }
 
@@ -439,6 +512,39 @@ fn nice_ceiling(max: f64) -> f64 {
     10.0 * mag
 }
 
+/// A linear axis over `lo..hi` with its ticks at given values. (plotters' `with_key_points`
+/// drops the default formatting that `configure_mesh` insists on, even with a formatter.)
+struct Ticked {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        if self.hi == self.lo {
+            return (limit.0 + limit.1) / 2;
+        }
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + ((limit.1 - limit.0) as f64 * f + 1e-3).floor() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Rendering to PNG and SVG
 
@@ -503,9 +609,19 @@ pub fn charts(data: &SweepData, images: Option<Result<&Cifar10, String>>) -> Cha
         loss_curves(data),
         "no trial has recorded an epoch",
     );
+    add(
+        "all_curves",
+        all_curves(data),
+        "fewer than two trials have recorded an epoch",
+    );
     add("accuracy", accuracy(data), none_done);
     add("train_time", train_time(data), none_done);
     add("accuracy_vs_time", accuracy_vs_time(data), none_done);
+    add(
+        "hyperparameters",
+        hyperparameters(data),
+        "no numeric hyperparameter varies across trials with a validation accuracy",
+    );
     add("class_accuracy", class_accuracy(data), none_done);
     add("confusion", confusion(data), none_done);
     match images {
@@ -993,6 +1109,68 @@ fn short_duration(s: f64) -> String {
     }
 }
 
+/// Tick positions for a time axis over `lo..hi`: the multiples of the smallest step that
+/// reads well as a duration (1-2-5 below a second; 1, 2, 5, 10, 15, 30 s; 1, 2, 5, 10, 15,
+/// 30 min; 1, 2, 3, 6, 12 h; days) giving at most `max` ticks. Returns the ticks and the step
+/// for [`time_label`]: a short sweep gets ticks a fraction of a second apart, not `0s 0s 1s`.
+fn time_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, f64) {
+    let span = if hi > lo { hi - lo } else { 1e-3 };
+    let max = max.max(2) as f64;
+    let mut steps = Vec::new();
+    let mut mag = 1e-3;
+    while mag < 1.0 {
+        steps.extend([mag, 2.0 * mag, 5.0 * mag]);
+        mag *= 10.0;
+    }
+    steps.extend([
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        10800.0, 21600.0, 43200.0, 86400.0,
+    ]);
+    let fits = |s: f64| (span / s).floor() + 1.0 <= max;
+    let step = steps
+        .iter()
+        .copied()
+        .find(|&s| fits(s))
+        .unwrap_or_else(|| 86400.0 * (span / 86400.0 / (max - 1.0)).ceil());
+    let (first, last) = ((lo / step).ceil() as i64, (hi / step).floor() as i64);
+    ((first..=last).map(|k| k as f64 * step).collect(), step)
+}
+
+/// A time-axis tick at `x` seconds, to the precision of `step` (from [`time_ticks`]), so
+/// ticks one step apart never read the same.
+fn time_label(x: f64, step: f64) -> String {
+    if step >= 3600.0 {
+        return format!("{}h", (x / 3600.0).round() as i64);
+    }
+    if step >= 60.0 {
+        let m = (x / 60.0).round() as i64;
+        return if m < 60 {
+            format!("{m}m")
+        } else {
+            format!("{}h{:02}m", m / 60, m % 60)
+        };
+    }
+    let d = if step < 1.0 {
+        (-step.log10() - 1e-9).ceil().max(1.0) as usize
+    } else {
+        0
+    };
+    let scale = 10f64.powi(d as i32);
+    let r = (x * scale).round() / scale;
+    if r < 60.0 {
+        return format!("{r:.d$}s");
+    }
+    let whole = r.floor() as i64;
+    let (h, m) = (whole / 3600, (whole % 3600) / 60);
+    let sec = r - (h * 3600 + m * 60) as f64;
+    let w = if d > 0 { d + 3 } else { 2 };
+    if h > 0 {
+        format!("{h}h{m:02}m{sec:0w$.d$}s")
+    } else {
+        format!("{m}m{sec:0w$.d$}s")
+    }
+}
+
 fn train_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
     let (bars, by_group) = bars(data, |t| t.train_seconds);
     if bars.iter().all(|b| b.values.is_empty()) {
@@ -1025,6 +1203,8 @@ struct Scatter<'a> {
     sweep: &'a str,
     points: Vec<(&'a TrialData, f64, f64)>,
     archs: Vec<String>,
+    /// Indices into `points` of the Pareto front, fastest first.
+    front: Vec<usize>,
 }
 
 fn accuracy_vs_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
@@ -1043,12 +1223,17 @@ fn accuracy_vs_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
             archs.push(a);
         }
     }
+    let front = crate::report::pareto_front(&points.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>());
     let chart = Scatter {
         sweep: &data.name,
         points,
         archs,
+        front,
     };
-    let title = format!("Test accuracy against training time, sweep `{}`", data.name);
+    let title = format!(
+        "Test accuracy against training time, with the Pareto front, sweep `{}`",
+        data.name
+    );
     render("accuracy_vs_time", title, &chart).map(Some)
 }
 
@@ -1075,7 +1260,10 @@ impl Draw for Scatter<'_> {
                 "Test accuracy against training time, sweep `{}`",
                 self.sweep
             ),
-            Some("one point per trial, labelled with its id; up and to the left is better"),
+            Some(
+                "one point per finished trial (its id); up and left is better; \
+                 ringed and joined: the Pareto front",
+            ),
         )?;
         let xs: Vec<f64> = self.points.iter().map(|p| p.1).collect();
         let ys: Vec<f64> = self.points.iter().map(|p| p.2).collect();
@@ -1085,24 +1273,55 @@ impl Draw for Scatter<'_> {
             let pad = ((hi - lo) * 0.12).max(min_pad);
             ((lo - pad).max(0.0), hi + pad)
         };
+        // A single trial, or trials all as fast: a few seconds around them, not a zero span.
         let (x0, x1) = span(&xs, xs[0].abs() * 0.2 + 1.0);
         let (y0, y1) = span(&ys, 0.02);
+        let (ticks, step) = time_ticks(x0, x1, 9);
         let mut chart = ChartBuilder::on(&body)
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1.min(1.0))?;
+            .build_cartesian_2d(
+                Ticked {
+                    lo: x0,
+                    hi: x1,
+                    ticks,
+                },
+                y0..y1.min(1.0),
+            )?;
         chart
             .configure_mesh()
             .x_desc("training time")
             .y_desc("test accuracy")
-            .x_label_formatter(&|x| short_duration(*x))
+            .x_label_formatter(&|x| time_label(*x, step))
             .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
             .label_style(font(LABEL))
             .axis_desc_style(font(AXIS))
             .light_line_style(TRANSPARENT)
             .bold_line_style(RGBColor(215, 215, 215))
             .draw()?;
+        // The front as a staircase: the best accuracy reached within each training time.
+        let front: Vec<(f64, f64)> = self
+            .front
+            .iter()
+            .map(|&i| (self.points[i].1, self.points[i].2))
+            .collect();
+        let mut stairs = Vec::new();
+        for (k, p) in front.iter().enumerate() {
+            if k > 0 {
+                stairs.push((p.0, front[k - 1].1));
+            }
+            stairs.push(*p);
+        }
+        chart
+            .draw_series(LineSeries::new(stairs, GOOD.stroke_width(2)))?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GOOD.stroke_width(2)));
+        chart.draw_series(
+            front
+                .iter()
+                .map(|p| Circle::new(*p, 11, GOOD.stroke_width(3))),
+        )?;
         for (k, a) in self.archs.iter().enumerate() {
             let c = PALETTE[k % PALETTE.len()];
             chart
@@ -1127,6 +1346,465 @@ impl Draw for Scatter<'_> {
             .border_style(GREY)
             .margin(12)
             .draw()?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Every trial's curves on one chart, pruned ones greyed, the pruning rule's epochs marked
+
+/// Pruned trials: drawn first, light, so the trials that went on stand out.
+const PRUNED: RGBColor = RGBColor(200, 200, 200);
+
+struct AllCurves<'a> {
+    sweep: &'a str,
+    /// In drawing order: pruned trials first, the best trial last (on top).
+    trials: Vec<&'a TrialData>,
+    /// Epochs at which the pruning rule decided for some trial (ASHA: its rungs).
+    rungs: Vec<i64>,
+    max_epoch: i64,
+    loss: (f64, f64),
+    acc: (f64, f64),
+    pruned: usize,
+}
+
+/// `lo..hi` of the finite values, padded by 8% (at least `min_pad`), or None.
+fn padded(vals: impl Iterator<Item = f64>, min_pad: f64) -> Option<(f64, f64)> {
+    let (lo, hi) = vals
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = ((hi - lo) * 0.08).max(min_pad);
+    Some((lo - pad, hi + pad))
+}
+
+fn all_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+    let with: Vec<&TrialData> = data
+        .trials
+        .iter()
+        .filter(|t| !t.epochs.is_empty())
+        .collect();
+    // One trial: the loss_curves chart already shows it alone.
+    if with.len() < 2 {
+        return Ok(None);
+    }
+    let mut rungs: Vec<i64> = with
+        .iter()
+        .flat_map(|t| t.decisions.iter().map(|d| d.0))
+        .collect();
+    rungs.sort_unstable();
+    rungs.dedup();
+    // Diverged trials do not stretch the loss axis: their curves run off the top.
+    let loss = padded(
+        with.iter()
+            .filter(|t| t.status != "diverged")
+            .flat_map(|t| t.epochs.iter().map(|e| e.valid_loss)),
+        0.02,
+    )
+    .or_else(|| {
+        padded(
+            with.iter()
+                .flat_map(|t| t.epochs.iter().map(|e| e.valid_loss)),
+            0.02,
+        )
+    })
+    .map(|(lo, hi)| (lo.max(0.0), hi))
+    .unwrap_or((0.0, 3.0));
+    let acc = padded(
+        with.iter()
+            .flat_map(|t| t.epochs.iter().map(|e| e.valid_acc)),
+        0.02,
+    )
+    .map(|(lo, hi)| (lo.max(0.0), hi.min(1.0)))
+    .unwrap_or((0.0, 1.0));
+    let max_epoch = with
+        .iter()
+        .flat_map(|t| t.epochs.iter().map(|e| e.epoch))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    // `data.trials` is best first: pruned ones under the rest, the best drawn last.
+    let (mut trials, mut rest): (Vec<&TrialData>, Vec<&TrialData>) =
+        with.into_iter().partition(|t| t.status == "pruned");
+    let pruned = trials.len();
+    rest.reverse();
+    trials.extend(rest);
+    let chart = AllCurves {
+        sweep: &data.name,
+        trials,
+        rungs,
+        max_epoch,
+        loss,
+        acc,
+        pruned,
+    };
+    let title = format!("Every trial's validation curves, sweep `{}`", data.name);
+    render("all_curves", title, &chart).map(Some)
+}
+
+impl Draw for AllCurves<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1400, 640)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let mut sub = format!(
+            "one line per trial ({}), coloured best first",
+            self.trials.len()
+        );
+        if self.pruned > 0 {
+            sub += &format!("; grey: the {} pruned, × where they stopped", self.pruned);
+        }
+        if !self.rungs.is_empty() {
+            sub += "; dashed: epochs where the pruning rule decided (ASHA's rungs)";
+        }
+        let body = header(
+            root,
+            &format!("Every trial's validation curves, sweep `{}`", self.sweep),
+            Some(&sub),
+        )?;
+        let (left, right) = body.split_horizontally(700);
+        self.panel(
+            &left,
+            "validation loss",
+            self.loss,
+            |e| e.valid_loss,
+            |y| format!("{y:.2}"),
+        )?;
+        self.panel(
+            &right,
+            "validation accuracy",
+            self.acc,
+            |e| e.valid_acc,
+            |y| format!("{:.0}%", y * 100.0),
+        )?;
+        Ok(())
+    }
+}
+
+impl AllCurves<'_> {
+    fn panel<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        what: &str,
+        (lo, hi): (f64, f64),
+        value: fn(&EpochRow) -> f64,
+        tick: fn(f64) -> String,
+    ) -> DResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let e = self.max_epoch;
+        let mut chart = ChartBuilder::on(area)
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0..e + 1, lo..hi)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(what)
+            .x_labels((e as usize + 2).min(11))
+            .x_label_formatter(&|x| {
+                if *x >= 1 && *x <= e {
+                    x.to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_labels(6)
+            .y_label_formatter(&|y| tick(*y))
+            .label_style(font(LABEL))
+            .axis_desc_style(font(AXIS))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(225, 225, 225))
+            .draw()?;
+        for r in &self.rungs {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(*r, lo), (*r, hi)],
+                6,
+                4,
+                GREY.stroke_width(1),
+            ))?;
+        }
+        let clamp = |v: f64| if v.is_finite() { v.clamp(lo, hi) } else { hi };
+        let n = self.trials.len() - self.pruned;
+        for (k, t) in self.trials.iter().enumerate() {
+            let pts: Vec<(i64, f64)> = t
+                .epochs
+                .iter()
+                .map(|r| (r.epoch, clamp(value(r))))
+                .collect();
+            if t.status == "pruned" {
+                chart.draw_series(LineSeries::new(pts.iter().copied(), PRUNED.stroke_width(1)))?;
+                chart.draw_series(pts.iter().map(|p| Circle::new(*p, 2, PRUNED.filled())))?;
+                for (epoch, stop) in &t.decisions {
+                    if let Some(p) = pts.iter().find(|p| p.0 == *epoch).filter(|_| *stop) {
+                        chart.draw_series(std::iter::once(Cross::new(
+                            *p,
+                            5,
+                            GREY.stroke_width(2),
+                        )))?;
+                    }
+                }
+                continue;
+            }
+            // Rank among the trials that went on: 0 is the best (drawn last).
+            let rank = n - 1 - (k - self.pruned);
+            let c = PALETTE[rank % PALETTE.len()];
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
+            if rank < 3 {
+                if let Some(last) = pts.last() {
+                    chart.draw_series(std::iter::once(
+                        EmptyElement::at(*last)
+                            + Text::new(
+                                format!("#{}", t.id),
+                                (8, 0),
+                                anchored(LABEL, HPos::Left, VPos::Center).color(&c),
+                            ),
+                    ))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The objective against each hyperparameter that varies
+
+/// Whether a hyperparameter's values are best shown on a log axis, where the sweep file does
+/// not say (a grid, a `choice`): all positive and spanning more than a factor of 20 (a grid
+/// of learning rates such as 0.001, 0.01, 0.1).
+fn log_axis(values: &[f64]) -> bool {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    lo > 0.0 && hi.is_finite() && hi / lo > 20.0
+}
+
+/// Ticks on a log axis over `lo..hi` (as values, not exponents): 1, 2 and 5 times the powers
+/// of ten across up to three decades, the powers alone beyond.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mults: &[f64] = if b - a <= 3 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+    (a..=b)
+        .flat_map(|k| mults.iter().map(move |m| m * 10f64.powi(k)))
+        .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))
+        .collect()
+}
+
+/// A hyperparameter's value on an axis: short, e.g. `0.003`, `1e-05`, `64`.
+fn axis_number(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
+        let s = format!("{x:.1e}");
+        s.replace(".0e", "e")
+    } else {
+        crate::report::significant(x, 3)
+    }
+}
+
+struct HyperPanel {
+    key: String,
+    log: bool,
+    /// (value, best validation accuracy, status).
+    points: Vec<(f64, f64, &'static str)>,
+}
+
+struct Hyper<'a> {
+    sweep: &'a str,
+    panels: Vec<HyperPanel>,
+    y: (f64, f64),
+}
+
+const HYPER_COLS: usize = 3;
+
+fn hyperparameters(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+    let Some(first) = data.trials.first() else {
+        return Ok(None);
+    };
+    let scored: Vec<(&TrialData, f64)> = data
+        .trials
+        .iter()
+        .filter_map(|t| Some((t, t.best_valid_acc()?)))
+        .collect();
+    let mut panels = Vec::new();
+    // Numeric settings only (a string such as `arch` has no axis order); the seed is not a
+    // hyperparameter.
+    for key in first.config.keys().filter(|k| k.as_str() != "seed") {
+        let values: Option<Vec<f64>> = data
+            .trials
+            .iter()
+            .map(|t| t.config.get(key).and_then(Value::as_f64))
+            .collect();
+        let Some(values) = values else { continue };
+        if values.iter().all(|v| *v == values[0]) {
+            continue;
+        }
+        let points: Vec<(f64, f64, &'static str)> = scored
+            .iter()
+            .filter_map(|(t, acc)| {
+                let kind = match t.status.as_str() {
+                    "done" => "done",
+                    "pruned" => "pruned",
+                    _ => "other",
+                };
+                Some((t.config.get(key)?.as_f64()?, *acc, kind))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        // The space's own scale where it has one; else the values' spread decides.
+        let log = match data.log_scale.get(key) {
+            Some(&log) => log && values.iter().all(|v| *v > 0.0),
+            None => log_axis(&values),
+        };
+        panels.push(HyperPanel {
+            key: key.clone(),
+            log,
+            points,
+        });
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let y = padded(scored.iter().map(|s| s.1), 0.02)
+        .map(|(lo, hi)| (lo.max(0.0), hi.min(1.0)))
+        .unwrap_or((0.0, 1.0));
+    let chart = Hyper {
+        sweep: &data.name,
+        panels,
+        y,
+    };
+    let title = format!(
+        "Best validation accuracy against each hyperparameter, sweep `{}`",
+        data.name
+    );
+    render("hyperparameters", title, &chart).map(Some)
+}
+
+impl Draw for Hyper<'_> {
+    fn size(&self) -> (u32, u32) {
+        let n = self.panels.len();
+        let cols = n.min(HYPER_COLS) as u32;
+        let rows = n.div_ceil(HYPER_COLS) as u32;
+        ((cols * 440).max(900), 140 + rows * 380)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let body = header(
+            root,
+            &format!(
+                "Best validation accuracy against each hyperparameter, sweep `{}`",
+                self.sweep
+            ),
+            Some("one point per trial (its best epoch); grey: pruned, red: did not finish; log axes for log_uniform dimensions"),
+        )?;
+        let (w, _) = body.dim_in_pixel();
+        let items = [
+            ("finished", BAR),
+            ("pruned", PRUNED),
+            ("did not finish", BAD),
+        ];
+        let widths: Vec<u32> = items
+            .iter()
+            .map(|(s, _)| 24 + text_width(s, LABEL) + 30)
+            .collect();
+        let mut x = (w as i32 - widths.iter().sum::<u32>() as i32) / 2;
+        for ((s, c), wd) in items.iter().zip(&widths) {
+            body.draw(&Circle::new((x + 8, 10), 6, c.filled()))?;
+            body.draw_text(s, &anchored(LABEL, HPos::Left, VPos::Center), (x + 24, 10))?;
+            x += *wd as i32;
+        }
+        let grid = body.split_vertically(30).1;
+        let n = self.panels.len();
+        let cols = n.min(HYPER_COLS);
+        let areas = grid.split_evenly((n.div_ceil(HYPER_COLS), cols));
+        for (p, area) in self.panels.iter().zip(areas) {
+            self.panel(p, &area.margin(4, 8, 8, 12))?;
+        }
+        Ok(())
+    }
+}
+
+impl Hyper<'_> {
+    fn panel<DB: DrawingBackend>(&self, p: &HyperPanel, area: &DrawingArea<DB, Shift>) -> DResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let xs: Vec<f64> = p.points.iter().map(|q| q.0).collect();
+        // A log axis is drawn as log10 of the value on a linear one, ticked at round values.
+        let to_axis = |v: f64| if p.log { v.log10() } else { v };
+        let (lo, hi) = padded(xs.iter().map(|v| to_axis(*v)), 1e-9).unwrap_or((0.0, 1.0));
+        let (lo, hi) = if hi - lo < 1e-6 {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
+        let ticks: Vec<f64> = if p.log {
+            log_ticks(10f64.powf(lo), 10f64.powf(hi))
+                .into_iter()
+                .map(f64::log10)
+                .collect()
+        } else {
+            plotters::coord::types::RangedCoordf64::from(lo..hi).key_points(6usize)
+        };
+        let (y0, y1) = self.y;
+        let mut chart = ChartBuilder::on(area)
+            .margin(6)
+            .caption(
+                format!("{}{}", p.key, if p.log { " (log axis)" } else { "" }),
+                font(16.0),
+            )
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(Ticked { lo, hi, ticks }, y0..y1)?;
+        let log = p.log;
+        chart
+            .configure_mesh()
+            .x_desc(p.key.as_str())
+            .y_desc("best validation accuracy")
+            // Linear ticks are multiples of a step: the one at zero comes out as 1e-18 or so.
+            .x_label_formatter(&|x| {
+                if log {
+                    axis_number(10f64.powf(*x))
+                } else if x.abs() < (hi - lo) * 1e-9 {
+                    "0".into()
+                } else {
+                    axis_number(*x)
+                }
+            })
+            .y_labels(6)
+            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+            .label_style(font(LABEL))
+            .axis_desc_style(font(LABEL))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(225, 225, 225))
+            .draw()?;
+        // Pruned first, so the finished trials sit on top.
+        for kind in ["pruned", "other", "done"] {
+            let c = match kind {
+                "done" => BAR,
+                "pruned" => PRUNED,
+                _ => BAD,
+            };
+            chart.draw_series(p.points.iter().filter(|q| q.2 == kind).map(|q| {
+                EmptyElement::at((to_axis(q.0), q.1.clamp(y0, y1)))
+                    + Circle::new((0, 0), 6, c.filled())
+                    + Circle::new((0, 0), 6, GREY.stroke_width(1))
+            }))?;
+        }
         Ok(())
     }
 }
@@ -1552,5 +2230,88 @@ mod tests {
             Path::new("results/plots/s")
         );
         assert_eq!(default_dir(Path::new("r.db"), "s"), Path::new("./plots/s"));
+    }
+
+    fn labels(lo: f64, hi: f64) -> Vec<String> {
+        let (ticks, step) = time_ticks(lo, hi, 9);
+        ticks.iter().map(|x| time_label(*x, step)).collect()
+    }
+
+    #[test]
+    fn time_ticks_never_repeat_a_label() {
+        // Issue 12 item 6: a sweep of a few seconds read `0s 0s 1s 1s 2s 2s`.
+        assert_eq!(labels(0.0, 2.4), ["0.0s", "0.5s", "1.0s", "1.5s", "2.0s"]);
+        assert_eq!(
+            labels(0.31, 0.47),
+            ["0.32s", "0.34s", "0.36s", "0.38s", "0.40s", "0.42s", "0.44s", "0.46s"]
+        );
+        assert_eq!(
+            labels(32.0, 108.0),
+            ["40s", "50s", "1m00s", "1m10s", "1m20s", "1m30s", "1m40s"]
+        );
+        assert_eq!(
+            labels(0.0, 3000.0),
+            ["0m", "10m", "20m", "30m", "40m", "50m"]
+        );
+        for (lo, hi) in [
+            (0.0, 0.004),
+            (0.2, 2.4),
+            (1.0, 9.0),
+            (50.0, 75.0),
+            (59.0, 61.0),
+            (3590.0, 3620.0),
+            (100.0, 5000.0),
+            (0.0, 40_000.0),
+            (0.0, 400_000.0),
+            (12.0, 12.0),
+        ] {
+            let l = labels(lo, hi);
+            assert!(!l.is_empty() || hi - lo < 1.0, "{lo}..{hi}: no tick");
+            assert!(l.len() <= 9, "{lo}..{hi}: {l:?}");
+            let distinct: std::collections::HashSet<&String> = l.iter().collect();
+            assert_eq!(distinct.len(), l.len(), "{lo}..{hi}: {l:?}");
+        }
+        assert_eq!(time_label(65.0, 5.0), "1m05s");
+        assert_eq!(time_label(61.5, 0.5), "1m01.5s");
+        assert_eq!(time_label(3725.0, 5.0), "1h02m05s");
+        assert_eq!(time_label(5400.0, 900.0), "1h30m");
+        assert_eq!(time_label(7200.0, 3600.0), "2h");
+    }
+
+    #[test]
+    fn the_space_says_which_axes_are_logarithmic() {
+        let spec = "name = \"s\"\nsamples = 4\n[base]\narch = \"lenet\"\n[space]\n\
+                    lr = { log_uniform = [1e-4, 0.3] }\nmomentum = { uniform = [0.0, 0.9] }\n\
+                    epochs = { int_uniform = [1, 3] }\nbatch_size = { choice = [16, 32] }\n";
+        let scales = space_scales(Some(spec));
+        assert_eq!(
+            scales.into_iter().collect::<Vec<_>>(),
+            [
+                ("epochs".to_string(), false),
+                ("lr".to_string(), true),
+                ("momentum".to_string(), false)
+            ]
+        );
+        assert!(space_scales(Some("name = \"g\"\n[grid]\nlr = [0.1, 0.01]\n")).is_empty());
+        assert!(space_scales(Some("not toml [")).is_empty());
+        assert!(space_scales(None).is_empty());
+    }
+
+    #[test]
+    fn log_axes_for_wide_positive_ranges() {
+        assert!(log_axis(&[1e-3, 0.05, 0.3]));
+        assert!(!log_axis(&[0.01, 0.1]));
+        assert!(!log_axis(&[0.0, 0.5, 0.9]));
+        assert!(!log_axis(&[32.0, 64.0, 128.0]));
+        assert_eq!(
+            log_ticks(0.0015, 0.25),
+            [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+        );
+        assert_eq!(log_ticks(1e-6, 1e-2), [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]);
+        assert_eq!(axis_number(0.002), "0.002");
+        assert_eq!(axis_number(1e-5), "1e-5");
+        assert_eq!(axis_number(2.5e-4), "2.5e-4");
+        assert_eq!(axis_number(64.0), "64");
+        assert_eq!(axis_number(0.35), "0.35");
     }
 }

@@ -227,6 +227,9 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     if let Some(t) = pruned_table(db, sweep_id, sweep)? {
         tables.push(t);
     }
+    if let Some(t) = pareto_table(db, sweep_id, sweep)? {
+        tables.push(t);
+    }
     let classes = per_class_table(db, sweep_id, sweep)?;
     if !classes.rows.is_empty() {
         tables.push(classes);
@@ -314,6 +317,79 @@ fn pruned_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, Db
             show_value(Some(&r[5])),
             show_value(Some(&r[6])),
             show_value(Some(&r[7])),
+        ]);
+    }
+    Ok(Some(t))
+}
+
+/// For a sweep with several objectives (`objectives = ["valid_acc", "train_seconds"]`), the
+/// Pareto front of its finished trials: the validation accuracy of each trial's best epoch
+/// against its training time, fastest first. None for other sweeps, or with no finished
+/// trial.
+///
+/// Only multi-objective sweeps get it: there the front is the answer the user asked for
+/// (there is no single best trial), while a single-objective sweep has its best trial at the
+/// top of the main table and the front on the accuracy-against-time chart of `plot`; printing
+/// it for every grid would lengthen every report. The objectives are read from the sweep
+/// file stored with the sweep; one that no longer parses (written for another version) gets
+/// no front rather than a failed report.
+fn pareto_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
+    let (_, spec) = db.query_strings("SELECT spec FROM sweeps WHERE id = ?1", &[&sweep_id])?;
+    let Some(text) = spec.first().and_then(|r| r[0].as_str()) else {
+        return Ok(None);
+    };
+    match crate::spec::parse("stored", text) {
+        Ok(s) if s.search.objectives.len() >= 2 => {}
+        _ => return Ok(None),
+    }
+    let err = |e| DbError::Sqlite {
+        path: db.path.clone(),
+        error: e,
+    };
+    // Streamed into a few numbers a trial: a sweep may have finished a great many.
+    let mut st = db
+        .conn
+        .prepare(
+            "SELECT t.id, e.valid_acc, t.train_seconds, t.test_acc, t.best_epoch
+             FROM trials t LEFT JOIN epochs e ON e.trial_id = t.id AND e.epoch = t.best_epoch
+             WHERE t.sweep_id = ?1 AND t.status = 'done' AND t.train_seconds IS NOT NULL
+             ORDER BY t.id",
+        )
+        .map_err(err)?;
+    let mut cursor = st.query([sweep_id]).map_err(err)?;
+    // (id, best epoch, test accuracy) beside each (seconds, accuracy) point.
+    let mut rows: Vec<(i64, Option<i64>, Option<f64>)> = Vec::new();
+    let mut points = Vec::new();
+    while let Some(r) = cursor.next().map_err(err)? {
+        let acc: Option<f64> = r.get(1).map_err(err)?;
+        rows.push((
+            r.get(0).map_err(err)?,
+            r.get(4).map_err(err)?,
+            r.get(3).map_err(err)?,
+        ));
+        points.push((r.get::<_, f64>(2).map_err(err)?, acc.unwrap_or(f64::NAN)));
+    }
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let front = pareto_front(&points);
+    let mut t = Table::new(
+        format!(
+            "Sweep `{sweep}`: Pareto front of validation accuracy against training time, \
+             {} of {} finished trials (none is both faster and more accurate than these)",
+            front.len(),
+            points.len()
+        ),
+        &["trial", "best_epoch", "valid_acc", "train_time", "test_acc"],
+    );
+    for &i in front.iter().take(LIST_LIMIT) {
+        let (id, best, test) = rows[i];
+        t.push(vec![
+            int(Some(id)),
+            int(best),
+            num(Some(points[i].1), pct),
+            num(Some(points[i].0), duration),
+            num(test, pct),
         ]);
     }
     Ok(Some(t))
@@ -423,6 +499,38 @@ fn seed_table(sweep: &str, rows: &[TrialRow]) -> Table {
         t.push(cells);
     }
     t
+}
+
+/// The accuracy-against-time Pareto front: the indices of `points` (seconds, accuracy) that
+/// no other point beats (as fast and as accurate, and better in one), fastest first.
+/// Identical points are all on it; a point with a NaN coordinate never is.
+///
+/// The same set as [`crate::prune::fronts`]' front 0 (a test checks), by one sweep in time
+/// order: fronts computes every front, O(n³) at worst, and a report may cover thousands of
+/// trials.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len())
+        .filter(|&i| !points[i].0.is_nan() && !points[i].1.is_nan())
+        .collect();
+    // Fastest first; among equally fast ones, the most accurate first.
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (points[a], points[b]);
+        pa.0.total_cmp(&pb.0).then(pb.1.total_cmp(&pa.1))
+    });
+    let mut front = Vec::new();
+    // The best accuracy seen so far, and the time that first reached it.
+    let mut best: Option<(f64, f64)> = None;
+    for i in order {
+        let (t, a) = points[i];
+        match best {
+            Some((b, bt)) if a < b || (a == b && t > bt) => {}
+            _ => {
+                front.push(i);
+                best = Some((a, t));
+            }
+        }
+    }
+    front
 }
 
 /// Sample mean and standard deviation (n - 1); std is 0 for a single value.
@@ -619,5 +727,44 @@ mod tests {
         assert_eq!(duration(5.04), "5.0s");
         assert_eq!(duration(125.0), "2m05s");
         assert_eq!(duration(3725.0), "1h02m");
+    }
+
+    #[test]
+    fn pareto_front_is_front_zero_of_fronts() {
+        use crate::prune::{fronts, Direction};
+        assert!(pareto_front(&[]).is_empty());
+        // Faster and better, a tie in time, a duplicate, a NaN.
+        let pts = [
+            (10.0, 0.5),
+            (20.0, 0.6),
+            (20.0, 0.55),
+            (5.0, 0.4),
+            (30.0, 0.6),
+            (20.0, 0.6),
+            (f64::NAN, 0.9),
+            (40.0, 0.7),
+        ];
+        assert_eq!(pareto_front(&pts), vec![3, 0, 1, 5, 7]);
+        // Against the general non-dominated sort, on pseudo-random points with many ties.
+        let mut x: u64 = 7;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % 8) as f64
+        };
+        for n in [1, 2, 3, 10, 40] {
+            let pts: Vec<(f64, f64)> = (0..n).map(|_| (next(), next() / 8.0)).collect();
+            let scored: Vec<Vec<f64>> = pts
+                .iter()
+                .map(|&(t, a)| vec![Direction::Maximize.score(a), Direction::Minimize.score(t)])
+                .collect();
+            let f = fronts(&scored);
+            let mut want: Vec<usize> = (0..n).filter(|&i| f[i] == 0).collect();
+            let mut got = pareto_front(&pts);
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{pts:?}");
+        }
     }
 }
