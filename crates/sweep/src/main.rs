@@ -816,7 +816,7 @@ fn announce(
     {
         eprintln!(
             "warning: this sweep runs over an hour on the CPU; a [prune] section in the sweep \
-             file stops hopeless trials early (README: \"Pruning\"), or use a GPU (--device)"
+             file stops hopeless trials early (README: \"Estimates, pruning and trial numbers\"), or use a GPU (--device)"
         );
     }
     Ok(())
