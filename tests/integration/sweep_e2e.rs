@@ -216,3 +216,40 @@ pub fn readme_queries_run(db: &std::path::Path, search: bool) {
         }
     }
 }
+
+/// `plan` on a fresh database estimates every trial from a few timed steps (no `-`), gives a
+/// total, the expected cost under ASHA, and numbers trials from 1 as `report` and `show` do.
+#[test]
+fn plan_estimates_every_trial_on_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "fresh.toml",
+        "name = \"fresh\"\n[data]\ntrain_subset = 100\n[base]\narch = \"lenet\"\nepochs = 9\n\
+         batch_size = 10\n[grid]\nlr = [0.01, 0.1]\ndropout = [0.0, 0.5]\n\
+         [prune]\nkind = \"asha\"\nreduction_factor = 3\ngrace_epochs = 1\n",
+    );
+    let db = dir.path().join("none.db");
+    let out = bin()
+        .args(["plan", file.to_str().unwrap(), "--db", db.to_str().unwrap()])
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("lenet")).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        assert!(row.starts_with(&format!("{} ", i + 1)), "{text}");
+        assert!(!row.trim_end().ends_with('-'), "no estimate: {text}");
+    }
+    assert!(
+        text.contains("4 trials, about") && text.contains("timed training steps"),
+        "{text}"
+    );
+    assert!(
+        text.contains("with ASHA pruning") && text.contains("expected"),
+        "{text}"
+    );
+    assert!(!db.exists(), "plan created the database");
+}

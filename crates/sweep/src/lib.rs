@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod db;
+pub mod estimate;
 pub mod grid;
 pub mod html;
 pub mod plot;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep::table::{Format, Table};
-use sweep::{db::Db, report, runner, Error};
+use sweep::{db::Db, estimate, report, runner, Error};
 use trainer::data::DataSource;
 
 #[derive(Parser)]
@@ -295,39 +295,22 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             } else {
                 None
             };
-            let device =
-                trainer::device::name(&trainer::device::parse(&device).map_err(Error::from)?);
-            let estimates = plans
+            let device = trainer::device::parse(&device).map_err(Error::from)?;
+            let rates = estimate::rates_for(plans.iter().map(|p| &p.config), db.as_ref(), &device)?;
+            let estimates: Vec<Option<f64>> = plans
                 .iter()
-                .map(|p| match &db {
-                    Some(db) => sweep::runner::estimate_seconds(db, &p.config, &device),
-                    None => Ok(None),
+                .map(|p| {
+                    estimate::rate_of(&rates, &p.config)
+                        .map(|r| estimate::trial_seconds(&p.config, r, p.config.epochs as f64))
                 })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Error::from)?;
+                .collect();
             print!(
                 "{}",
                 plan_table(&spec.name, &plans, Some(&estimates)).render(Format::Table)
             );
-            let known: Vec<f64> = estimates.iter().flatten().copied().collect();
-            if known.is_empty() {
-                println!(
-                    "total: {} trials; no epochs recorded yet for these architectures on \
-                     {device}, so no estimate",
-                    plans.len()
-                );
-            } else {
-                println!(
-                    "total: {} trials; estimated {} for the {} with timings on {device}{}",
-                    plans.len(),
-                    report::duration(known.iter().sum::<f64>().max(0.0)),
-                    known.len(),
-                    if known.len() < plans.len() {
-                        " (the others have no timings yet)"
-                    } else {
-                        ""
-                    }
-                );
+            let total = sweep_total(&spec, plans.iter().map(|p| &p.config), &rates);
+            for line in total_lines(&spec, &total, &trainer::device::name(&device)) {
+                println!("{line}");
             }
             Ok(0)
         }
@@ -650,6 +633,7 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
             })
             .map_err(Error::from)?;
     }
+    announce(&spec, &device, &exec.db.db)?;
     let data = trainer::data::load(&exec.data.source()).map_err(Error::from)?;
     let args = runner::RunArgs {
         db: exec.db.db.clone(),
@@ -714,7 +698,8 @@ fn plan_table(
             .collect::<Vec<_>>()
             .join(" ");
         let mut cells = vec![
-            int(Some(p.ordinal as i64)),
+            // 1-based, as report and show number trials (see the README).
+            int(Some(p.ordinal as i64 + 1)),
             text(c.arch.clone()),
             num(Some(c.lr), |x| x.to_string()),
             int(Some(c.batch_size as i64)),
@@ -730,4 +715,109 @@ fn plan_table(
         t.push(cells);
     }
     t
+}
+
+/// The sweep's estimate over `configs` (ASHA's expectation too, when it prunes that way).
+fn sweep_total<'a>(
+    spec: &sweep::spec::SweepSpec,
+    configs: impl IntoIterator<Item = &'a trainer::TrainConfig>,
+    rates: &std::collections::HashMap<(String, usize), estimate::Rates>,
+) -> estimate::Total {
+    let asha = match &spec.search.prune {
+        sweep::search::Prune::Asha(a) => Some(a),
+        _ => None,
+    };
+    let mut total = estimate::Total::default();
+    for c in configs {
+        if let Some(r) = estimate::rate_of(rates, c) {
+            total.add(c, r, asha);
+        }
+    }
+    total
+}
+
+/// What `plan` prints under its table, and `run` before it starts.
+fn total_lines(
+    spec: &sweep::spec::SweepSpec,
+    total: &estimate::Total,
+    device: &str,
+) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} trials, about {} on {device} ({})",
+        total.trials,
+        report::duration(total.seconds),
+        total.basis()
+    )];
+    match (&spec.search.prune, total.pruned_seconds) {
+        (sweep::search::Prune::Asha(a), Some(p)) => lines.push(format!(
+            "with ASHA pruning (reduction_factor {}, grace_epochs {}): expected about {} \
+             ({:.0}% of the epochs; an expectation, a small sweep prunes less)",
+            a.reduction_factor,
+            a.grace_epochs,
+            report::duration(p),
+            100.0 * total.pruned_epochs / total.epochs.max(1.0)
+        )),
+        (sweep::search::Prune::Median(_), _) => lines.push(
+            "with median pruning: less than this, by how much depends on the learning curves"
+                .into(),
+        ),
+        _ => {}
+    }
+    lines
+}
+
+/// Past this a CPU sweep gets a warning pointing at pruning.
+const LONG_ON_CPU: f64 = 3600.0;
+
+/// Prints the sweep's estimate before `run` starts (timing a few steps when the database
+/// holds no epochs of these architectures), and a warning when it is long on the CPU.
+fn announce(
+    spec: &sweep::spec::SweepSpec,
+    device: &trainer::Device,
+    db_path: &std::path::Path,
+) -> Result<(), Failure> {
+    let db = match sweep::db::probe(db_path).map_err(Error::from)? {
+        sweep::db::Probe::Ours { .. } => Some(Db::open_read_only(db_path).map_err(Error::from)?),
+        _ => None,
+    };
+    // Streamed: a sweep allowed to be huge is never held whole (see runner::load).
+    let configs = || {
+        sweep::grid::plans(spec)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.ok().map(|p| p.config))
+    };
+    let mut firsts: Vec<trainer::TrainConfig> = Vec::new();
+    for c in configs() {
+        if !firsts
+            .iter()
+            .any(|f| f.arch == c.arch && f.batch_size == c.batch_size)
+        {
+            firsts.push(c);
+        }
+    }
+    let rates = estimate::rates_for(&firsts, db.as_ref(), device)?;
+    let mut total = estimate::Total::default();
+    let asha = match &spec.search.prune {
+        sweep::search::Prune::Asha(a) => Some(*a),
+        _ => None,
+    };
+    for c in configs() {
+        if let Some(r) = estimate::rate_of(&rates, &c) {
+            total.add(&c, r, asha.as_ref());
+        }
+    }
+    let name = trainer::device::name(device);
+    for line in total_lines(spec, &total, &name) {
+        eprintln!("{line}");
+    }
+    if matches!(device, trainer::Device::Cpu)
+        && total.pruned_seconds.unwrap_or(total.seconds) > LONG_ON_CPU
+    {
+        eprintln!(
+            "warning: this sweep runs over an hour on the CPU; a [prune] section in the sweep \
+             file stops hopeless trials early (README: \"Estimates, pruning and trial numbers\"), or use a GPU (--device)"
+        );
+    }
+    Ok(())
 }

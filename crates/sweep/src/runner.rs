@@ -180,13 +180,15 @@ pub fn run(
     let sweep_bar = mp.add(ProgressBar::new(total as u64));
     sweep_bar.set_style(
         ProgressStyle::with_template(
-            "{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise}  {msg}",
+            "{prefix:>8} [{bar:30}] {pos}/{len} trials  {elapsed_precise} elapsed, ~{eta} left  {msg}",
         )
         .expect("template")
         .progress_chars("=> "),
     );
     sweep_bar.set_prefix(spec.name.clone());
     sweep_bar.set_position(already);
+    // The time left is from this run's pace: trials finished earlier took no time here.
+    sweep_bar.reset_eta();
 
     // A heartbeat from its own connection, so a long epoch does not look like a dead worker.
     let current = Arc::new(AtomicI64::new(0));
@@ -412,9 +414,15 @@ impl Observer for TrialObserver<'_> {
         if self.bar.length() != Some(p.batches as u64) {
             self.bar.set_length(p.batches as u64);
         }
-        self.bar.set_position(p.batch as u64);
-        self.bar
-            .set_prefix(format!("epoch {}/{}", p.epoch, p.epochs));
+        let prefix = format!("epoch {}/{}", p.epoch, p.epochs);
+        if self.bar.prefix() != prefix {
+            // A new epoch starts the bar again: its time left is this epoch's pace.
+            self.bar.set_prefix(prefix);
+            self.bar.set_position(p.batch as u64);
+            self.bar.reset_eta();
+        } else {
+            self.bar.set_position(p.batch as u64);
+        }
         self.bar.set_message(format!(
             "loss {:.4}  acc {:.1}%  {:.0} img/s",
             p.loss,
@@ -503,9 +511,11 @@ fn run_trial(
 ) -> Result<(Outcome, Option<Decision>), Error> {
     let bar = mp.add(ProgressBar::new(1));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} batches  {msg}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} batches  ~{eta} left  {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     let mut obs = TrialObserver {
         db,
@@ -528,28 +538,4 @@ fn run_trial(
         db.sync_epochs(trial_id, &obs.history)?;
     }
     Ok((out?, obs.pruned))
-}
-
-/// Expected training time of `config` on `device`, from the epochs already recorded for the
-/// same architecture (same batch size preferred), scaled by the number of training images.
-pub fn estimate_seconds(
-    db: &Db,
-    config: &TrainConfig,
-    device: &str,
-) -> Result<Option<f64>, crate::db::DbError> {
-    // Seconds per training image of past epochs; a trial's training images are
-    // train_subset, or the training split of the 50,000 images.
-    let sql = "SELECT AVG(e.seconds / MIN(COALESCE(json_extract(t.config, '$.train_subset'), 1e9),
-                                      50000 * (1 - json_extract(t.config, '$.valid_fraction'))))
-               FROM epochs e JOIN trials t ON t.id = e.trial_id
-               WHERE t.arch = ?1 AND t.device = ?2 AND (?3 IS NULL OR t.batch_size = ?3)";
-    let images = (50_000.0 * (1.0 - config.valid_fraction))
-        .min(config.train_subset.map_or(f64::MAX, |n| n as f64));
-    for batch in [Some(config.batch_size as i64), None] {
-        let (_, rows) = db.query_strings(sql, &[&config.arch, &device, &batch])?;
-        if let Some(per_image) = rows.first().and_then(|r| r[0].as_f64()) {
-            return Ok(Some(per_image * images * config.epochs as f64));
-        }
-    }
-    Ok(None)
 }

@@ -286,6 +286,70 @@ impl Session {
     }
 }
 
+/// What a few timed steps of a configuration measured (see [`time_steps`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepTimes {
+    /// Wall time of one training step (batch, forward, backward, update), per image.
+    pub train_per_image: Duration,
+    /// Wall time of one evaluation forward pass, per image.
+    pub eval_per_image: Duration,
+    /// How many training steps were timed (after the warm-up).
+    pub timed_steps: usize,
+}
+
+/// Times training steps of `cfg` on `device` over a synthetic batch, for estimating a run's
+/// length before any epoch of it was recorded. The first steps are warm-up (allocation,
+/// kernel selection) and not counted; then up to `steps` steps are timed, fewer once
+/// `budget` is spent (at least one), so a big model on a slow device costs about `budget`,
+/// not `steps` of its slow steps. One evaluation forward pass is timed too. Nothing is
+/// written and no data set is needed.
+pub fn time_steps(
+    cfg: &TrainConfig,
+    device: &Device,
+    steps: usize,
+    budget: Duration,
+) -> Result<StepTimes> {
+    let start = Instant::now();
+    let mut s = Session::new(cfg, device)?;
+    let batch = cfg.batch_size;
+    // The real batch path (u8 images normalised per batch), so its cost is in the figure.
+    let set = ImageSet::synthetic(batch, 10, cfg.seed);
+    let idx: Vec<usize> = (0..batch).collect();
+    let norm = Normalization::default();
+    let mut rng = StdRng::seed_from_u64(mix(cfg.seed, 0, 0, 3));
+    let mut step = |s: &mut Session, b: usize| -> Result<()> {
+        s.model.reseed(mix(cfg.seed, 0, b, 2));
+        let (x, y) = data::make_batch(&set, &idx, &norm, cfg.augment.then_some(&mut rng), device)?;
+        train_step(s.model.as_ref(), &mut s.opt, &x, &y, cfg.label_smoothing)?;
+        Ok(())
+    };
+    // Two warm-up steps, one when the first already took a quarter of the budget.
+    step(&mut s, 0)?;
+    if start.elapsed() < budget / 4 {
+        step(&mut s, 1)?;
+    }
+    let timed = Instant::now();
+    let mut n = 0;
+    while n < steps.max(1) && (n == 0 || start.elapsed() < budget) {
+        step(&mut s, 2 + n)?;
+        n += 1;
+    }
+    let train = timed.elapsed() / n as u32;
+    let (x, _) = data::make_batch(&set, &idx, &norm, None::<&mut StdRng>, device)?;
+    let t = Instant::now();
+    // A scalar read back, so a device that queues work (CUDA, Metal) has finished it.
+    s.model
+        .forward_t(&x, false)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    let eval = t.elapsed();
+    Ok(StepTimes {
+        train_per_image: train / batch as u32,
+        eval_per_image: eval / batch as u32,
+        timed_steps: n,
+    })
+}
+
 /// Trains `cfg` on `data` and evaluates the best weights on the test set.
 pub fn run(
     cfg: &TrainConfig,
@@ -608,6 +672,26 @@ fn damaged(dir: &Path, state: &Path, reason: &str, names: &[&str]) {
 mod tests {
     use super::*;
     use crate::config::ScheduleKind;
+
+    #[test]
+    fn time_steps_times_at_least_one_step_and_stops_at_the_budget() {
+        let cfg = TrainConfig {
+            batch_size: 4,
+            ..TrainConfig::default()
+        };
+        // A spent budget still times one step: an estimate needs a figure.
+        let t = time_steps(&cfg, &Device::Cpu, 3, Duration::ZERO).unwrap();
+        assert_eq!(t.timed_steps, 1);
+        let t = time_steps(&cfg, &Device::Cpu, 2, Duration::from_secs(3600)).unwrap();
+        assert_eq!(t.timed_steps, 2);
+        assert!(t.train_per_image > Duration::ZERO && t.eval_per_image > Duration::ZERO);
+        // A config the trainer refuses is refused here too, with its field.
+        let bad = TrainConfig {
+            arch: "nope".into(),
+            ..cfg
+        };
+        assert!(time_steps(&bad, &Device::Cpu, 1, Duration::ZERO).is_err());
+    }
 
     /// Records epochs; optionally asks to stop after a given (epoch, batch).
     #[derive(Default)]
