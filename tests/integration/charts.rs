@@ -590,25 +590,9 @@ fn compare_previous_of_finds_the_previous_night_and_run_takes_a_name() {
 }
 
 /// A tiny real search: 6 lenet configurations on 480 images, ASHA at epoch 1 (η = 3).
-const SEARCH: &str = r#"name = "search"
-samples = 6
-sampler_seed = 3
-objective = "valid_acc"
-[data]
-train_subset = 480
-test_subset = 200
-[base]
-arch = "lenet"
-epochs = 3
-batch_size = 16
-[space]
-lr = { log_uniform = [1e-3, 0.3] }
-momentum = { uniform = [0.0, 0.9] }
-[prune]
-kind = "asha"
-reduction_factor = 3
-grace_epochs = 1
-"#;
+fn search_text() -> String {
+    crate::common::TINY_SEARCH.replace("samples = 7", "samples = 6")
+}
 
 /// The text of every `<text>` element of an SVG.
 fn svg_texts(svg: &str) -> Vec<String> {
@@ -636,11 +620,11 @@ fn a_search_plots_its_pruned_trials_hyperparameters_and_pareto_front() {
     let db = dir.path().join("results.db");
     let dbs = db.to_str().unwrap();
     // The same space twice: pruned on accuracy, then with two objectives (a Pareto front).
-    let single = write(dir.path(), "search.toml", SEARCH);
+    let single = write(dir.path(), "search.toml", &search_text());
     let multi = write(
         dir.path(),
         "pareto.toml",
-        &SEARCH
+        &search_text()
             .replace("name = \"search\"", "name = \"pareto\"")
             .replace(
                 "objective = \"valid_acc\"",

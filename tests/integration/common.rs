@@ -77,3 +77,24 @@ pub fn sweep_command(file: &Path, db: &Path, data: &[String]) -> Command {
 pub fn run_sweep(file: &Path, db: &Path, data: &[String]) -> Output {
     sweep_command(file, db, data).output().unwrap()
 }
+
+/// A tiny real search: 7 lenet configurations on 480 images, ASHA (η = 3) at epoch 1.
+pub const TINY_SEARCH: &str = r#"name = "search"
+samples = 7
+sampler_seed = 3
+objective = "valid_acc"
+[data]
+train_subset = 480
+test_subset = 200
+[base]
+arch = "lenet"
+epochs = 3
+batch_size = 16
+[space]
+lr = { log_uniform = [1e-3, 0.3] }
+momentum = { uniform = [0.0, 0.9] }
+[prune]
+kind = "asha"
+reduction_factor = 3
+grace_epochs = 1
+"#;

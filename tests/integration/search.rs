@@ -6,25 +6,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const SEARCH: &str = r#"name = "search"
-samples = 7
-sampler_seed = 3
-objective = "valid_acc"
-[data]
-train_subset = 480
-test_subset = 200
-[base]
-arch = "lenet"
-epochs = 3
-batch_size = 16
-[space]
-lr = { log_uniform = [1e-3, 0.3] }
-momentum = { uniform = [0.0, 0.9] }
-[prune]
-kind = "asha"
-reduction_factor = 3
-grace_epochs = 1
-"#;
+use crate::common::TINY_SEARCH as SEARCH;
 
 /// Per trial (ordinal, status, pruned_epoch, test_acc bits), and per decision (ordinal,
 /// epoch, stop, cutoff bits, compared_with).

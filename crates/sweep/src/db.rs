@@ -509,7 +509,8 @@ impl Db {
         })
     }
 
-    fn err(&self, e: rusqlite::Error) -> DbError {
+    /// A SQLite error, named with this database's path.
+    pub(crate) fn err(&self, e: rusqlite::Error) -> DbError {
         sql_err(&self.path, e)
     }
 

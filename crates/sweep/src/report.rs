@@ -66,10 +66,7 @@ fn by_accuracy(a: &TrialRow, b: &TrialRow) -> std::cmp::Ordering {
 }
 
 fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
-    let err = |e| DbError::Sqlite {
-        path: db.path.clone(),
-        error: e,
-    };
+    let err = |e| db.err(e);
     let mut st = db
         .conn
         .prepare(
@@ -342,10 +339,7 @@ fn pareto_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, Db
         Ok(s) if s.search.objectives.len() >= 2 => {}
         _ => return Ok(None),
     }
-    let err = |e| DbError::Sqlite {
-        path: db.path.clone(),
-        error: e,
-    };
+    let err = |e| db.err(e);
     // Streamed into a few numbers a trial: a sweep may have finished a great many.
     let mut st = db
         .conn
