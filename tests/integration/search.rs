@@ -171,3 +171,83 @@ fn three_processes_share_one_search_and_each_configuration_runs_once() {
         0
     );
 }
+
+/// The tiny search with TPE: draws 1-10 random, 11-13 proposed from the results.
+fn tpe_search() -> String {
+    SEARCH.replace("samples = 7", "samples = 13\nsampler = \"tpe\"")
+}
+
+/// Each trial's ordinal and config, in order.
+fn configs(db: &Path) -> Vec<(i64, String)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare("SELECT ordinal, config FROM trials ORDER BY ordinal")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn tpe_proposes_from_the_results_reproducibly_and_never_twice_across_processes() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tpe = write(dir.path(), "tpe.toml", &tpe_search());
+    let random = write(
+        dir.path(),
+        "random.toml",
+        &tpe_search().replace("sampler = \"tpe\"", "sampler = \"random\""),
+    );
+    let run = |file: &Path, name: &str| {
+        let db = dir.path().join(name).join("results.db");
+        let out = run_sweep(file, &db, &data);
+        assert!(out.status.success(), "{}", stderr(&out));
+        configs(&db)
+    };
+    let a = run(&tpe, "a");
+    let b = run(&tpe, "b");
+    let r = run(&random, "r");
+    assert_eq!(a.len(), 13);
+    // The same results give the same proposals.
+    assert_eq!(a, b, "TPE proposed differently from the same history");
+    // The first ten are the random sampler's draws; the rest are TPE's own.
+    assert_eq!(a[..10], r[..10]);
+    for i in 10..13 {
+        assert_ne!(a[i].1, r[i].1, "draw {} is the random one", i + 1);
+    }
+
+    // Three processes on one TPE search: every draw recorded once, no configuration twice,
+    // each trial run once.
+    let db = dir.path().join("shared/results.db");
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            sweep_command(&tpe, &db, &data)
+                .arg("--quiet")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shared = configs(&db);
+    let ordinals: Vec<i64> = shared.iter().map(|t| t.0).collect();
+    assert_eq!(ordinals, (0..13).collect::<Vec<_>>());
+    let distinct: std::collections::HashSet<&String> = shared.iter().map(|t| &t.1).collect();
+    assert_eq!(distinct.len(), 13, "a configuration was proposed twice");
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM trials WHERE status IN ('done', 'pruned') AND attempts = 1"
+        ),
+        13
+    );
+}

@@ -661,6 +661,66 @@ impl Db {
         Ok(added)
     }
 
+    /// Proposes new trials from the sweep's recorded ones in one write transaction, so no
+    /// other process proposes from the same history at the same time (TPE: see
+    /// [`crate::proposer`]). `propose` sees every trial of the sweep with its epochs' results
+    /// and returns the trials to add, which are inserted before the lock is released.
+    /// Returns how many were added.
+    pub fn propose<E: From<DbError>>(
+        &self,
+        sweep_id: i64,
+        propose: impl FnOnce(&[Recorded]) -> std::result::Result<Vec<(String, usize, Value)>, E>,
+    ) -> std::result::Result<usize, E> {
+        let tx = self.immediate()?;
+        let mut recorded: Vec<Recorded> = Vec::new();
+        {
+            let mut st = tx
+                .prepare(
+                    "SELECT t.id, t.ordinal, t.config, t.status, e.valid_acc, e.valid_loss
+                     FROM trials t LEFT JOIN epochs e ON e.trial_id = t.id
+                     WHERE t.sweep_id = ?1 ORDER BY t.ordinal, e.epoch",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = st.query([sweep_id]).map_err(|e| self.err(e))?;
+            let mut last_id = None;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+                if last_id != Some(id) {
+                    last_id = Some(id);
+                    recorded.push(Recorded {
+                        id,
+                        ordinal: r.get::<_, i64>(1).map_err(|e| self.err(e))? as usize,
+                        config: r.get(2).map_err(|e| self.err(e))?,
+                        status: r.get(3).map_err(|e| self.err(e))?,
+                        epochs: Vec::new(),
+                    });
+                }
+                let acc: Option<f64> = r.get(4).map_err(|e| self.err(e))?;
+                let loss: Option<f64> = r.get(5).map_err(|e| self.err(e))?;
+                if let (Some(acc), Some(loss), Some(t)) = (acc, loss, recorded.last_mut()) {
+                    t.epochs.push([acc, loss]);
+                }
+            }
+        }
+        let rows = propose(&recorded)?;
+        let mut added = 0;
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO trials (sweep_id, trial_key, ordinal, config, status)
+                     VALUES (?1, ?2, ?3, ?4, 'pending')",
+                )
+                .map_err(|e| self.err(e))?;
+            for (key, ordinal, config) in &rows {
+                added += st
+                    .execute(params![sweep_id, key, *ordinal as i64, config.to_string()])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(added)
+    }
+
     /// Puts failed and diverged trials of the sweep back in the queue.
     pub fn requeue_failed(&self, sweep_id: i64) -> Result<usize> {
         self.conn
@@ -1141,6 +1201,17 @@ pub struct NewSweep {
     pub git_rev: Option<String>,
     pub device: String,
     pub data_checksum: String,
+}
+
+/// A trial as [`Db::propose`] shows it: where it stands, its config, its status and its
+/// epochs' (valid_acc, valid_loss), first epoch first.
+pub struct Recorded {
+    pub id: i64,
+    pub ordinal: usize,
+    /// JSON, as stored.
+    pub config: String,
+    pub status: String,
+    pub epochs: Vec<[f64; 2]>,
 }
 
 pub struct Claimed {

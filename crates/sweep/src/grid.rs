@@ -1,5 +1,6 @@
 //! Grid expansion: a pure function from a parsed sweep to its list of trial configs.
 
+use crate::search::Sampling;
 use crate::spec::{Pos, Setting, SpecError, SweepSpec};
 use serde_json::{Map, Value};
 use trainer::TrainConfig;
@@ -12,6 +13,10 @@ pub struct TrialPlan {
     pub config: TrainConfig,
     /// The keys that vary across the sweep and their values here, in grid order.
     pub swept: Vec<(String, Value)>,
+    /// A draw the TPE sampler proposes at run time from the results so far: `config` holds
+    /// the random draw at this index, a stand-in of the same distribution for estimates,
+    /// and is never recorded as a trial.
+    pub proposed: bool,
 }
 
 /// How many trials `spec` expands to, computed without expanding it (saturating: a grid of
@@ -106,15 +111,7 @@ impl<'a> Plans<'a> {
             let (point, draw) = (i / n, i % n);
             let mut out: Vec<Setting> = self.point(point).into_iter().cloned().collect();
             if let Some(s) = &spec.search.sampling {
-                for ((key, value), pos) in s.space.draw(s.seed, draw as u64).into_iter().zip(&s.pos)
-                {
-                    out.push(Setting {
-                        path: format!("space.{key} (draw {draw})"),
-                        key,
-                        value,
-                        pos: *pos,
-                    });
-                }
+                out.extend(drawn(s, draw, s.space.draw(s.seed, draw as u64)));
             }
             out
         } else {
@@ -122,8 +119,22 @@ impl<'a> Plans<'a> {
         }
     }
 
+    /// How many layers (grid point × draw) come from the grid and the space, before the
+    /// `[[trials]]` entries; each layer is one trial per seed.
+    pub fn grid_layers(&self) -> usize {
+        self.grid_points
+    }
+
+    /// Whether layer `i` is a draw TPE proposes at run time.
+    fn proposed(&self, i: usize) -> bool {
+        match &self.spec.search.sampling {
+            Some(s) if i < self.grid_points => s.sampler.proposes(i % s.samples),
+            _ => false,
+        }
+    }
+
     /// Grid point `i` in mixed radix (last axis fastest).
-    fn point(&self, i: usize) -> Vec<&'a Setting> {
+    pub(crate) fn point(&self, i: usize) -> Vec<&'a Setting> {
         let spec: &'a SweepSpec = self.spec;
         {
             let mut rest = i;
@@ -175,15 +186,7 @@ impl Iterator for Plans<'_> {
         self.next += 1;
         let seeds = self.spec.seeds.len().max(1);
         let layer = self.layer(ordinal / seeds);
-        let seed = self.spec.seeds.get(ordinal % seeds);
-        let settings: Vec<&Setting> = self
-            .spec
-            .base
-            .iter()
-            .chain(layer.iter())
-            .chain(seed)
-            .collect();
-        let config = match resolve(self.spec, &settings) {
+        let (config, swept) = match build(self.spec, ordinal, &layer) {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
@@ -200,17 +203,11 @@ impl Iterator for Plans<'_> {
             return Some(Err(self.spec.error(at, None, msg)));
         }
         self.seen.insert(digest, ordinal);
-        let mut swept: Vec<(String, Value)> = layer
-            .iter()
-            .map(|s| (s.key.clone(), s.value.clone()))
-            .collect();
-        if let Some(s) = seed {
-            swept.push(("seed".into(), s.value.clone()));
-        }
         Some(Ok(TrialPlan {
             ordinal,
             config,
             swept,
+            proposed: self.proposed(ordinal / seeds),
         }))
     }
 
@@ -218,6 +215,80 @@ impl Iterator for Plans<'_> {
         let left = self.total - self.next;
         (left, Some(left))
     }
+}
+
+/// The settings a draw from the space makes, named after it for error messages.
+fn drawn(s: &Sampling, draw: usize, values: Vec<(String, Value)>) -> Vec<Setting> {
+    values
+        .into_iter()
+        .zip(&s.pos)
+        .map(|((key, value), pos)| Setting {
+            path: format!("space.{key} (draw {draw})"),
+            key,
+            value,
+            pos: *pos,
+        })
+        .collect()
+}
+
+/// Trial `ordinal`'s config and swept values, from its layer's settings and its seed.
+fn build(
+    spec: &SweepSpec,
+    ordinal: usize,
+    layer: &[Setting],
+) -> Result<(TrainConfig, Vec<(String, Value)>), SpecError> {
+    let seeds = spec.seeds.len().max(1);
+    let seed = spec.seeds.get(ordinal % seeds);
+    let settings: Vec<&Setting> = spec.base.iter().chain(layer.iter()).chain(seed).collect();
+    let config = resolve(spec, &settings)?;
+    let mut swept: Vec<(String, Value)> = layer
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    if let Some(s) = seed {
+        swept.push(("seed".into(), s.value.clone()));
+    }
+    Ok((config, swept))
+}
+
+/// Where a TPE proposal stands in the sweep: grid point `layer / samples`, draw
+/// `layer % samples`. The trials of `layer` (one per seed) with the space's dimensions set to
+/// `values` (in the space's order), validated like every other trial.
+pub fn proposal(
+    spec: &SweepSpec,
+    layer: usize,
+    values: &[Value],
+) -> Result<Vec<TrialPlan>, SpecError> {
+    let s = spec
+        .search
+        .sampling
+        .as_ref()
+        .expect("proposals come from a sampled space");
+    let plans = plans(spec)?;
+    let mut settings: Vec<Setting> = plans
+        .point(layer / s.samples)
+        .into_iter()
+        .cloned()
+        .collect();
+    let named = s
+        .space
+        .dims
+        .iter()
+        .map(|(k, _)| k.clone())
+        .zip(values.iter().cloned());
+    settings.extend(drawn(s, layer % s.samples, named.collect()));
+    let seeds = spec.seeds.len().max(1);
+    (layer * seeds..(layer + 1) * seeds)
+        .map(|ordinal| {
+            let (config, swept) = build(spec, ordinal, &settings)?;
+            Ok(TrialPlan {
+                ordinal,
+                config,
+                swept,
+                proposed: true,
+            })
+        })
+        .collect()
 }
 
 /// 128 bits of SHA-256 of the config's JSON: enough to tell configurations apart, small
@@ -485,7 +556,7 @@ reduction_factor = 3
             ("name = \"a\"\nsamples = 3\n[space]\nbatch_size = { uniform = [16, 64] }\n", "t.toml:4:16: space.batch_size.uniform: `batch_size` is an integer; use int_uniform or choice"),
             ("name = \"a\"\nsamples = 3\n[base]\nlr = 0.1\n[space]\nlr = { uniform = [0.1, 0.2] }\n", "t.toml:6:1: space.lr: `lr` is set in both [base] (line 4) and [space]; keep one"),
             ("name = \"a\"\nsamples = 5\n[space]\nbatch_size = { choice = [16, 32] }\n", "t.toml:2:1: samples: the space has only 2 different configurations, fewer than samples = 5; lower samples or use a [grid]"),
-            ("name = \"a\"\nsamples = 3\nsampler = \"tpe\"\n[space]\nlr = { uniform = [0.1, 0.2] }\n", "t.toml:3:11: sampler: the `tpe` sampler is not available yet; use \"random\" (with [prune] to stop hopeless trials early)"),
+            ("name = \"a\"\nsamples = 3\nsampler = \"tpe\"\nobjectives = [\"valid_acc\", \"train_seconds\"]\n[space]\nlr = { uniform = [0.1, 0.2] }\n", "t.toml:3:11: sampler: the `tpe` sampler models one objective; with `objectives` use \"random\" (pareto-asha keeps the trade-off front)"),
             ("name = \"a\"\n[prune]\nkind = \"asha\"\nwarmup_epochs = 2\n", "t.toml:4:1: prune.warmup_epochs: `warmup_epochs` does not apply to kind = \"asha\""),
             ("name = \"a\"\n[prune]\nkind = \"hyperband\"\n", "t.toml:3:8: prune.kind: unknown pruner `hyperband` (expected one of: asha, median, none)"),
             ("name = \"a\"\n[prune]\nkind = \"asha\"\nreduction_factor = 1\n", "t.toml:4:20: prune.reduction_factor: expected an integer >= 2"),

@@ -7,14 +7,17 @@ pub mod estimate;
 pub mod grid;
 pub mod html;
 pub mod plot;
+pub mod proposer;
 pub mod prune;
 pub mod pruner;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod search;
 pub mod space;
 pub mod spec;
 pub mod table;
+pub mod tpe;
 
 /// The orchestrator's errors. Their `Display` is the message a user sees; [`exit_code`]
 /// maps them to the process's exit status.

@@ -691,12 +691,16 @@ fn plan_table(
     let mut t = Table::new(format!("Sweep `{name}`: {} trials", plans.len()), &headers);
     for (i, p) in plans.iter().enumerate() {
         let c = &p.config;
-        let swept = p
-            .swept
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let swept = if p.proposed {
+            // The values shown are a random stand-in, used only for the estimate.
+            "proposed by TPE from the results (values: a random stand-in)".to_string()
+        } else {
+            p.swept
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let mut cells = vec![
             // 1-based, as report and show number trials (see the README).
             int(Some(p.ordinal as i64 + 1)),

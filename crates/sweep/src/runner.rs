@@ -76,8 +76,10 @@ pub fn validate(spec: &SweepSpec) -> Result<(), Error> {
 /// The set of `spec`'s trial configurations as digests, for telling a re-run of a sweep from
 /// another sweep under the same name (see [`Db::upsert_sweep`]).
 pub fn config_set(spec: &SweepSpec) -> crate::db::ConfigSet {
+    // TPE's proposals are not known in advance: the set holds what the file fixes.
     crate::db::ConfigSet::new(grid::plans(spec).into_iter().flatten().filter_map(|p| {
         p.ok()
+            .filter(|p| !p.proposed)
             .map(|p| serde_json::to_value(&p.config).expect("config serialises"))
     }))
 }
@@ -139,6 +141,9 @@ pub fn run(
     let mut rows = Vec::with_capacity(INSERT_CHUNK.min(total));
     for plan in grid::plans(spec)? {
         let p = plan?;
+        if p.proposed {
+            continue;
+        }
         rows.push((
             trial_key(&p.config, &data.checksum),
             p.ordinal,
@@ -229,6 +234,10 @@ pub fn run(
     let result = (|| -> Result<(), Error> {
         while !stop.load(Ordering::SeqCst) && args.limit.is_none_or(|l| summary.ran < l) {
             let Some(claimed) = db.claim_next(sweep_id, &worker, &device_name, STALE_AFTER)? else {
+                // A TPE sweep records its next draw only now, from the results so far.
+                if crate::proposer::propose_next(&db, spec, sweep_id, &data.checksum)? {
+                    continue;
+                }
                 break;
             };
             current.store(claimed.id, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! samples = 40                  # draws from [space] (for every grid point)
-//! sampler = "random"            # the only sampler so far
+//! sampler = "random"            # or "tpe" (see crate::tpe)
 //! sampler_seed = 0              # optional: draw i is a pure function of (this, i)
 //! objective = "valid_acc"       # or "valid_loss" (default); or
 //! objectives = ["valid_acc", "train_seconds"]   # Pareto pruning
@@ -77,10 +77,30 @@ pub enum Prune {
     Median(Median),
 }
 
+/// How the configurations of a `[space]` are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sampler {
+    /// Draw `i` is a pure function of (seed, i): see [`crate::space`].
+    #[default]
+    Random,
+    /// Tree-structured Parzen Estimator: the first [`crate::tpe::N_STARTUP`] draws of each
+    /// grid point are the random ones, the rest proposed from the results so far.
+    Tpe,
+}
+
+impl Sampler {
+    /// Whether draw `draw` of a grid point is proposed at run time from the results (TPE
+    /// after its random start) rather than known in advance.
+    pub fn proposes(self, draw: usize) -> bool {
+        self == Sampler::Tpe && draw >= crate::tpe::N_STARTUP
+    }
+}
+
 /// A sampled space and how many draws to take from it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampling {
     pub samples: usize,
+    pub sampler: Sampler,
     pub seed: u64,
     pub space: Space,
     /// Where each dimension was written (same order as `space.dims`).
@@ -208,16 +228,21 @@ pub(crate) fn parse(
             }
         },
     };
+    let mut sampler = Sampler::Random;
     if let Some(item) = root.get("sampler") {
         match item.as_str() {
             Some("random") => {}
             Some("tpe") => {
-                return Err(cx.err(
-                    item.span(),
-                    "sampler",
-                    "the `tpe` sampler is not available yet; use \"random\" (with [prune] to \
-                     stop hopeless trials early)",
-                ))
+                // MOTPE is not implemented: one objective or the random sampler.
+                if search.objectives.len() > 1 {
+                    return Err(cx.err(
+                        item.span(),
+                        "sampler",
+                        "the `tpe` sampler models one objective; with `objectives` use \
+                         \"random\" (pareto-asha keeps the trade-off front)",
+                    ));
+                }
+                sampler = Sampler::Tpe;
             }
             Some(s) => {
                 return Err(cx.err(
@@ -265,6 +290,7 @@ pub(crate) fn parse(
             }
             search.sampling = Some(Sampling {
                 samples,
+                sampler,
                 seed,
                 space,
                 pos,
