@@ -2012,4 +2012,69 @@ mod tests {
         let err = store.status_counts(sweep).unwrap_err().to_string();
         assert!(err.contains("unknown trial status \"paused\""), "{err}");
     }
+
+    /// Read-only commands read an older schema as it is: the readers answer for it as if the
+    /// newer columns and tables were empty.
+    #[test]
+    fn readers_answer_on_a_version_1_database_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO sweeps (id, name, spec) VALUES (1, 'old', '');
+                 INSERT INTO trials (id, sweep_id, trial_key, ordinal, config, status)
+                 VALUES (4, 1, 'abcd', 0, '{\"arch\":\"lenet\"}', 'interrupted');",
+            )
+            .unwrap();
+        }
+        let store = Store::open_read_only(&path).unwrap();
+        assert_eq!(store.version, 1);
+        let mut trials = Vec::new();
+        store
+            .for_each_trial(1, &mut |t| {
+                trials.push(t);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(trials.len(), 1);
+        assert_eq!(trials[0].status, TrialStatus::Interrupted);
+        assert_eq!(
+            trials[0].checkpoint_dir.as_deref(),
+            Some("checkpoints/old/abcd")
+        );
+        assert_eq!(trials[0].pruned_epoch, None);
+        assert!(store.sweep_decisions(1).unwrap().is_empty());
+        assert!(store.pruned_trials(1).unwrap().is_empty());
+        let found = store.find_trials(&TrialRef::Id(4), 1).unwrap();
+        assert_eq!(found[0].sweep, "old");
+    }
+
+    #[test]
+    fn the_heartbeat_thread_beats_for_the_tracked_trial_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, [a, b, _]) = three_trials(dir.path());
+        let conn = &store.as_sqlite().unwrap().conn;
+        let old = "2000-01-01 00:00:00";
+        conn.execute("UPDATE trials SET heartbeat = ?1", [old])
+            .unwrap();
+        let beat = |id: i64| -> String {
+            conn.query_row("SELECT heartbeat FROM trials WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        let hb = Heartbeat::start(&store.path, Duration::from_millis(20));
+        hb.track(Some(a));
+        let start = std::time::Instant::now();
+        while beat(a) == old && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hb.track(None);
+        drop(hb);
+        assert_ne!(beat(a), old);
+        assert_eq!(beat(b), old);
+    }
 }
