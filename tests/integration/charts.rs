@@ -5,7 +5,7 @@ use crate::common::{bin, data_args, query_i64, run_sweep, stderr, stdout, write}
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use sweep::db::Db;
+use sweep::store::Store;
 use trainer::TrainConfig;
 
 /// A trial of a made-up sweep: the config differences and the outcome.
@@ -32,8 +32,9 @@ fn done(arch: &'static str, seed: u64, acc: f64, secs: f64) -> Fake {
 /// Writes sweep `name` with `trials` into the database at `path` (created if needed): rows in
 /// every table, as a real run leaves them.
 fn fake_sweep(path: &Path, name: &str, trials: &[Fake]) {
-    let db = Db::open(path).unwrap();
-    let c = &db.conn;
+    // The store makes the schema; the rows go in by SQL, as a run leaves them.
+    drop(Store::open(path).unwrap());
+    let c = &rusqlite::Connection::open(path).unwrap();
     c.execute(
         "INSERT INTO sweeps (name, description, spec, device, data_checksum, started_at, finished_at)
          VALUES (?1, 'made up by the test', ?2, 'cpu', 'abc', datetime('now'), datetime('now'))",

@@ -42,17 +42,16 @@ fn cmd(args: &[&str]) -> Output {
 /// A cifar-sweep database with sweeps `names` (one finished trial each, test accuracy
 /// `accs[i]`), closed cleanly (no -wal or -shm left).
 fn fake_db(path: &Path, sweeps: &[(&str, f64)]) {
-    let db = sweep::db::Db::open(path).unwrap();
+    drop(sweep::store::Store::open(path).unwrap());
+    let db = rusqlite::Connection::open(path).unwrap();
     for (name, acc) in sweeps {
-        db.conn
-            .execute(
-                "INSERT INTO sweeps (name, spec, started_at) VALUES (?1, 'x', datetime('now'))",
-                [name],
-            )
-            .unwrap();
-        let id = db.conn.last_insert_rowid();
-        db.conn
-            .execute(
+        db.execute(
+            "INSERT INTO sweeps (name, spec, started_at) VALUES (?1, 'x', datetime('now'))",
+            [name],
+        )
+        .unwrap();
+        let id = db.last_insert_rowid();
+        db.execute(
                 "INSERT INTO trials (sweep_id, trial_key, ordinal, config, status, test_acc,
                  train_seconds) VALUES (?1, ?2, 0, '{\"arch\":\"lenet\",\"lr\":0.01}', 'done', ?3, 1.0)",
                 rusqlite::params![id, format!("{id:016x}"), acc],
@@ -151,7 +150,7 @@ fn a_version_1_database_is_read_as_it_is_then_upgraded_keeping_its_checkpoints()
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("results.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(include_str!("../../crates/sweep/src/schema_v1.sql"))
+    c.execute_batch(include_str!("../../crates/sweep/src/store/schema_v1.sql"))
         .unwrap();
     c.execute_batch(
         "PRAGMA user_version = 1;
@@ -171,10 +170,11 @@ fn a_version_1_database_is_read_as_it_is_then_upgraded_keeping_its_checkpoints()
         "report migrated the file"
     );
 
-    let d = sweep::db::Db::open(&db).unwrap();
+    let d = sweep::store::Store::open(&db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
     assert_eq!(
         query_i64(&db, "PRAGMA user_version"),
-        sweep::db::SCHEMA_VERSION
+        sweep::store::SCHEMA_VERSION
     );
     // The migrations kept every row that refers to a trial (v3 rebuilds `trials`).
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trials"), 2);
@@ -182,18 +182,17 @@ fn a_version_1_database_is_read_as_it_is_then_upgraded_keeping_its_checkpoints()
         query_i64(&db, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
         0
     );
-    let store: String = d
-        .conn
+    let store: String = c
         .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
             r.get(0)
         })
         .unwrap();
-    let worker = sweep::db::Worker::current();
+    let worker = sweep::store::Worker::current();
     let long = std::time::Duration::from_secs(3600);
     let first = d.claim_next(1, &worker, "cpu", long).unwrap().unwrap();
-    d.set_status(first.id, "interrupted", None, None).unwrap();
-    d.conn
-        .execute("UPDATE trials SET ordinal = 5 WHERE id = ?1", [first.id])
+    d.set_status(first.id, sweep::store::TrialStatus::Interrupted, None, None)
+        .unwrap();
+    c.execute("UPDATE trials SET ordinal = 5 WHERE id = ?1", [first.id])
         .unwrap();
     let second = d.claim_next(1, &worker, "cpu", long).unwrap().unwrap();
     // The trial version 1 started keeps its folder; the other gets this database's own.

@@ -47,8 +47,9 @@ fn malformed_sweep_files_are_refused_and_change_nothing() {
     // A database that already holds a sweep: it must stay byte for byte the same.
     let db = dir.path().join("results.db");
     {
-        let d = sweep::db::Db::open(&db).unwrap();
-        d.conn
+        let _d = sweep::store::Store::open(&db).unwrap();
+        rusqlite::Connection::open(&db)
+            .unwrap()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .unwrap();
     }
@@ -134,7 +135,7 @@ fn bad_databases_are_refused_clearly() {
     assert!(
         stderr(&out).contains(&format!(
             "schema version 99 is newer than this build understands ({})",
-            sweep::db::SCHEMA_VERSION
+            sweep::store::SCHEMA_VERSION
         )),
         "{}",
         stderr(&out)

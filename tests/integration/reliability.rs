@@ -586,7 +586,7 @@ fn interrupt_and_resume(send: &str) {
 }
 
 /// Several processes opening a new database at the same instant all switch it to WAL; SQLite
-/// refuses all but one of them at once ("database is locked", no busy wait), so `Db::open`
+/// refuses all but one of them at once ("database is locked", no busy wait), so `Store::open`
 /// retries. Without the retry about 3% of such opens failed (one flaked CI run).
 #[test]
 fn a_new_database_opened_by_many_at_once() {
@@ -600,7 +600,7 @@ fn a_new_database_opened_by_many_at_once() {
                 .map(|_| {
                     s.spawn(|| {
                         barrier.wait();
-                        sweep::db::Db::open(&path).map(drop)
+                        sweep::store::Store::open(&path).map(drop)
                     })
                 })
                 .collect();

@@ -521,7 +521,7 @@ struct Overheads {
     /// Metric accumulation for every batch: the same candle ops as `trainer::train`'s
     /// accuracy count (argmax, compare, sum, read back) plus the running totals.
     metric_s: f64,
-    /// One per-epoch database write: `sweep::db::Db::record_epoch` on a real file (WAL,
+    /// One per-epoch database write: `sweep::store::Backend::record_epoch` on a real file (WAL,
     /// synchronous=FULL, one transaction with its fsyncs), the mean of several.
     db_write_s: f64,
 }
@@ -580,31 +580,38 @@ fn loop_overheads(
     })
 }
 
-/// Mean seconds of `Db::record_epoch` over `n` epochs of one trial, on a fresh database file
+/// Mean seconds of `record_epoch` over `n` epochs of one trial, on a fresh database file
 /// in the temporary directory (removed afterwards).
 fn db_write_seconds(n: usize) -> Result<f64> {
     let dir = std::env::temp_dir().join(format!("cifar-bench-db-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let res = (|| -> Result<f64> {
-        let db = sweep::db::Db::open(&dir.join("results.db"))?;
+        let db = sweep::store::Store::open(&dir.join("results.db"))?;
         let sweep_id = db.upsert_sweep(
-            &sweep::db::NewSweep {
+            &sweep::store::NewSweep {
                 name: "bench".into(),
                 description: String::new(),
                 spec: String::new(),
                 spec_path: String::new(),
-                host: sweep::db::hostname(),
+                host: sweep::store::hostname(),
                 git_rev: None,
                 device: "cpu".into(),
                 data_checksum: String::new(),
             },
-            &|| sweep::db::ConfigSet::new([json!({"arch": "bench"})]),
+            &|| sweep::store::ConfigSet::new([json!({"arch": "bench"})]),
         )?;
-        db.insert_trials(sweep_id, &[("bench".into(), 0, json!({"arch": "bench"}))])?;
+        db.insert_trials(
+            sweep_id,
+            &[sweep::store::NewTrial {
+                key: "bench".into(),
+                ordinal: 0,
+                config: json!({"arch": "bench"}),
+            }],
+        )?;
         let trial = db
             .claim_next(
                 sweep_id,
-                &sweep::db::Worker::current(),
+                &sweep::store::Worker::current(),
                 "cpu",
                 std::time::Duration::from_secs(3600),
             )?
@@ -863,7 +870,7 @@ fn epochs(
         "\nTraining-loop overheads as a share of the fast epoch's training time (measured in \
          the same process after the epoch: batch assembly as it ran inside the epoch; \
          augmented assembly (random crop + flip) and metric accumulation (the trainer's \
-         accuracy ops and running totals) over the same batches; one `Db::record_epoch` on a \
+         accuracy ops and running totals) over the same batches; one `record_epoch` on a \
          real SQLite file, WAL, synchronous=FULL, mean of 20):\n\n| model | batch | train s | \
          batch assembly (in the epoch) | same, back to back | with augmentation | metric accumulation | DB write per epoch |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",

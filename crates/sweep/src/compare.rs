@@ -3,11 +3,10 @@
 //! comparison names every trial whose test accuracy dropped by more than a threshold and
 //! every trial that finished before and fails now.
 
-use crate::db::{Db, DbError};
 use crate::report::{duration, mean_std};
+use crate::store::{DbError, Store, TrialStatus};
 use crate::table::{int, num, text, Table};
 use crate::Error;
-use rusqlite::OptionalExtension;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -16,7 +15,7 @@ pub const REGRESSION_EXIT: i32 = 4;
 
 struct Trial {
     id: i64,
-    status: String,
+    status: TrialStatus,
     config: BTreeMap<String, Value>,
     test_acc: Option<f64>,
     train_seconds: Option<f64>,
@@ -30,28 +29,25 @@ impl Trial {
     }
 
     fn done(&self) -> bool {
-        self.status == "done" && self.test_acc.is_some()
+        self.status == TrialStatus::Done && self.test_acc.is_some()
     }
 }
 
-fn trials(db: &Db, sweep: &str) -> Result<Vec<Trial>, DbError> {
+fn trials(db: &Store, sweep: &str) -> Result<Vec<Trial>, DbError> {
     let id = db.sweep_id(sweep)?;
-    let (_, rows) = db.query_strings(
-        "SELECT id, status, config, test_acc, train_seconds, error FROM trials
-         WHERE sweep_id = ?1 ORDER BY ordinal",
-        &[&id],
-    )?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Trial {
-            id: r[0].as_i64().unwrap_or_default(),
-            status: r[1].as_str().unwrap_or_default().to_string(),
-            config: serde_json::from_str(r[2].as_str().unwrap_or("{}")).unwrap_or_default(),
-            test_acc: r[3].as_f64(),
-            train_seconds: r[4].as_f64(),
-            error: r[5].as_str().map(str::to_string),
-        })
-        .collect())
+    let mut out = Vec::new();
+    db.for_each_trial(id, &mut |r| {
+        out.push(Trial {
+            id: r.id,
+            status: r.status,
+            config: serde_json::from_str(&r.config).unwrap_or_default(),
+            test_acc: r.test_acc,
+            train_seconds: r.train_seconds,
+            error: r.error,
+        });
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// What a comparison found.
@@ -67,20 +63,8 @@ pub struct Comparison {
 
 /// The latest sweep before `name` in the same series: same name with its trailing date (or
 /// last `-part`) replaced, e.g. `nightly-2025-01-02` → `nightly-2025-01-01`.
-pub fn previous_run(db: &Db, name: &str) -> Result<Option<String>, DbError> {
-    let prefix = series_prefix(name);
-    db.conn
-        .query_row(
-            "SELECT name FROM sweeps WHERE substr(name, 1, length(?2)) = ?2 AND name < ?1
-             ORDER BY name DESC LIMIT 1",
-            [name, prefix.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| DbError::Sqlite {
-            path: db.path.clone(),
-            error: e,
-        })
+pub fn previous_run(db: &Store, name: &str) -> Result<Option<String>, DbError> {
+    db.sweep_before(name, &series_prefix(name))
 }
 
 /// `nightly-2025-01-02` → `nightly-`; `lr-run3` → `lr-`; `x` → `x`.
@@ -107,7 +91,13 @@ fn series_prefix(name: &str) -> String {
 
 /// Compares sweep `a` in `db_a` (before) with sweep `b` in `db_b` (after). `max_drop`: the
 /// largest allowed drop in test accuracy, in percentage points.
-pub fn compare(db_a: &Db, a: &str, db_b: &Db, b: &str, max_drop: f64) -> Result<Comparison, Error> {
+pub fn compare(
+    db_a: &Store,
+    a: &str,
+    db_b: &Store,
+    b: &str,
+    max_drop: f64,
+) -> Result<Comparison, Error> {
     // A gate fails closed: with NaN every `drop > max_drop` test is false and any regression
     // would pass; a negative or infinite threshold is a typo, not a policy.
     if !max_drop.is_finite() || max_drop < 0.0 {
@@ -203,7 +193,7 @@ pub fn compare(db_a: &Db, a: &str, db_b: &Db, b: &str, max_drop: f64) -> Result<
             } else {
                 "ok".to_string()
             }
-        } else if x.done() && matches!(y.status.as_str(), "failed" | "diverged") {
+        } else if x.done() && matches!(y.status, TrialStatus::Failed | TrialStatus::Diverged) {
             problems.push(format!(
                 "trial {} ({}): finished in `{a}` (test accuracy {}), {} in `{b}`{}",
                 y.id,
@@ -215,7 +205,7 @@ pub fn compare(db_a: &Db, a: &str, db_b: &Db, b: &str, max_drop: f64) -> Result<
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ));
-            format!("NOW {}", y.status.to_uppercase())
+            format!("NOW {}", y.status.as_str().to_uppercase())
         } else if x.done() {
             notes.push(format!(
                 "trial {} ({}) is {} in `{b}`: not compared",

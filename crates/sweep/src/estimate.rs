@@ -3,8 +3,8 @@
 //! ([`trainer::train::time_steps`]), scaled by each trial's images and epochs; and what ASHA
 //! pruning is expected to save.
 
-use crate::db::{Db, DbError};
 use crate::prune::Asha;
+use crate::store::{DbError, Store};
 use std::collections::HashMap;
 use std::time::Duration;
 use trainer::data::{split_sizes, valid_count, TRAIN_IMAGES};
@@ -89,24 +89,13 @@ pub fn asha_expected_epochs(rule: &Asha, epochs: usize) -> f64 {
 /// size when none at this one), or `None` when nothing is recorded. An epoch's seconds cover
 /// training and validation: they are shared out with validation images at [`EVAL_SHARE`].
 pub fn history_rates(
-    db: &Db,
+    db: &Store,
     arch: &str,
     batch: usize,
     device: &str,
 ) -> Result<Option<Rates>, DbError> {
-    let sql = "SELECT AVG(e.seconds / (t.train_images + ?4 * t.valid_images))
-               FROM epochs e JOIN (
-                   SELECT id, ROUND(?5 * json_extract(config, '$.valid_fraction')) AS valid_images,
-                          MIN(COALESCE(json_extract(config, '$.train_subset'), 1e18),
-                              ?5 - ROUND(?5 * json_extract(config, '$.valid_fraction'))) AS train_images
-                   FROM trials WHERE arch = ?1 AND device = ?2 AND (?3 IS NULL OR batch_size = ?3)
-               ) t ON t.id = e.trial_id";
-    for b in [Some(batch as i64), None] {
-        let (_, rows) = db.query_strings(
-            sql,
-            &[&arch, &device, &b, &EVAL_SHARE, &(TRAIN_IMAGES as i64)],
-        )?;
-        if let Some(per_image) = rows.first().and_then(|r| r[0].as_f64()) {
+    for b in [Some(batch), None] {
+        if let Some(per_image) = db.seconds_per_image(arch, device, b, EVAL_SHARE, TRAIN_IMAGES)? {
             return Ok(Some(Rates {
                 train: per_image,
                 eval: per_image * EVAL_SHARE,
@@ -122,7 +111,7 @@ pub fn history_rates(
 /// once per pair, never per trial.
 pub fn rates_for<'a>(
     configs: impl IntoIterator<Item = &'a TrainConfig>,
-    db: Option<&Db>,
+    db: Option<&Store>,
     device: &trainer::Device,
 ) -> Result<HashMap<(String, usize), Rates>, crate::Error> {
     let name = trainer::device::name(device);

@@ -1,9 +1,9 @@
 //! `report --html`: one self-contained HTML file with a sweep's description, its sweep file,
 //! the comparison tables and the charts (PNG data URIs: no network, no side files).
 
-use crate::db::Db;
 use crate::plot::Charts;
 use crate::report;
+use crate::store::Store;
 use crate::table::Table;
 use crate::Error;
 use base64::Engine;
@@ -77,32 +77,15 @@ figcaption { color: #555; font-size: 0.9em; margin-top: 4px; }
 "#;
 
 /// The report of `sweep` with `charts` (drawn by [`crate::plot::charts`]).
-pub fn report(db: &Db, sweep: &str, charts: &Charts) -> Result<String, Error> {
+pub fn report(db: &Store, sweep: &str, charts: &Charts) -> Result<String, Error> {
     let sweep_id = db.sweep_id(sweep)?;
-    let (names, rows) = db.query_strings(
-        "SELECT description, spec, spec_path, host, git_rev, device, data_checksum, created_at,
-                started_at, finished_at FROM sweeps WHERE id = ?1",
-        &[&sweep_id],
-    )?;
-    let row = rows
-        .into_iter()
-        .next()
+    let row = db
+        .sweep(sweep_id)?
         .ok_or_else(|| Error::Corrupt(format!("sweep `{sweep}` vanished")))?;
-    let field = |name: &str| -> Option<String> {
-        let i = names.iter().position(|n| n == name)?;
-        match &row[i] {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(s.clone()),
-            v => Some(v.to_string()),
-        }
-    };
-    let (_, counts) = db.query_strings(
-        "SELECT status, COUNT(*) FROM trials WHERE sweep_id = ?1 GROUP BY status ORDER BY status",
-        &[&sweep_id],
-    )?;
-    let counts = counts
+    let counts = db
+        .status_counts(sweep_id)?
         .iter()
-        .map(|r| format!("{} {}", r[1], r[0].as_str().unwrap_or_default()))
+        .map(|(status, n)| format!("{n} {status}"))
         .collect::<Vec<_>>()
         .join(", ");
 
@@ -115,30 +98,28 @@ pub fn report(db: &Db, sweep: &str, charts: &Charts) -> Result<String, Error> {
         escape(sweep)
     );
     let _ = writeln!(h, "<h1>Sweep <code>{}</code></h1>", escape(sweep));
-    if let Some(d) = field("description").filter(|d| !d.is_empty()) {
-        let _ = writeln!(h, "<p>{}</p>", escape(&d));
+    if !row.description.is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", escape(&row.description));
     }
     h.push_str("<table class=\"meta\">\n");
-    let mut meta = vec![("trials", Some(counts))];
-    for (label, name) in [
-        ("device", "device"),
-        ("host", "host"),
-        ("git revision", "git_rev"),
-        ("data checksum", "data_checksum"),
-        ("created", "created_at"),
-        ("started", "started_at"),
-        ("finished", "finished_at"),
-        ("sweep file", "spec_path"),
-    ] {
-        meta.push((label, field(name)));
-    }
+    let meta = [
+        ("trials", Some(&counts)),
+        ("device", row.device.as_ref()),
+        ("host", row.host.as_ref()),
+        ("git revision", row.git_rev.as_ref()),
+        ("data checksum", row.data_checksum.as_ref()),
+        ("created", Some(&row.created_at)),
+        ("started", row.started_at.as_ref()),
+        ("finished", row.finished_at.as_ref()),
+        ("sweep file", row.spec_path.as_ref()),
+    ];
     for (label, v) in meta {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td></tr>",
                 escape(label),
-                escape(&v)
+                escape(v)
             );
         }
     }
@@ -173,11 +154,7 @@ pub fn report(db: &Db, sweep: &str, charts: &Charts) -> Result<String, Error> {
     }
 
     h.push_str("<h2 id=\"spec\">Sweep file</h2>\n");
-    let _ = writeln!(
-        h,
-        "<pre>{}</pre>",
-        escape(&field("spec").unwrap_or_default())
-    );
+    let _ = writeln!(h, "<pre>{}</pre>", escape(&row.spec));
     let _ = writeln!(
         h,
         "<p class=\"note\">Written by cifar-sweep {}.</p>\n</body>\n</html>",

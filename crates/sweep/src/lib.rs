@@ -2,7 +2,6 @@
 //! and the reports. The `cifar-sweep` binary is a thin layer over this crate.
 
 pub mod compare;
-pub mod db;
 pub mod estimate;
 pub mod grid;
 pub mod html;
@@ -16,6 +15,7 @@ pub mod runner;
 pub mod search;
 pub mod space;
 pub mod spec;
+pub mod store;
 pub mod table;
 pub mod tpe;
 
@@ -26,7 +26,7 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
-    Db(#[from] db::DbError),
+    Db(#[from] store::DbError),
     #[error(transparent)]
     Trainer(#[from] trainer::Error),
     #[error(transparent)]
@@ -43,19 +43,19 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Spec(_) | Error::BadArgument(_) => 2,
         Error::Db(
-            db::DbError::NotADatabase { .. }
-            | db::DbError::TooNew { .. }
-            | db::DbError::Foreign { .. }
-            | db::DbError::Empty { .. }
-            | db::DbError::Folder { .. }
-            | db::DbError::Missing { .. }
-            | db::DbError::BadPath { .. }
-            | db::DbError::SweepConflict { .. },
+            store::DbError::NotADatabase { .. }
+            | store::DbError::TooNew { .. }
+            | store::DbError::Foreign { .. }
+            | store::DbError::Empty { .. }
+            | store::DbError::Folder { .. }
+            | store::DbError::Missing { .. }
+            | store::DbError::BadPath { .. }
+            | store::DbError::SweepConflict { .. },
         ) => 2,
         Error::Db(
-            db::DbError::NoSuchSweep(_)
-            | db::DbError::NoSuchTrial(_)
-            | db::DbError::AmbiguousTrial { .. },
+            store::DbError::NoSuchSweep(_)
+            | store::DbError::NoSuchTrial(_)
+            | store::DbError::AmbiguousTrial { .. },
         ) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
         Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,

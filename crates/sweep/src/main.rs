@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep::table::{Format, Table};
-use sweep::{db::Db, estimate, report, runner, Error};
+use sweep::{estimate, report, runner, store::Store, Error};
 use trainer::data::DataSource;
 
 #[derive(Parser)]
@@ -291,7 +291,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
         } => {
             let (spec, plans) = runner::plan(&file, yes)?;
             let db = if db.db.exists() {
-                Some(Db::open_read_only(&db.db).map_err(Error::from)?)
+                Some(Store::open_read_only(&db.db).map_err(Error::from)?)
             } else {
                 None
             };
@@ -489,7 +489,7 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
 /// The named sweep, else the one recorded last. Either way the name becomes part of paths
 /// (`plots/<sweep>`), and one read from a foreign or hand-edited database can hold anything
 /// (`../..`): it is checked like a name in a sweep file.
-fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
+fn sweep_or_latest(db: &Store, sweep: Option<String>) -> Result<String, Failure> {
     let name = match sweep {
         Some(s) => s,
         None => db
@@ -510,13 +510,13 @@ fn sweep_or_latest(db: &Db, sweep: Option<String>) -> Result<String, Failure> {
     Ok(name)
 }
 
-fn open_for_reading(path: &std::path::Path) -> Result<Db, Failure> {
+fn open_for_reading(path: &std::path::Path) -> Result<Store, Failure> {
     // Read-only: a report never creates, migrates or re-modes a database (issue 11, item 3).
-    Ok(Db::open_read_only(path).map_err(Error::from)?)
+    Ok(Store::open_read_only(path).map_err(Error::from)?)
 }
 
 /// Draws a sweep's charts; the sample-image grid loads the data set unless --no-samples.
-fn draw_charts(db: &Db, name: &str, args: &ChartArgs) -> Result<sweep::plot::Charts, Failure> {
+fn draw_charts(db: &Store, name: &str, args: &ChartArgs) -> Result<sweep::plot::Charts, Failure> {
     let data = sweep::plot::SweepData::load(db, name)?;
     let loaded;
     let images = if args.no_samples {
@@ -622,10 +622,12 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
     // checks before minutes spent on the data: the device, then the database (probed, not
     // created), then the data (which may import or download); the database is created last.
     let device = trainer::device::parse(&exec.device).map_err(Error::from)?;
-    sweep::db::check_creatable(&exec.db.db).map_err(Error::from)?;
-    if let sweep::db::Probe::Ours { .. } = sweep::db::probe(&exec.db.db).map_err(Error::from)? {
+    sweep::store::check_creatable(&exec.db.db).map_err(Error::from)?;
+    if let sweep::store::Probe::Ours { .. } =
+        sweep::store::probe(&exec.db.db).map_err(Error::from)?
+    {
         // Another sweep under this name: refused now, not after minutes on the data.
-        Db::open_read_only(&exec.db.db)
+        Store::open_read_only(&exec.db.db)
             .and_then(|db| {
                 db.check_sweep(&spec.name, &spec.text, &spec.file, &|| {
                     runner::config_set(&spec)
@@ -646,7 +648,7 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
         checkpoint_every: exec.checkpoint_every,
     };
     let summary = runner::run(&spec, &data, &args, stop)?;
-    let db = Db::open_existing(&exec.db.db).map_err(Error::from)?;
+    let db = Store::open_existing(&exec.db.db).map_err(Error::from)?;
     let tables = report::sweep_tables(&db, &summary.sweep).map_err(Error::from)?;
     print!("{}", report::render(&tables, exec.format));
     if summary.interrupted {
@@ -780,8 +782,10 @@ fn announce(
     device: &trainer::Device,
     db_path: &std::path::Path,
 ) -> Result<(), Failure> {
-    let db = match sweep::db::probe(db_path).map_err(Error::from)? {
-        sweep::db::Probe::Ours { .. } => Some(Db::open_read_only(db_path).map_err(Error::from)?),
+    let db = match sweep::store::probe(db_path).map_err(Error::from)? {
+        sweep::store::Probe::Ours { .. } => {
+            Some(Store::open_read_only(db_path).map_err(Error::from)?)
+        }
         _ => None,
     };
     // Streamed: a sweep allowed to be huge is never held whole (see runner::load).

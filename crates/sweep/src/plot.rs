@@ -5,8 +5,8 @@
 //! confusion matrix and its predictions on sample test images. Each chart is rendered twice,
 //! to PNG and to SVG, with a bundled font (no system fonts needed).
 
-use crate::db::Db;
 use crate::report::{duration, mean_std};
+use crate::store::Store as Db;
 use crate::Error;
 use anyhow::{anyhow, Context};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};

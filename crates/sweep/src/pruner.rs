@@ -3,14 +3,14 @@
 //! processes), by the sweep's rule ([`crate::prune`]). Each decision is recorded; a trial
 //! that comes back to an epoch it was decided at (a resume) replays that decision.
 
-use crate::db::{Db, DbError};
 use crate::prune::{self, Decision};
 use crate::search::{Objective, Prune, Search};
+use crate::store::{DbError, Store};
 use trainer::train::EpochRecord;
 
 /// A sweep's pruning rule, bound to its store.
 pub struct Pruner<'a> {
-    pub db: &'a Db,
+    pub db: &'a Store,
     pub sweep_id: i64,
     pub search: &'a Search,
 }

@@ -1,6 +1,6 @@
 //! Comparison tables, read from the database only.
 
-use crate::db::{Db, DbError};
+use crate::store::{DbError, Store, TrialRef, TrialStatus};
 use crate::table::{int, num, text, Format, Table};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,8 +20,9 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
-fn f(v: &Value) -> Option<f64> {
-    v.as_f64()
+/// An optional stored value as the JSON a table cell keeps (`null` when absent).
+fn value<T: Into<Value>>(v: Option<T>) -> Value {
+    v.map_or(Value::Null, Into::into)
 }
 
 /// Hyperparameters shown in their own columns; other keys that vary across the sweep get a
@@ -31,7 +32,7 @@ const FIXED: &[&str] = &["arch", "lr", "batch_size", "dropout", "epochs"];
 #[derive(Clone)]
 struct TrialRow {
     id: i64,
-    status: String,
+    status: TrialStatus,
     config: BTreeMap<String, Value>,
     best_epoch: Option<i64>,
     test_acc: Option<f64>,
@@ -65,16 +66,7 @@ fn by_accuracy(a: &TrialRow, b: &TrialRow) -> std::cmp::Ordering {
         .then(a.id.cmp(&b.id))
 }
 
-fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
-    let err = |e| db.err(e);
-    let mut st = db
-        .conn
-        .prepare(
-            "SELECT id, status, config, best_epoch, test_acc, train_seconds, images_per_sec, error
-             FROM trials WHERE sweep_id = ?1 ORDER BY ordinal",
-        )
-        .map_err(err)?;
-    let mut cursor = st.query([sweep_id]).map_err(err)?;
+fn trials(db: &Store, sweep_id: i64) -> Result<TrialSet, DbError> {
     let mut set = TrialSet {
         rows: Vec::new(),
         failures: Vec::new(),
@@ -85,9 +77,8 @@ fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
     };
     let mut first: Option<BTreeMap<String, Value>> = None;
     let mut differ: std::collections::BTreeSet<String> = Default::default();
-    while let Some(r) = cursor.next().map_err(err)? {
-        let config: BTreeMap<String, Value> =
-            serde_json::from_str(&r.get::<_, String>(2).map_err(err)?).unwrap_or_default();
+    db.for_each_trial(sweep_id, &mut |r| {
+        let config: BTreeMap<String, Value> = serde_json::from_str(&r.config).unwrap_or_default();
         match &first {
             None => first = Some(config.clone()),
             Some(f) => {
@@ -99,14 +90,14 @@ fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
             }
         }
         let row = TrialRow {
-            id: r.get(0).map_err(err)?,
-            status: r.get(1).map_err(err)?,
+            id: r.id,
+            status: r.status,
             config,
-            best_epoch: r.get(3).map_err(err)?,
-            test_acc: r.get(4).map_err(err)?,
-            train_seconds: r.get(5).map_err(err)?,
-            ips: r.get(6).map_err(err)?,
-            error: r.get(7).map_err(err)?,
+            best_epoch: r.best_epoch,
+            test_acc: r.test_acc,
+            train_seconds: r.train_seconds,
+            ips: r.images_per_sec,
+            error: r.error,
         };
         set.total += 1;
         if row.error.is_some() {
@@ -124,7 +115,8 @@ fn trials(db: &Db, sweep_id: i64) -> Result<TrialSet, DbError> {
             set.rows.sort_by(by_accuracy);
             set.rows.truncate(LIST_LIMIT);
         }
-    }
+        Ok(())
+    })?;
     set.rows.sort_by(by_accuracy);
     set.rows.truncate(LIST_LIMIT);
     set.seeds_vary = differ.contains("seed");
@@ -170,7 +162,7 @@ pub fn significant(x: f64, digits: i32) -> String {
 
 /// The trials of `sweep`, best test accuracy first; then the per-class table; then mean ± std
 /// over seeds where a config was repeated with several seeds.
-pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
+pub fn sweep_tables(db: &Store, sweep: &str) -> Result<Vec<Table>, DbError> {
     let sweep_id = db.sweep_id(sweep)?;
     let set = trials(db, sweep_id)?;
     let rows = &set.rows;
@@ -200,7 +192,7 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
     for r in rows {
         let mut cells = vec![
             int(Some(r.id)),
-            text(r.status.clone()),
+            text(r.status.as_str()),
             show_value(r.config.get("arch")),
             show_value(r.config.get("lr")),
             show_value(r.config.get("batch_size")),
@@ -249,7 +241,7 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
         for r in &set.failures {
             t.push(vec![
                 int(Some(r.id)),
-                text(r.status.clone()),
+                text(r.status.as_str()),
                 text(r.error.clone().unwrap_or_default()),
             ]);
         }
@@ -260,32 +252,14 @@ pub fn sweep_tables(db: &Db, sweep: &str) -> Result<Vec<Table>, DbError> {
 
 /// The trials a pruning rule stopped, with where and against what, under a title that says
 /// how much training pruning saved; None when the sweep stopped nothing.
-fn pruned_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
-    // Read-only commands read older databases as they are: before schema 3 nothing is pruned.
-    let (_, has) = db.query_strings(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
-        &[],
-    )?;
-    if has[0][0].as_i64() != Some(1) {
-        return Ok(None);
-    }
-    let (_, rows) = db.query_strings(
-        "SELECT t.id, t.pruned_epoch, t.epochs, d.rule, d.rung, d.value, d.cutoff, d.compared_with
-         FROM trials t LEFT JOIN decisions d ON d.trial_id = t.id AND d.epoch = t.pruned_epoch
-         WHERE t.sweep_id = ?1 AND t.status = 'pruned' ORDER BY t.pruned_epoch DESC, d.value DESC, t.id",
-        &[&sweep_id],
-    )?;
+fn pruned_table(db: &Store, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
+    let rows = db.pruned_trials(sweep_id)?;
     if rows.is_empty() {
         return Ok(None);
     }
-    let (_, work) = db.query_strings(
-        "SELECT (SELECT COUNT(*) FROM epochs e JOIN trials t ON t.id = e.trial_id
-                 WHERE t.sweep_id = ?1),
-                (SELECT SUM(epochs) FROM trials WHERE sweep_id = ?1)",
-        &[&sweep_id],
-    )?;
-    let ran = work[0][0].as_i64().unwrap_or(0);
-    let full = work[0][1].as_i64().unwrap_or(0).max(1);
+    let work = db.epoch_work(sweep_id)?;
+    let ran = work.ran;
+    let full = work.planned.unwrap_or(0).max(1);
     let mut t = Table::new(
         format!(
             "Sweep `{sweep}`: {} trials pruned (stopped early, not tested); {ran} epochs run \
@@ -304,17 +278,22 @@ fn pruned_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, Db
             "compared_with",
         ],
     );
-    for r in rows {
-        t.push(vec![
-            show_value(Some(&r[0])),
-            show_value(Some(&r[1])),
-            show_value(Some(&r[2])),
-            show_value(Some(&r[3])),
-            show_value(Some(&r[4])),
-            show_value(Some(&r[5])),
-            show_value(Some(&r[6])),
-            show_value(Some(&r[7])),
-        ]);
+    for r in &rows {
+        t.push(
+            [
+                Value::from(r.trial_id),
+                value(r.pruned_epoch),
+                value(r.epochs),
+                value(r.rule.clone()),
+                value(r.rung),
+                value(r.value),
+                value(r.cutoff),
+                value(r.compared_with),
+            ]
+            .iter()
+            .map(|v| show_value(Some(v)))
+            .collect(),
+        );
     }
     Ok(Some(t))
 }
@@ -330,39 +309,20 @@ fn pruned_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, Db
 /// it for every grid would lengthen every report. The objectives are read from the sweep
 /// file stored with the sweep; one that no longer parses (written for another version) gets
 /// no front rather than a failed report.
-fn pareto_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
-    let (_, spec) = db.query_strings("SELECT spec FROM sweeps WHERE id = ?1", &[&sweep_id])?;
-    let Some(text) = spec.first().and_then(|r| r[0].as_str()) else {
+fn pareto_table(db: &Store, sweep_id: i64, sweep: &str) -> Result<Option<Table>, DbError> {
+    let Some(stored) = db.sweep(sweep_id)? else {
         return Ok(None);
     };
-    match crate::spec::parse("stored", text) {
+    match crate::spec::parse("stored", &stored.spec) {
         Ok(s) if s.search.objectives.len() >= 2 => {}
         _ => return Ok(None),
     }
-    let err = |e| db.err(e);
-    // Streamed into a few numbers a trial: a sweep may have finished a great many.
-    let mut st = db
-        .conn
-        .prepare(
-            "SELECT t.id, e.valid_acc, t.train_seconds, t.test_acc, t.best_epoch
-             FROM trials t LEFT JOIN epochs e ON e.trial_id = t.id AND e.epoch = t.best_epoch
-             WHERE t.sweep_id = ?1 AND t.status = 'done' AND t.train_seconds IS NOT NULL
-             ORDER BY t.id",
-        )
-        .map_err(err)?;
-    let mut cursor = st.query([sweep_id]).map_err(err)?;
-    // (id, best epoch, test accuracy) beside each (seconds, accuracy) point.
-    let mut rows: Vec<(i64, Option<i64>, Option<f64>)> = Vec::new();
-    let mut points = Vec::new();
-    while let Some(r) = cursor.next().map_err(err)? {
-        let acc: Option<f64> = r.get(1).map_err(err)?;
-        rows.push((
-            r.get(0).map_err(err)?,
-            r.get(4).map_err(err)?,
-            r.get(3).map_err(err)?,
-        ));
-        points.push((r.get::<_, f64>(2).map_err(err)?, acc.unwrap_or(f64::NAN)));
-    }
+    let rows = db.pareto_inputs(sweep_id)?;
+    // Each trial's (seconds, accuracy) point.
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.train_seconds, r.valid_acc.unwrap_or(f64::NAN)))
+        .collect();
     if points.is_empty() {
         return Ok(None);
     }
@@ -377,53 +337,43 @@ fn pareto_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Option<Table>, Db
         &["trial", "best_epoch", "valid_acc", "train_time", "test_acc"],
     );
     for &i in front.iter().take(LIST_LIMIT) {
-        let (id, best, test) = rows[i];
+        let r = &rows[i];
         t.push(vec![
-            int(Some(id)),
-            int(best),
+            int(Some(r.trial_id)),
+            int(r.best_epoch),
             num(Some(points[i].1), pct),
             num(Some(points[i].0), duration),
-            num(test, pct),
+            num(r.test_acc, pct),
         ]);
     }
     Ok(Some(t))
 }
 
-fn per_class_table(db: &Db, sweep_id: i64, sweep: &str) -> Result<Table, DbError> {
-    let (_, names) = db.query_strings(
-        "SELECT DISTINCT class_index, class_name FROM class_accuracy c
-         JOIN trials t ON t.id = c.trial_id WHERE t.sweep_id = ?1 ORDER BY class_index",
-        &[&sweep_id],
-    )?;
-    let class_names: Vec<String> = names
-        .iter()
-        .map(|r| r[1].as_str().unwrap_or_default().to_string())
-        .collect();
+fn per_class_table(db: &Store, sweep_id: i64, sweep: &str) -> Result<Table, DbError> {
+    let class_names = db.class_names(sweep_id)?;
     let mut headers = vec!["trial", "arch", "test_acc"];
     headers.extend(class_names.iter().map(String::as_str));
     let mut t = Table::new(
         format!("Sweep `{sweep}`: per-class test accuracy"),
         &headers,
     );
-    let (_, rows) = db.query_strings(
-        "SELECT t.id, t.arch, t.test_acc, c.class_index, c.accuracy FROM trials t
-         JOIN class_accuracy c ON c.trial_id = t.id
-         WHERE t.sweep_id = ?1 ORDER BY t.test_acc DESC, t.id, c.class_index
-         LIMIT ?2",
-        &[&sweep_id, &((LIST_LIMIT * class_names.len().max(1)) as i64)],
-    )?;
+    let rows = db.sweep_class_accuracy(sweep_id, LIST_LIMIT * class_names.len().max(1))?;
     let mut current: Option<i64> = None;
     let mut cells = Vec::new();
     for r in rows {
-        let id = r[0].as_i64().unwrap_or_default();
+        let id = r.trial_id;
         if current != Some(id) {
             if current.is_some() {
                 t.push(std::mem::take(&mut cells));
             }
             current = Some(id);
-            cells = vec![int(Some(id)), show_value(Some(&r[1])), num(f(&r[2]), pct)];
+            cells = vec![
+                int(Some(id)),
+                show_value(Some(&value(r.arch))),
+                num(r.test_acc, pct),
+            ];
         }
-        cells.push(num(f(&r[4]), |x| format!("{:.1}", x * 100.0)));
+        cells.push(num(Some(r.accuracy), |x| format!("{:.1}", x * 100.0)));
     }
     if current.is_some() {
         t.push(cells);
@@ -561,44 +511,30 @@ pub fn render(tables: &[Table], format: Format) -> String {
 /// `key:PREFIX` (or just `PREFIX` when it is not all digits): a number never means a key, so
 /// trial 6 cannot be shadowed by a key starting with "6". A prefix shared by several
 /// trials is an error that lists them.
-pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
-    const COLUMNS: &str = "SELECT t.id, s.name, t.trial_key, t.status, t.config, t.error,
-                t.test_acc, t.test_loss, t.best_epoch, t.train_seconds, t.device
-         FROM trials t JOIN sweeps s ON s.id = t.sweep_id";
+pub fn trial_tables(db: &Store, trial: &str) -> Result<Vec<Table>, DbError> {
     let prefix = trial.strip_prefix("key:");
-    let found = match (prefix, trial.parse::<i64>()) {
-        (None, Ok(id)) if trial.bytes().all(|b| b.is_ascii_digit()) => {
-            db.query_strings(&format!("{COLUMNS} WHERE t.id = ?1"), &[&id])?
-                .1
-        }
+    let by = match (prefix, trial.parse::<i64>()) {
+        (None, Ok(id)) if trial.bytes().all(|b| b.is_ascii_digit()) => TrialRef::Id(id),
         _ => {
             let prefix = prefix.unwrap_or(trial);
             if prefix.is_empty() {
                 return Err(DbError::NoSuchTrial(trial.to_string()));
             }
-            // substr, not LIKE: `%` and `_` in the argument are not wildcards.
-            db.query_strings(
-                &format!(
-                    "{COLUMNS} WHERE substr(t.trial_key, 1, length(?1)) = ?1 ORDER BY t.id LIMIT 11"
-                ),
-                &[&prefix],
-            )?
-            .1
+            TrialRef::KeyPrefix(prefix.to_string())
         }
     };
-    let r = match found.as_slice() {
+    let found = db.find_trials(&by, 11)?;
+    let d = match found.as_slice() {
         [one] => one,
         [] => return Err(DbError::NoSuchTrial(trial.to_string())),
         many => {
             let mut list: Vec<String> = many
                 .iter()
                 .take(10)
-                .map(|r| {
+                .map(|d| {
                     format!(
                         "trial {} (key {}, sweep {})",
-                        r[0],
-                        r[2].as_str().unwrap_or("?"),
-                        r[1].as_str().unwrap_or("?")
+                        d.trial.id, d.trial.key, d.sweep
                     )
                 })
                 .collect();
@@ -611,35 +547,30 @@ pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
             });
         }
     };
-    let id = r[0].as_i64().unwrap_or_default();
+    let r = &d.trial;
+    let id = r.id;
     let mut info = Table::new(format!("Trial {id}"), &["field", "value"]);
     for (name, v) in [
-        ("sweep", &r[1]),
-        ("key", &r[2]),
-        ("status", &r[3]),
-        ("device", &r[10]),
-        ("best_epoch", &r[8]),
-        ("test_acc", &r[6]),
-        ("test_loss", &r[7]),
-        ("train_seconds", &r[9]),
-        ("error", &r[5]),
+        ("sweep", Value::from(d.sweep.clone())),
+        ("key", Value::from(r.key.clone())),
+        ("status", Value::from(r.status.as_str())),
+        ("device", value(r.device.clone())),
+        ("best_epoch", value(r.best_epoch)),
+        ("test_acc", value(r.test_acc)),
+        ("test_loss", value(r.test_loss)),
+        ("train_seconds", value(r.train_seconds)),
+        ("error", value(r.error.clone())),
     ] {
         if !v.is_null() {
-            info.push(vec![text(name), show_value(Some(v))]);
+            info.push(vec![text(name), show_value(Some(&v))]);
         }
     }
-    let config: BTreeMap<String, Value> =
-        serde_json::from_str(r[4].as_str().unwrap_or("{}")).unwrap_or_default();
+    let config: BTreeMap<String, Value> = serde_json::from_str(&r.config).unwrap_or_default();
     for (k, v) in &config {
         info.push(vec![text(format!("config.{k}")), show_value(Some(v))]);
     }
     let mut tables = vec![info];
 
-    let (_, epochs) = db.query_strings(
-        "SELECT epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, images_per_sec
-         FROM epochs WHERE trial_id = ?1 ORDER BY epoch",
-        &[&id],
-    )?;
     let mut e = Table::new(
         "Epochs",
         &[
@@ -653,54 +584,43 @@ pub fn trial_tables(db: &Db, trial: &str) -> Result<Vec<Table>, DbError> {
             "img/s",
         ],
     );
-    for r in epochs {
+    for r in db.epochs(id)? {
         e.push(vec![
-            int(r[0].as_i64()),
-            num(f(&r[1]), |x| format!("{x:.4}")),
-            num(f(&r[2]), pct),
-            num(f(&r[3]), |x| format!("{x:.4}")),
-            num(f(&r[4]), pct),
-            num(f(&r[5]), |x| format!("{x:.3e}")),
-            num(f(&r[6]), |x| format!("{x:.1}")),
-            num(f(&r[7]), |x| format!("{x:.0}")),
+            int(Some(r.epoch)),
+            num(r.train_loss, |x| format!("{x:.4}")),
+            num(r.train_acc, pct),
+            num(r.valid_loss, |x| format!("{x:.4}")),
+            num(r.valid_acc, pct),
+            num(r.lr, |x| format!("{x:.3e}")),
+            num(r.seconds, |x| format!("{x:.1}")),
+            num(r.images_per_sec, |x| format!("{x:.0}")),
         ]);
     }
     tables.push(e);
 
-    let (_, classes) = db.query_strings(
-        "SELECT class_name, correct, total, accuracy FROM class_accuracy WHERE trial_id = ?1
-         ORDER BY class_index",
-        &[&id],
-    )?;
+    let classes = db.class_accuracy(id)?;
     if !classes.is_empty() {
-        let names: Vec<String> = classes
-            .iter()
-            .map(|r| r[0].as_str().unwrap_or_default().to_string())
-            .collect();
+        let names: Vec<String> = classes.iter().map(|c| c.class_name.clone()).collect();
         let mut c = Table::new(
             "Per-class test accuracy",
             &["class", "correct", "total", "accuracy"],
         );
         for r in &classes {
             c.push(vec![
-                show_value(Some(&r[0])),
-                int(r[1].as_i64()),
-                int(r[2].as_i64()),
-                num(f(&r[3]), pct),
+                text(r.class_name.clone()),
+                int(Some(r.correct)),
+                int(Some(r.total)),
+                num(Some(r.accuracy), pct),
             ]);
         }
         tables.push(c);
-        let (_, cells) = db.query_strings(
-            "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1
-             ORDER BY true_class, predicted_class",
-            &[&id],
-        )?;
+        let cells = db.confusion(id)?;
         let mut headers: Vec<&str> = vec!["true \\ predicted"];
         headers.extend(names.iter().map(String::as_str));
         let mut m = Table::new("Confusion matrix (rows: true class)", &headers);
         for (i, row) in cells.chunks(names.len().max(1)).enumerate() {
             let mut cells = vec![text(names.get(i).cloned().unwrap_or_default())];
-            cells.extend(row.iter().map(|c| int(c[2].as_i64())));
+            cells.extend(row.iter().map(|c| int(Some(c.count))));
             m.push(cells);
         }
         tables.push(m);

@@ -1,16 +1,18 @@
 //! Runs a sweep: expands it, records it, and trains its trials one after another, claiming
 //! each from the database so several processes can share the work.
 
-use crate::db::{Db, NewSweep, Worker};
 use crate::grid::{self, TrialPlan};
 use crate::prune::Decision;
 use crate::pruner::Pruner;
 use crate::spec::{self, SweepSpec};
+use crate::store::{
+    ConfigSet, Finished, Heartbeat, NewSweep, NewTrial, Store, TrialStatus, Worker,
+};
 use crate::{report, Error};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use trainer::data::{Cifar10, DataSource};
@@ -74,10 +76,10 @@ pub fn validate(spec: &SweepSpec) -> Result<(), Error> {
 }
 
 /// The set of `spec`'s trial configurations as digests, for telling a re-run of a sweep from
-/// another sweep under the same name (see [`Db::upsert_sweep`]).
-pub fn config_set(spec: &SweepSpec) -> crate::db::ConfigSet {
+/// another sweep under the same name (see [`crate::store::Backend::upsert_sweep`]).
+pub fn config_set(spec: &SweepSpec) -> ConfigSet {
     // TPE's proposals are not known in advance: the set holds what the file fixes.
-    crate::db::ConfigSet::new(grid::plans(spec).into_iter().flatten().filter_map(|p| {
+    ConfigSet::new(grid::plans(spec).into_iter().flatten().filter_map(|p| {
         p.ok()
             .filter(|p| !p.proposed)
             .map(|p| serde_json::to_value(&p.config).expect("config serialises"))
@@ -121,14 +123,14 @@ pub fn run(
 ) -> Result<RunSummary, Error> {
     let device = args.device.clone();
     let device_name = trainer::device::name(&device);
-    let db = Db::open(&args.db)?;
+    let db = Store::open(&args.db)?;
     let sweep_id = db.upsert_sweep(
         &NewSweep {
             name: spec.name.clone(),
             description: spec.description.clone(),
             spec: spec.text.clone(),
             spec_path: spec.file.clone(),
-            host: crate::db::hostname(),
+            host: crate::store::hostname(),
             git_rev: git_rev(),
             device: device_name.clone(),
             data_checksum: data.checksum.clone(),
@@ -144,11 +146,11 @@ pub fn run(
         if p.proposed {
             continue;
         }
-        rows.push((
-            trial_key(&p.config, &data.checksum),
-            p.ordinal,
-            serde_json::to_value(&p.config).expect("config serialises"),
-        ));
+        rows.push(NewTrial {
+            key: trial_key(&p.config, &data.checksum),
+            ordinal: p.ordinal,
+            config: serde_json::to_value(&p.config).expect("config serialises"),
+        });
         if rows.len() == INSERT_CHUNK {
             added += db.insert_trials(sweep_id, &rows)?;
             rows.clear();
@@ -171,11 +173,7 @@ pub fn run(
         args.db.display()
     );
 
-    let (_, status_rows) = db.query_strings(
-        "SELECT COUNT(*) FILTER (WHERE status IN ('done', 'failed', 'diverged', 'pruned')) FROM trials WHERE sweep_id = ?1",
-        &[&sweep_id],
-    )?;
-    let already = status_rows[0][0].as_u64().unwrap_or(0);
+    let already = db.count_trials(sweep_id, &TrialStatus::SETTLED)? as u64;
 
     let mp = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
@@ -196,30 +194,7 @@ pub fn run(
     sweep_bar.reset_eta();
 
     // A heartbeat from its own connection, so a long epoch does not look like a dead worker.
-    let current = Arc::new(AtomicI64::new(0));
-    let hb_done = Arc::new(AtomicBool::new(false));
-    let hb = {
-        let (path, current, done) = (args.db.clone(), current.clone(), hb_done.clone());
-        std::thread::spawn(move || {
-            let Ok(db) = Db::open_existing(&path) else {
-                return;
-            };
-            let mut waited = Duration::ZERO;
-            while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                waited += Duration::from_millis(200);
-                if waited >= HEARTBEAT_EVERY {
-                    waited = Duration::ZERO;
-                    let id = current.load(Ordering::Relaxed);
-                    if id > 0 {
-                        if let Err(e) = db.heartbeat(id) {
-                            tracing::warn!("heartbeat: {e}");
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let hb = Heartbeat::start(&args.db, HEARTBEAT_EVERY);
 
     let pruner = Pruner {
         db: &db,
@@ -233,26 +208,34 @@ pub fn run(
     };
     let result = (|| -> Result<(), Error> {
         while !stop.load(Ordering::SeqCst) && args.limit.is_none_or(|l| summary.ran < l) {
-            let Some(claimed) = db.claim_next(sweep_id, &worker, &device_name, STALE_AFTER)? else {
+            let claimed = match db.claim_next(sweep_id, &worker, &device_name, STALE_AFTER)? {
+                Some(c) => Some(c),
                 // A TPE sweep records its next draw only now, from the results so far.
-                if crate::proposer::propose_next(&db, spec, sweep_id, &data.checksum)? {
-                    continue;
-                }
+                None => crate::proposer::propose_next(
+                    &db,
+                    spec,
+                    sweep_id,
+                    &data.checksum,
+                    &worker,
+                    &device_name,
+                )?,
+            };
+            let Some(claimed) = claimed else {
                 break;
             };
-            current.store(claimed.id, Ordering::Relaxed);
+            hb.track(Some(claimed.id));
             // A stored config that no longer decodes fails its trial, not the whole run: left
             // `running`, it would abort every later run the same way.
             let config = match decode_config(&claimed.config) {
                 Ok(c) => c,
                 Err(e) => {
                     let msg = format!("trial {}: stored config: {e}", claimed.id);
-                    db.set_status(claimed.id, "failed", Some(&msg), None)?;
+                    db.set_status(claimed.id, TrialStatus::Failed, Some(&msg), None)?;
                     mp.suspend(|| tracing::error!("{msg}"));
                     summary.ran += 1;
                     summary.failed.push((claimed.id, msg));
                     sweep_bar.inc(1);
-                    current.store(0, Ordering::Relaxed);
+                    hb.track(None);
                     continue;
                 }
             };
@@ -261,7 +244,7 @@ pub fn run(
                 db.prune_trial(claimed.id, epoch)?;
                 summary.pruned.push(claimed.id);
                 sweep_bar.inc(1);
-                current.store(0, Ordering::Relaxed);
+                hb.track(None);
                 continue;
             }
             // This database's own folder for the trial (recorded at its first claim), never
@@ -272,7 +255,7 @@ pub fn run(
                 claimed.id, config.arch, config.lr, config.batch_size
             );
             sweep_bar.set_message(label.clone());
-            if claimed.previous_status != "pending" {
+            if claimed.previous_status != TrialStatus::Pending {
                 tracing::info!("{label}: resuming ({})", claimed.previous_status);
             }
             let outcome = run_trial(
@@ -307,12 +290,14 @@ pub fn run(
                 )) => {
                     db.finish_trial(
                         claimed.id,
-                        best_epoch,
-                        best_valid_loss,
-                        &test,
-                        train_seconds,
-                        &data.classes,
-                        &dir.display().to_string(),
+                        &Finished {
+                            best_epoch,
+                            best_valid_loss,
+                            test: &test,
+                            train_seconds,
+                            classes: &data.classes,
+                            checkpoint: &dir.display().to_string(),
+                        },
                     )?;
                     mp.suspend(|| {
                         tracing::info!(
@@ -333,13 +318,18 @@ pub fn run(
                     let msg = format!(
                         "loss became NaN or infinite in epoch {epoch}; last good epoch {last_good_epoch}"
                     );
-                    db.set_status(claimed.id, "diverged", Some(&msg), Some(last_good_epoch))?;
+                    db.set_status(
+                        claimed.id,
+                        TrialStatus::Diverged,
+                        Some(&msg),
+                        Some(last_good_epoch),
+                    )?;
                     mp.suspend(|| tracing::warn!("{label}: diverged: {msg}"));
                     summary.diverged.push(claimed.id);
                     sweep_bar.inc(1);
                 }
                 Ok((Outcome::Interrupted { epoch, batch }, None)) => {
-                    db.set_status(claimed.id, "interrupted", None, None)?;
+                    db.set_status(claimed.id, TrialStatus::Interrupted, None, None)?;
                     // batch 0: stopped at the end of `epoch`, not inside it.
                     let at = if batch == 0 {
                         format!("after epoch {epoch}")
@@ -353,28 +343,24 @@ pub fn run(
                 }
                 Err(e) => {
                     let msg = crate::error_chain(&e);
-                    db.set_status(claimed.id, "failed", Some(&msg), None)?;
+                    db.set_status(claimed.id, TrialStatus::Failed, Some(&msg), None)?;
                     mp.suspend(|| tracing::error!("{label}: failed: {msg}"));
                     summary.failed.push((claimed.id, msg));
                     sweep_bar.inc(1);
                 }
             }
-            current.store(0, Ordering::Relaxed);
+            hb.track(None);
         }
         Ok(())
     })();
-    hb_done.store(true, Ordering::Relaxed);
-    let _ = hb.join();
+    drop(hb);
     sweep_bar.finish_and_clear();
     result?;
     if stop.load(Ordering::SeqCst) {
         summary.interrupted = true;
     } else {
-        let (_, open) = db.query_strings(
-            "SELECT COUNT(*) FROM trials WHERE sweep_id = ?1 AND status NOT IN ('done', 'failed', 'diverged', 'pruned')",
-            &[&sweep_id],
-        )?;
-        if open[0][0].as_i64() == Some(0) {
+        let open: Vec<TrialStatus> = TrialStatus::open().collect();
+        if db.count_trials(sweep_id, &open)? == 0 {
             db.finish_sweep(sweep_id)?;
         }
     }
@@ -404,7 +390,7 @@ fn decode_config(json: &str) -> Result<TrainConfig, String> {
 
 /// Persists epochs and drives the progress bar for one trial.
 struct TrialObserver<'a> {
-    db: &'a Db,
+    db: &'a Store,
     trial_id: i64,
     pruner: &'a Pruner<'a>,
     /// The trial's last epoch: nothing is pruned there.
@@ -507,7 +493,7 @@ impl Observer for TrialObserver<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn run_trial(
-    db: &Db,
+    db: &Store,
     trial_id: i64,
     config: &TrainConfig,
     data: &Cifar10,
