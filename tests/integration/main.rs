@@ -1,6 +1,7 @@
 //! End-to-end tests of the `cifar-sweep` binary: one target, compiled once.
 
 mod charts;
+mod cluster;
 mod common;
 mod hostile_cli;
 mod hostile_store;
