@@ -9,4 +9,5 @@ mod hostile_trainer;
 mod malformed;
 mod reliability;
 mod search;
+mod slurm;
 mod sweep_e2e;

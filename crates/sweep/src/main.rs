@@ -182,6 +182,15 @@ enum Cmd {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Write a Slurm job-array script whose tasks each run the sweep as a worker on the
+    /// shared --db; --submit hands it to sbatch and prints the job id.
+    Slurm {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        args: sweep::slurm::SlurmArgs,
+    },
     /// The data set: download, import or check it.
     Data {
         #[command(subcommand)]
@@ -454,6 +463,27 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             let spec = sweep::spec::from_assignments(&name, &set).map_err(Error::from)?;
             runner::validate(&spec)?;
             execute(spec, &exec)
+        }
+        Cmd::Slurm { file, db, args } => {
+            let done = sweep::slurm::command(&file, &db.db, &args)?;
+            let what = format!(
+                "wrote {} ({} workers; logs in {})",
+                done.script.display(),
+                done.workers,
+                done.logs.display()
+            );
+            match done.job_id {
+                // The id alone on stdout: `job=$(cifar-sweep slurm ... --submit)`.
+                Some(id) => {
+                    eprintln!("{what}");
+                    println!("{id}");
+                }
+                None => {
+                    println!("{what}");
+                    println!("submit it with: sbatch {}", done.script.display());
+                }
+            }
+            Ok(0)
         }
         Cmd::Data { cmd } => {
             match cmd {
