@@ -20,105 +20,134 @@ momentum = 0.9
 lr = [0.03, 0.02, 0.01, 0.005]
 "#;
 
-/// A folder with a space in its name: the script's paths must survive sbatch and the shell.
-fn spaced_dir(root: &Path) -> PathBuf {
-    let d = root.join("my sweeps");
-    std::fs::create_dir(&d).unwrap();
-    d
+/// A two-task array of workers on one sweep, submitted to its own Slurm cluster.
+struct Array {
+    slurm: Slurm,
+    _root: tempfile::TempDir,
+    /// A folder with a space in its name (the script's paths must survive sbatch and the
+    /// shell): the sweep file, the database, the script and its logs.
+    dir: PathBuf,
+    file: PathBuf,
+    db: PathBuf,
+    job: String,
 }
 
-/// `cifar-sweep slurm FILE --db DB --workers N --submit` aimed at `slurm`, its workers on
-/// the CPU and the test data (through the environment sbatch hands the tasks); the job id.
-fn submit(slurm: &Slurm, file: &Path, db: &Path, workers: u32) -> String {
-    let src = trainer::data::test_data_source().unwrap();
-    let out = bin()
-        .args([
-            "slurm",
-            file.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ])
-        .args(["--workers", &workers.to_string(), "--submit"])
-        // Beside the sweep file, so the logs are in its folder too.
-        .arg("--output")
-        .arg(file.with_file_name("slurm.sbatch"))
-        .envs(slurm.env())
-        .env("CIFAR10_DATA_DIR", &src.data_dir)
-        .env("CIFAR10_ARCHIVE", src.archive.unwrap())
-        .env("CIFAR_SWEEP_DEVICE", "cpu")
-        // The tasks' logs: a line per epoch and per finished trial.
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).trim().to_string();
-    assert!(
-        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
-        "stdout is not a job id: {id:?}"
-    );
-    assert!(stderr(&out).contains("wrote "), "{}", stderr(&out));
-    id
-}
+impl Array {
+    /// `cifar-sweep slurm FILE --db DB --workers 2 --submit` of `sweep`, its workers on the
+    /// CPU and the test data (through the environment sbatch hands the tasks); None when
+    /// the data or Slurm is missing (see cluster.rs).
+    fn submit(sweep: &str) -> Option<Array> {
+        crate::common::data_args()?;
+        let slurm = Slurm::start()?;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("my sweeps");
+        std::fs::create_dir(&dir).unwrap();
+        let file = write(&dir, "slurm.toml", sweep);
+        let db = dir.join("results.db");
+        let src = trainer::data::test_data_source().unwrap();
+        let out = bin()
+            .args([
+                "slurm",
+                file.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .args(["--workers", "2", "--submit", "--output"])
+            .arg(dir.join("slurm.sbatch"))
+            .envs(slurm.env())
+            .env("CIFAR10_DATA_DIR", &src.data_dir)
+            .env("CIFAR10_ARCHIVE", src.archive.unwrap())
+            .env("CIFAR_SWEEP_DEVICE", "cpu")
+            // The tasks' logs: a line per epoch and per finished trial.
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let job = stdout(&out).trim().to_string();
+        assert!(
+            !job.is_empty() && job.bytes().all(|b| b.is_ascii_digit()),
+            "stdout is not a job id: {job:?}"
+        );
+        assert!(stderr(&out).contains("wrote "), "{}", stderr(&out));
+        Some(Array {
+            slurm,
+            _root: root,
+            dir,
+            file,
+            db,
+            job,
+        })
+    }
 
-/// The log of array task `task` of `job`, in the folder beside the script.
-fn task_log(dir: &Path, job: &str, task: u32) -> String {
-    let p = dir.join(format!("slurm-logs/slurm-{job}_{task}.log"));
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
+    /// The log of array task `task`, in the folder beside the script.
+    fn log(&self, task: u32) -> String {
+        let p = self
+            .dir
+            .join(format!("slurm-logs/slurm-{}_{task}.log", self.job));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
 
-/// Both tasks' logs, for failure messages.
-fn logs(dir: &Path, job: &str) -> String {
-    (0..2)
-        .map(|t| format!("--- task {t}:\n{}", task_log(dir, job, t)))
-        .collect()
+    /// Both tasks' logs, for failure messages.
+    fn logs(&self) -> String {
+        (0..2)
+            .map(|t| format!("--- task {t}:\n{}", self.log(t)))
+            .collect()
+    }
+
+    /// Waits up to `limit` for both tasks to leave the queue.
+    fn wait_gone(&self, limit: Duration) {
+        assert!(
+            self.slurm.wait_gone(&self.job, limit),
+            "job {} still queued after {limit:?}:\n{}",
+            self.job,
+            self.logs()
+        );
+    }
+
+    fn show_task(&self, task: u32) -> String {
+        self.slurm.show_job(&format!("{}_{task}", self.job))
+    }
 }
 
 #[test]
 fn a_job_array_of_two_workers_runs_every_trial_once() {
-    if crate::common::data_args().is_none() {
-        return;
-    }
-    let Some(slurm) = Slurm::start() else { return };
     let t0 = Instant::now();
-    let root = tempfile::tempdir().unwrap();
-    let dir = spaced_dir(root.path());
-    let file = write(&dir, "slurm.toml", SWEEP);
-    let db = dir.join("results.db");
-    let job = submit(&slurm, &file, &db, 2);
-    assert!(
-        slurm.wait_gone(&job, Duration::from_secs(600)),
-        "job {job} still queued after 10 minutes:\n{}",
-        logs(&dir, &job)
-    );
-    let all = logs(&dir, &job);
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trials"), 4, "{all}");
+    let Some(a) = Array::submit(SWEEP) else {
+        return;
+    };
+    a.wait_gone(Duration::from_secs(600));
+    let (db, all) = (&a.db, a.logs());
+    assert_eq!(query_i64(db, "SELECT COUNT(*) FROM trials"), 4, "{all}");
     assert_eq!(
-        query_i64(&db, "SELECT COUNT(*) FROM trials WHERE status = 'done'"),
+        query_i64(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'"),
         4,
         "{all}"
     );
     assert_eq!(
-        query_i64(&db, "SELECT MAX(attempts) FROM trials"),
+        query_i64(db, "SELECT MAX(attempts) FROM trials"),
         1,
         "a trial ran twice:\n{all}"
     );
     assert_eq!(
-        query_i64(&db, "SELECT COUNT(*) FROM epochs"),
+        query_i64(db, "SELECT COUNT(*) FROM epochs"),
         4,
         "one epoch per trial:\n{all}"
     );
     assert_eq!(
-        query_i64(&db, "SELECT COUNT(DISTINCT worker) FROM trials"),
+        query_i64(db, "SELECT COUNT(DISTINCT worker) FROM trials"),
         2,
         "the two tasks did not share the work:\n{all}"
     );
     for task in 0..2 {
-        let log = task_log(&dir, &job, task);
+        let log = a.log(task);
         assert!(log.contains(": done, test accuracy"), "task {task}:\n{log}");
-        let info = slurm.show_job(&format!("{job}_{task}"));
+        let info = a.show_task(task);
         assert!(info.contains("ExitCode=0:0"), "task {task}: {info}");
     }
-    eprintln!("slurm: 4 trials on a 2-task array in {:.1?}", t0.elapsed());
+    eprintln!(
+        "slurm: 4 trials on a 2-task array in {:.1?} (cluster start included)",
+        t0.elapsed()
+    );
 }
 
 const LONG: &str = r#"name = "slurm"
@@ -139,76 +168,55 @@ lr = [0.02, 0.01]
 /// 1. Each worker saves, marks its trial interrupted and exits; a later run finishes both.
 #[test]
 fn usr1_and_scancel_interrupt_the_workers_and_a_later_run_resumes() {
-    if crate::common::data_args().is_none() {
-        return;
-    }
-    let Some(slurm) = Slurm::start() else { return };
     let t0 = Instant::now();
-    let root = tempfile::tempdir().unwrap();
-    let dir = spaced_dir(root.path());
-    let file = write(&dir, "slurm.toml", LONG);
-    let db = dir.join("results.db");
-    let job = submit(&slurm, &file, &db, 2);
+    let Some(a) = Array::submit(LONG) else { return };
+    let db = &a.db;
     let both_started = wait_until(Duration::from_secs(300), || {
         db.exists()
             && query_i64(
-                &db,
+                db,
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'epochs'",
             ) == 1
-            && query_i64(&db, "SELECT COUNT(DISTINCT trial_id) FROM epochs") == 2
+            && query_i64(db, "SELECT COUNT(DISTINCT trial_id) FROM epochs") == 2
     });
-    assert!(
-        both_started,
-        "no epoch of both trials:\n{}",
-        logs(&dir, &job)
-    );
+    assert!(both_started, "no epoch of both trials:\n{}", a.logs());
     let scancel = |args: &[&str]| {
-        let out = slurm.command("scancel").args(args).output().unwrap();
+        let out = a.slurm.command("scancel").args(args).output().unwrap();
         assert!(out.status.success(), "scancel {args:?}: {}", stderr(&out));
     };
-    scancel(&["--signal=USR1", "--batch", &format!("{job}_0")]);
-    scancel(&[&format!("{job}_1")]);
-    assert!(
-        slurm.wait_gone(&job, Duration::from_secs(120)),
-        "the tasks did not stop:\n{}",
-        logs(&dir, &job)
-    );
-    let all = logs(&dir, &job);
-    let epochs_before = query_i64(&db, "SELECT COUNT(*) FROM epochs");
+    scancel(&["--signal=USR1", "--batch", &format!("{}_0", a.job)]);
+    scancel(&[&format!("{}_1", a.job)]);
+    a.wait_gone(Duration::from_secs(120));
+    let all = a.logs();
+    let epochs_before = query_i64(db, "SELECT COUNT(*) FROM epochs");
     assert!(epochs_before < 12, "the trials finished first:\n{all}");
     assert_eq!(
         query_i64(
-            &db,
+            db,
             "SELECT COUNT(*) FROM trials WHERE status = 'interrupted'"
         ),
         2,
         "{all}"
     );
-    let log0 = task_log(&dir, &job, 0);
-    assert!(log0.contains("time limit near (SIGUSR1)"), "{log0}");
-    assert!(
-        slurm
-            .show_job(&format!("{job}_0"))
-            .contains("ExitCode=130:0"),
-        "{}",
-        slurm.show_job(&format!("{job}_0"))
-    );
-    let log1 = task_log(&dir, &job, 1);
-    assert!(log1.contains("interrupt: saving"), "{log1}");
+    assert!(a.log(0).contains("time limit near (SIGUSR1)"), "{all}");
+    let info = a.show_task(0);
+    assert!(info.contains("ExitCode=130:0"), "{info}");
+    assert!(a.log(1).contains("interrupt: saving"), "{all}");
 
     let data = crate::common::data_args().unwrap();
-    let out = run_sweep(&file, &db, &data);
+    let out = run_sweep(&a.file, db, &data);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM epochs"), 12);
+    assert_eq!(query_i64(db, "SELECT COUNT(*) FROM epochs"), 12);
     assert_eq!(
         query_i64(
-            &db,
+            db,
             "SELECT COUNT(*) FROM trials WHERE status = 'done' AND attempts = 2"
         ),
         2
     );
     eprintln!(
-        "slurm: USR1 and scancel after {epochs_before} of 12 epochs, resumed; {:.1?}",
+        "slurm: USR1 and scancel after {epochs_before} of 12 epochs, resumed; {:.1?} \
+         (cluster start included)",
         t0.elapsed()
     );
 }
