@@ -18,7 +18,7 @@ pub fn default_signals(c: &mut Command) {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             Ok(())

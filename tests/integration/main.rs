@@ -1,6 +1,7 @@
 //! End-to-end tests of the `cifar-sweep` binary: one target, compiled once.
 
 mod charts;
+mod cluster;
 mod common;
 mod hostile_cli;
 mod hostile_store;
@@ -8,4 +9,5 @@ mod hostile_trainer;
 mod malformed;
 mod reliability;
 mod search;
+mod slurm;
 mod sweep_e2e;

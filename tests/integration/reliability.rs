@@ -530,6 +530,13 @@ fn sigterm_saves_marks_interrupted_and_the_next_run_resumes() {
     interrupt_and_resume("kill -TERM $0");
 }
 
+/// SIGUSR1 (what Slurm sends a job's batch shell before its time limit, see `cifar-sweep
+/// slurm`) saves state like Ctrl-C.
+#[test]
+fn sigusr1_saves_marks_interrupted_and_the_next_run_resumes() {
+    interrupt_and_resume("kill -USR1 $0");
+}
+
 /// Runs a 4-epoch sweep, sends it signals with `sh -c SEND` (`$0` is its pid) once the first
 /// epoch is recorded, and checks it stopped cleanly (exit 130, trial `interrupted`) and that
 /// the next run resumes it to the end.

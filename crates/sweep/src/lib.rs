@@ -13,6 +13,7 @@ pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod search;
+pub mod slurm;
 pub mod space;
 pub mod spec;
 pub mod store;
@@ -36,6 +37,8 @@ pub enum Error {
     /// A command-line value the library refuses (the message names the flag).
     #[error("{0}")]
     BadArgument(String),
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
 }
 
 /// Exit statuses: 2 for input the user must fix, 1 for other failures.
@@ -58,6 +61,7 @@ pub fn exit_code(e: &Error) -> i32 {
             | store::DbError::AmbiguousTrial { .. },
         ) => 2,
         Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
+        Error::Slurm(e) => e.exit_code(),
         Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,
         _ => 1,
     }

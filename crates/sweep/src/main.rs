@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use sweep::table::{Format, Table};
@@ -181,6 +181,15 @@ enum Cmd {
         set: Vec<String>,
         #[command(flatten)]
         exec: ExecArgs,
+    },
+    /// Write a Slurm job-array script whose tasks each run the sweep as a worker on the
+    /// shared --db; --submit hands it to sbatch and prints the job id.
+    Slurm {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        args: sweep::slurm::SlurmArgs,
     },
     /// The data set: download, import or check it.
     Data {
@@ -455,6 +464,27 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             runner::validate(&spec)?;
             execute(spec, &exec)
         }
+        Cmd::Slurm { file, db, args } => {
+            let done = sweep::slurm::command(&file, &db.db, &args)?;
+            let what = format!(
+                "wrote {} ({} workers; logs in {})",
+                done.script.display(),
+                done.workers,
+                done.logs.display()
+            );
+            match done.job_id {
+                // The id alone on stdout: `job=$(cifar-sweep slurm ... --submit)`.
+                Some(id) => {
+                    eprintln!("{what}");
+                    println!("{id}");
+                }
+                None => {
+                    println!("{what}");
+                    println!("submit it with: sbatch {}", done.script.display());
+                }
+            }
+            Ok(0)
+        }
         Cmd::Data { cmd } => {
             match cmd {
                 DataCmd::Fetch { data } => {
@@ -550,11 +580,83 @@ fn parse_checkpoint_every(s: &str) -> Result<Duration, String> {
 }
 
 mod signals {
-    /// The stop signals (SIGINT, SIGTERM, SIGHUP) this process was started with set to
-    /// "ignore".
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    /// Why a signal asks the run to stop.
+    #[derive(Clone, Copy)]
+    pub enum Request {
+        /// Ctrl-C, SIGTERM (also `scancel` and preemption under Slurm), SIGHUP.
+        Interrupt,
+        /// SIGUSR1: Slurm's warning before the time limit (`--signal=B:USR1@120`).
+        TimeLimit,
+    }
+
+    /// The stop requests of every signal, counted together: the first saves the current
+    /// trial's state, a repeat within [`super::SAME_SIGNAL`] is the same request, a later
+    /// one quits at once.
+    pub struct Stopper {
+        stop: Arc<AtomicBool>,
+        first: Mutex<Option<Instant>>,
+    }
+
+    impl Stopper {
+        pub fn new(stop: Arc<AtomicBool>) -> Arc<Self> {
+            Arc::new(Stopper {
+                stop,
+                first: Mutex::new(None),
+            })
+        }
+
+        pub fn request(&self, why: Request) {
+            let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+            match *first {
+                None => {
+                    *first = Some(Instant::now());
+                    self.stop.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "\n{}",
+                        match why {
+                            Request::Interrupt =>
+                                "interrupt: saving the current trial's state \
+                                                   (Ctrl-C again to quit at once)",
+                            Request::TimeLimit =>
+                                "time limit near (SIGUSR1): saving the \
+                                                   current trial's state",
+                        }
+                    );
+                }
+                Some(t) if t.elapsed() < super::SAME_SIGNAL => {}
+                Some(_) => std::process::exit(130),
+            }
+        }
+    }
+
+    /// SIGUSR1 becomes a [`Request::TimeLimit`]. The Ctrl-C handler cannot take it, so a
+    /// thread of signal-hook's waits for it.
+    #[cfg(unix)]
+    pub fn on_time_limit(stopper: Arc<Stopper>) {
+        match signal_hook::iterator::Signals::new([libc::SIGUSR1]) {
+            Ok(mut sigs) => {
+                std::thread::spawn(move || {
+                    for _ in sigs.forever() {
+                        stopper.request(Request::TimeLimit);
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("SIGUSR1 cannot be watched ({e}): it will end the run"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn on_time_limit(_: Arc<Stopper>) {}
+
+    /// The stop signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1) this process was started with set
+    /// to "ignore".
     #[cfg(unix)]
     pub fn inherited_ignores() -> Vec<libc::c_int> {
-        [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+        [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1]
             .into_iter()
             .filter(|&sig| {
                 // SAFETY: a query only (no new action); `old` is a plain C struct.
@@ -567,7 +669,7 @@ mod signals {
             .collect()
     }
 
-    /// Sets `sigs` back to "ignore" after the Ctrl-C handler took all three.
+    /// Sets `sigs` back to "ignore" after the handlers took them all.
     #[cfg(unix)]
     pub fn ignore_again(sigs: &[libc::c_int]) {
         for &sig in sigs {
@@ -597,25 +699,16 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
     // ignored; that choice is the user's, and must survive installing our handler.
     let ignored = signals::inherited_ignores();
     {
-        let stop = stop.clone();
-        // First Ctrl-C (or SIGTERM, SIGHUP): finish the current batch, checkpoint, mark the
-        // trial interrupted. Second: leave at once (the last checkpoint is still there to
-        // resume from). `timeout`, `kill` of a job and most supervisors signal the process
-        // *and* its process group, so one request can arrive twice within microseconds: a
-        // repeat that close is the same request, not a person pressing Ctrl-C again. (Seen on
-        // a GPU machine: `timeout -s INT` made a sweep quit at once, its trial left `running`.)
-        let mut first: Option<std::time::Instant> = None;
-        let _ = ctrlc::set_handler(move || match first {
-            None => {
-                first = Some(std::time::Instant::now());
-                stop.store(true, Ordering::SeqCst);
-                eprintln!(
-                    "\ninterrupt: saving the current trial's state (Ctrl-C again to quit at once)"
-                );
-            }
-            Some(t) if t.elapsed() < SAME_SIGNAL => {}
-            Some(_) => std::process::exit(130),
-        });
+        // First Ctrl-C (or SIGTERM, SIGHUP, SIGUSR1): finish the current batch, checkpoint,
+        // mark the trial interrupted. Second: leave at once (the last checkpoint is still
+        // there to resume from). `timeout`, `kill` of a job and most supervisors signal the
+        // process *and* its process group, so one request can arrive twice within
+        // microseconds: a repeat that close is the same request, not a person pressing Ctrl-C
+        // again. (Seen on a GPU machine: `timeout -s INT` made a sweep quit at once, its trial
+        // left `running`.)
+        let stopper = signals::Stopper::new(stop.clone());
+        signals::on_time_limit(stopper.clone());
+        let _ = ctrlc::set_handler(move || stopper.request(signals::Request::Interrupt));
     }
     signals::ignore_again(&ignored);
     // Everything that can be checked is checked before anything is written, and the cheap
