@@ -613,7 +613,7 @@ fn db_write_seconds(n: usize) -> Result<f64> {
         for epoch in 1..=n {
             db.record_epoch(
                 trial.id,
-                &train::EpochRecord {
+                &trainer::metrics::EpochRecord {
                     epoch,
                     train_loss: 1.0,
                     train_acc: 0.5,

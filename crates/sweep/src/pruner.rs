@@ -6,7 +6,7 @@
 use crate::db::{Db, DbError};
 use crate::prune::{self, Decision};
 use crate::search::{Objective, Prune, Search};
-use trainer::train::EpochRecord;
+use trainer::metrics::EpochRecord;
 
 /// A sweep's pruning rule, bound to its store.
 pub struct Pruner<'a> {

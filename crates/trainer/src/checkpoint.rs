@@ -11,8 +11,7 @@
 //! starts afresh, moving damaged files aside rather than deleting them.
 
 use crate::config::TrainConfig;
-use crate::metrics::Running;
-use crate::train::EpochRecord;
+use crate::metrics::{EpochRecord, Running};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};

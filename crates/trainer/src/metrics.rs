@@ -1,4 +1,6 @@
-//! Small metric types with update/compute, as in burn's examples.
+//! Small metric types with update/compute, as in burn's examples, and the records a run
+//! reports (per epoch, and the test evaluation): plain data shared by the training loop, the
+//! checkpoints and the sweep crate.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +77,31 @@ impl Confusion {
             c as f64 / t as f64
         }
     }
+}
+
+/// What one finished epoch measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub valid_loss: f64,
+    pub valid_acc: f64,
+    /// The learning rate at the start of the epoch.
+    pub lr: f64,
+    /// Wall time of the epoch, training and validation.
+    pub seconds: f64,
+    /// Training images per second (training part only).
+    pub images_per_sec: f64,
+}
+
+/// The test-set evaluation of the best weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub confusion: Confusion,
 }
 
 #[cfg(test)]

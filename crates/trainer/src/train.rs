@@ -9,7 +9,7 @@
 use crate::checkpoint::{self, Best, CheckpointMeta};
 use crate::config::TrainConfig;
 use crate::data::{self, Cifar10, ImageSet, Normalization};
-use crate::metrics::{Confusion, Running};
+use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
 use crate::optim::Optimizer;
 use crate::schedule;
@@ -20,31 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// What one finished epoch measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub valid_loss: f64,
-    pub valid_acc: f64,
-    /// The learning rate at the start of the epoch.
-    pub lr: f64,
-    /// Wall time of the epoch, training and validation.
-    pub seconds: f64,
-    /// Training images per second (training part only).
-    pub images_per_sec: f64,
-}
-
-/// The test-set evaluation of the best weights.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TestReport {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub confusion: Confusion,
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
