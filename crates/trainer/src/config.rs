@@ -84,20 +84,13 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every value that would otherwise fail (or silently misbehave) mid-run.
-    /// Returns `(field, message)` so callers can point at the offending key.
+    /// Checks every value that would otherwise fail (or silently misbehave) mid-run, except
+    /// `arch`: the architecture is checked against the models registry by whoever builds
+    /// the model ([`crate::train::Session::new`], the sweep file parser), so that the
+    /// configuration does not depend on the models. Returns `(field, message)` so callers can
+    /// point at the offending key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let finite_pos = |v: f64| v.is_finite() && v > 0.0;
-        if !crate::models::ARCHS.iter().any(|a| a.name == self.arch) {
-            return Err((
-                "arch",
-                format!(
-                    "unknown architecture `{}` (known: {})",
-                    self.arch,
-                    crate::models::arch_names().join(", ")
-                ),
-            ));
-        }
         if self.epochs == 0 {
             return Err(("epochs", "epochs must be at least 1".into()));
         }

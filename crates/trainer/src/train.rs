@@ -191,8 +191,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
-        cfg.validate()
-            .map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
+        models::validate(cfg).map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
         let (varmap, model) = models::instantiate(cfg, device)?;
         let vars = models::sorted_vars(&varmap);
         let opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;

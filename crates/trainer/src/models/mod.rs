@@ -48,6 +48,15 @@ pub fn find(name: &str) -> Result<&'static Arch> {
         })
 }
 
+/// Checks a whole configuration: `cfg.arch` against [`ARCHS`], then every other field
+/// ([`TrainConfig::validate`]). Returns `(field, message)` like `validate`, so a sweep file
+/// can point at the key; the architecture comes first, so a misspelt one is the error
+/// reported rather than a field that depends on it.
+pub fn validate(cfg: &TrainConfig) -> std::result::Result<(), (&'static str, String)> {
+    find(&cfg.arch).map_err(|e| ("arch", e.to_string()))?;
+    cfg.validate()
+}
+
 /// Builds `cfg.arch`, creating its variables through `vb`. The variables get candle's
 /// (unseeded) initial values: use [`instantiate`] for a reproducible model.
 pub fn build(arch: &str, cfg: &TrainConfig, vb: VarBuilder) -> Result<Box<dyn Model>> {
@@ -118,6 +127,28 @@ mod tests {
             err,
             "unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
         );
+    }
+
+    #[test]
+    fn validate_names_the_arch_field_before_the_others() {
+        let cfg = TrainConfig {
+            arch: "resnet".into(),
+            epochs: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&cfg),
+            Err((
+                "arch",
+                "unknown architecture `resnet` (known: lenet, cnn3, vgg6)".into()
+            ))
+        );
+        let cfg = TrainConfig {
+            arch: "cnn3".into(),
+            ..cfg
+        };
+        assert_eq!(validate(&cfg).unwrap_err().0, "epochs");
+        assert_eq!(validate(&TrainConfig::default()), Ok(()));
     }
 
     #[test]
