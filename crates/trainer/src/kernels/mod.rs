@@ -19,6 +19,8 @@
 //! Switching: the fast kernels are on by default; `CIFAR_SWEEP_KERNELS=candle` (read once)
 //! or [`set_enabled`]`(false)` selects candle's implementation everywhere.
 
+#[macro_use]
+mod glue;
 mod conv;
 mod direct;
 mod eltwise;
