@@ -1,21 +1,22 @@
 //! The training loop: epochs of SGD/Adam over the training split, validation after each
 //! epoch, the weights with the lowest validation loss kept and evaluated on the test set.
 //!
-//! Randomness is derived, not carried: the shuffle of epoch `e` and the dropout masks and
-//! augmentation of batch `b` are drawn from generators seeded with `(seed, e, b)`. So a run
-//! resumed from any checkpoint, even one written mid-epoch, repeats the uninterrupted run
-//! bit for bit on the CPU, without saving generator states.
+//! Randomness is derived, not carried: the shuffle of epoch `e` ([`data::epoch_order`]) and
+//! the dropout masks and augmentation of batch `b` are drawn from generators seeded with
+//! `(seed, e, b)`. So a run resumed from any checkpoint, even one written mid-epoch, repeats
+//! the uninterrupted run bit for bit on the CPU, without saving generator states. Every
+//! generator is [`SplitMix64`], written out in the data module rather than taken from
+//! `rand`, so the numbers also survive dependency upgrades.
 
 use crate::checkpoint::{self, Best, CheckpointMeta};
 use crate::config::TrainConfig;
-use crate::data::{self, Cifar10, ImageSet, Normalization};
+use crate::data::{self, Cifar10, ImageSet, Normalization, SplitMix64};
 use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
 use crate::optim::Optimizer;
 use crate::schedule;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,6 +124,8 @@ pub struct StepStats {
     pub correct: u64,
 }
 
+/// The seed of one generator of a run: `stream` 2 is the dropout masks, 3 augmentation (1
+/// was the epoch shuffle, now [`data::epoch_order`]'s own derivation).
 fn mix(seed: u64, epoch: usize, batch: usize, stream: u64) -> u64 {
     // SplitMix64 finaliser over the packed coordinates: distinct, well-spread seeds.
     let mut z = seed
@@ -193,7 +196,7 @@ pub fn evaluate(
     let mut running = Running::default();
     let mut confusion = Confusion::new(classes);
     for chunk in idx.chunks(EVAL_BATCH) {
-        let (x, y) = data::make_batch(set, chunk, norm, None::<&mut StdRng>, device)?;
+        let (x, y) = data::make_batch(set, chunk, norm, None, device)?;
         let logits = model.forward_t(&x, false)?;
         let loss = cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
@@ -322,7 +325,7 @@ pub fn time_steps(
     let set = ImageSet::synthetic(batch, 10, cfg.seed);
     let idx: Vec<usize> = (0..batch).collect();
     let norm = Normalization::default();
-    let mut rng = StdRng::seed_from_u64(mix(cfg.seed, 0, 0, 3));
+    let mut rng = SplitMix64::new(mix(cfg.seed, 0, 0, 3));
     let mut step = |s: &mut Session, b: usize| -> Result<()> {
         s.model.reseed(mix(cfg.seed, 0, b, 2));
         let (x, y) = data::make_batch(&set, &idx, &norm, cfg.augment.then_some(&mut rng), device)?;
@@ -341,7 +344,7 @@ pub fn time_steps(
         n += 1;
     }
     let train = timed.elapsed() / n as u32;
-    let (x, _) = data::make_batch(&set, &idx, &norm, None::<&mut StdRng>, device)?;
+    let (x, _) = data::make_batch(&set, &idx, &norm, None, device)?;
     let t = Instant::now();
     // A scalar read back, so a device that queues work (CUDA, Metal) has finished it.
     s.model
@@ -525,8 +528,7 @@ impl<'a> Trainer<'a> {
         let batches = self.batches;
         // Running time only: a Ctrl-Z or SIGSTOP is not training time (see `clock`).
         let start = crate::clock::Stopwatch::start();
-        let mut order = self.train_idx.clone();
-        order.shuffle(&mut StdRng::seed_from_u64(mix(cfg.seed, epoch, 0, 1)));
+        let order = data::epoch_order(&self.train_idx, cfg.seed, epoch as u64);
         let epoch_lr = schedule::lr_at(&cfg, (epoch - 1) as f64);
         let (first_batch, mut running, prior_secs) = if self.meta.next_batch > 0 {
             (
@@ -545,7 +547,7 @@ impl<'a> Trainer<'a> {
                 (epoch - 1) as f64 + b as f64 / batches as f64,
             ));
             self.s.model.reseed(mix(cfg.seed, epoch, b, 2));
-            let mut aug_rng = StdRng::seed_from_u64(mix(cfg.seed, epoch, b, 3));
+            let mut aug_rng = SplitMix64::new(mix(cfg.seed, epoch, b, 3));
             let (x, y) = data::make_batch(
                 &self.data.train,
                 idx,

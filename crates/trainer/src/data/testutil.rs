@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::batch::SplitMix64;
+use super::SplitMix64;
 use super::cache::{encode_files, META_FILE};
 use super::{ImageSet, CIFAR10_CLASSES, IMAGE_BYTES};
 
