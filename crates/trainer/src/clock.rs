@@ -71,6 +71,7 @@ pub struct Stopwatch {
 }
 
 impl Stopwatch {
+    /// Starts timing now.
     pub fn start() -> Self {
         Self {
             start: Instant::now(),
