@@ -479,8 +479,9 @@ impl<'a> Trainer<'a> {
     }
 
     /// Continues from the newest intact checkpoint in the checkpoint folder that belongs to
-    /// this config and data set, if any (see [`resume`] for what is tried and what is set
-    /// aside); returns whether one was found. Without one the run stays a fresh start.
+    /// this config and data set, if any: `state.json`, else `state.prev.json`; a damaged one
+    /// is moved aside with a warning. Returns whether one was found; without one the run
+    /// stays a fresh start.
     pub fn resume(&mut self) -> Result<bool> {
         let dir = &self.opts.checkpoint_dir;
         let Some((meta, best)) = resume(&mut self.s, dir, self.data, self.batches)? else {
