@@ -474,13 +474,7 @@ fn epoch_child(a: &Args) -> Result<()> {
     let mut batch_s = 0.0;
     for chunk in order.chunks(batch) {
         let tb = Instant::now();
-        let (x, y) = trainer::data::make_batch(
-            &data.train,
-            chunk,
-            &norm,
-            None::<&mut StdRng>,
-            &Device::Cpu,
-        )?;
+        let (x, y) = trainer::data::make_batch(&data.train, chunk, &norm, None, &Device::Cpu)?;
         batch_s += tb.elapsed().as_secs_f64();
         let s = train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
         loss += s.loss * chunk.len() as f64;
@@ -534,12 +528,12 @@ fn loop_overheads(
 ) -> Result<Overheads> {
     let t = Instant::now();
     for chunk in order.chunks(batch) {
-        trainer::data::make_batch(set, chunk, norm, None::<&mut StdRng>, &Device::Cpu)?;
+        trainer::data::make_batch(set, chunk, norm, None, &Device::Cpu)?;
     }
     let plain_batch_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for (i, chunk) in order.chunks(batch).enumerate() {
-        let mut rng = StdRng::seed_from_u64(i as u64);
+        let mut rng = trainer::data::SplitMix64::new(i as u64);
         trainer::data::make_batch(set, chunk, norm, Some(&mut rng), &Device::Cpu)?;
     }
     let augmented_batch_s = t.elapsed().as_secs_f64();
@@ -620,7 +614,7 @@ fn db_write_seconds(n: usize) -> Result<f64> {
         for epoch in 1..=n {
             db.record_epoch(
                 trial.id,
-                &train::EpochRecord {
+                &trainer::metrics::EpochRecord {
                     epoch,
                     train_loss: 1.0,
                     train_acc: 0.5,

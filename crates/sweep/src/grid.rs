@@ -319,7 +319,7 @@ fn resolve(spec: &SweepSpec, settings: &[&Setting]) -> Result<TrainConfig, SpecE
             format!("internal: cannot build the configuration: {e}"),
         )
     })?;
-    if let Err((field, msg)) = config.validate() {
+    if let Err((field, msg)) = trainer::models::validate(&config) {
         // Point at the setting that produced the field; a cross-field rule (warmup vs
         // epochs) may be caused by a default, then the first line of the file is named.
         let at = settings.iter().rev().find(|s| s.key == field);

@@ -2118,13 +2118,7 @@ fn samples(data: &SweepData, set: &Cifar10) -> anyhow::Result<Option<Chart>> {
     session.load_weights_file(&dir.join(&file))?;
     let n = (SAMPLE_COLS * SAMPLE_ROWS).min(set.test.len());
     let idx: Vec<usize> = (0..n).collect();
-    let (x, _) = make_batch(
-        &set.test,
-        &idx,
-        &Normalization::default(),
-        None::<&mut rand::rngs::StdRng>,
-        &device,
-    )?;
+    let (x, _) = make_batch(&set.test, &idx, &Normalization::default(), None, &device)?;
     let pred: Vec<u32> = session.model.forward_t(&x, false)?.argmax(1)?.to_vec1()?;
     let side = 32 * SCALE as usize;
     let images: Vec<(Vec<u8>, usize, usize)> = idx

@@ -6,7 +6,7 @@
 use crate::prune::{self, Decision};
 use crate::search::{Objective, Prune, Search};
 use crate::store::{DbError, Store};
-use trainer::train::EpochRecord;
+use trainer::metrics::EpochRecord;
 
 /// A sweep's pruning rule, bound to its store.
 pub struct Pruner<'a> {

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use trainer::data::{Cifar10, DataSource};
-use trainer::train::{self, BatchProgress, EpochRecord, Observer, Outcome, RunOptions};
+use trainer::metrics::EpochRecord;
+use trainer::train::{self, BatchProgress, Observer, Outcome, RunOptions};
 use trainer::TrainConfig;
 
 /// How long a trial may go without a heartbeat before another process takes it over.

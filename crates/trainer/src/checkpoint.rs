@@ -11,8 +11,7 @@
 //! starts afresh, moving damaged files aside rather than deleting them.
 
 use crate::config::TrainConfig;
-use crate::metrics::Running;
-use crate::train::EpochRecord;
+use crate::metrics::{EpochRecord, Running};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -22,13 +21,17 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The current checkpoint, written last, so it only ever names complete tensor files.
 pub const STATE_FILE: &str = "state.json";
 /// The checkpoint before the current one, the fallback when `state.json` is damaged.
 pub const PREV_STATE_FILE: &str = "state.prev.json";
 
+/// The epoch with the lowest validation loss so far: its weights are the ones tested.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Best {
+    /// 1-based.
     pub epoch: usize,
+    /// Its validation loss (the selection criterion).
     pub valid_loss: f64,
     /// The safetensors file holding the weights of that epoch.
     pub file: String,
@@ -37,11 +40,14 @@ pub struct Best {
 /// Size and SHA-256 (hex) of a tensor file as written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSum {
+    /// Length in bytes: a truncated file fails this before it is hashed.
     pub bytes: u64,
+    /// SHA-256 of the bytes, lowercase hex.
     pub sha256: String,
 }
 
 impl FileSum {
+    /// The sum of `bytes` (as they are written, so the check covers what reached the disk).
     pub fn of(bytes: &[u8]) -> FileSum {
         FileSum {
             bytes: bytes.len() as u64,
@@ -53,9 +59,13 @@ impl FileSum {
     }
 }
 
+/// `state.json`: where a run stands and which files hold it. A checkpoint is only resumed
+/// by the same config on the same data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
+    /// The run's resolved configuration.
     pub config: TrainConfig,
+    /// The data set's checksum ([`crate::data::Cifar10::checksum`]).
     pub data_checksum: String,
     /// Completed epochs.
     pub epoch: usize,
@@ -63,10 +73,13 @@ pub struct CheckpointMeta {
     pub next_batch: usize,
     /// Training metrics of the unfinished epoch so far.
     pub partial: Running,
+    /// Training time of the unfinished epoch so far (its record counts it).
     pub partial_seconds: f64,
+    /// The optimiser's step count (Adam's bias correction needs it).
     pub opt_step: u64,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// The best epoch so far, `None` before the first.
     pub best: Option<Best>,
     /// Weights and optimiser state of this position.
     pub state_file: String,
@@ -219,6 +232,8 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<Fi
     Ok(FileSum::of(&bytes))
 }
 
+/// Loads a tensor file without a checksum to check it against (a best-weights file named by
+/// hand, for example).
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     load_tensors_checked(path, None, device)
 }

@@ -4,7 +4,7 @@
 //! record those minutes as one epoch's training time, and every later comparison of
 //! timings would be off. The monotonic clock keeps running while a process is stopped,
 //! so the suspension is measured instead: a ticker thread notes the time every
-//! [`TICK`], and a SIGCONT handler flags that the process has just been continued;
+//! `TICK`, and a SIGCONT handler flags that the process has just been continued;
 //! the gap since the last tick (less one tick) is then counted as suspended. Without a
 //! SIGCONT, a late tick (a busy machine) counts as running time, as it should.
 
@@ -71,6 +71,7 @@ pub struct Stopwatch {
 }
 
 impl Stopwatch {
+    /// Starts timing now.
     pub fn start() -> Self {
         Self {
             start: Instant::now(),

@@ -3,14 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The optimiser, with PyTorch's update rules (see [`crate::optim`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
+    /// SGD, with optional momentum, Nesterov and weight decay.
     Sgd,
+    /// Adam, weight decay added to the gradient (L2).
     Adam,
+    /// AdamW: weight decay applied to the weights (decoupled).
     Adamw,
 }
 
+/// The learning-rate schedule over the run (see [`crate::schedule`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
@@ -29,25 +34,37 @@ pub enum ScheduleKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// The architecture, a name in [`crate::models::ARCHS`].
     pub arch: String,
+    /// Epochs to train.
     pub epochs: usize,
+    /// Training images per batch (the last batch of an epoch may be smaller).
     pub batch_size: usize,
+    /// The peak learning rate (the schedule scales it).
     pub lr: f64,
+    /// Which optimiser.
     pub optimizer: OptimizerKind,
     /// SGD momentum; Adam's beta1 is fixed at 0.9.
     pub momentum: f64,
+    /// SGD: Nesterov momentum (needs `momentum > 0`).
     pub nesterov: bool,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
     pub weight_decay: f64,
+    /// The learning-rate schedule.
     pub schedule: ScheduleKind,
     /// Warm-up length in epochs (may be fractional), for every schedule.
     pub warmup: f64,
-    /// `step` schedule: epochs between decays, and the decay factor.
+    /// `step` schedule: epochs between decays.
     pub step_size: usize,
+    /// `step` schedule: the decay factor (see `step_size`).
     pub gamma: f64,
+    /// Weight of the uniform distribution mixed into the targets, in `[0, 1)`.
     pub label_smoothing: f64,
+    /// Dropout probability of the architectures that have dropout layers.
     pub dropout: f64,
     /// Random crop (4 px padding) and horizontal flip on training batches.
     pub augment: bool,
+    /// Seeds everything random in a run: split, initial weights, order, masks, crops.
     pub seed: u64,
     /// Fraction of the training set held out for validation (model selection).
     pub valid_fraction: f64,
@@ -84,20 +101,13 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every value that would otherwise fail (or silently misbehave) mid-run.
-    /// Returns `(field, message)` so callers can point at the offending key.
+    /// Checks every value that would otherwise fail (or silently misbehave) mid-run, except
+    /// `arch`: the architecture is checked against the models registry by whoever builds
+    /// the model ([`crate::train::Session::new`], the sweep file parser), so that the
+    /// configuration does not depend on the models. Returns `(field, message)` so callers can
+    /// point at the offending key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let finite_pos = |v: f64| v.is_finite() && v > 0.0;
-        if !crate::models::ARCHS.iter().any(|a| a.name == self.arch) {
-            return Err((
-                "arch",
-                format!(
-                    "unknown architecture `{}` (known: {})",
-                    self.arch,
-                    crate::models::arch_names().join(", ")
-                ),
-            ));
-        }
         if self.epochs == 0 {
             return Err(("epochs", "epochs must be at least 1".into()));
         }

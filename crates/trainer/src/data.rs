@@ -31,6 +31,7 @@ mod batch;
 mod cache;
 mod download;
 mod import;
+mod rng;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -40,6 +41,7 @@ use std::time::Instant;
 
 pub use batch::{epoch_order, make_batch, split, split_sizes, valid_count, Normalization};
 pub use cache::{read_cache_dir, write_cache_dir, CACHE_DIR_NAME, DATA_FILES, META_FILE};
+pub use rng::SplitMix64;
 
 /// The class names in the label order of the official release.
 pub const CIFAR10_CLASSES: [&str; 10] = [
@@ -82,72 +84,133 @@ pub const ENV_MD5: &str = "CIFAR10_MD5";
 pub enum DataError {
     /// Nothing local and nothing to download from.
     #[error("no CIFAR-10 data in {}: {hint}", dir.display())]
-    Missing { dir: PathBuf, hint: String },
+    Missing {
+        /// The data folder.
+        dir: PathBuf,
+        /// How to get the data there.
+        hint: String,
+    },
+    /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file, folder or archive.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
     /// A binary data file whose size is not a whole number of records, or holds no records.
     #[error("{}: wrong size ({len} bytes): {reason}", path.display())]
     BadSize {
+        /// The file, folder or archive.
         path: PathBuf,
+        /// Its length.
         len: u64,
+        /// What is wrong.
         reason: String,
     },
     /// A record whose label is not below the number of classes.
     #[error("{}: record {record} has label {label}, but there are only {classes} classes", path.display())]
     BadLabel {
+        /// The file, folder or archive.
         path: PathBuf,
+        /// The record's index in the file.
         record: usize,
+        /// Its label.
         label: u8,
+        /// How many classes there are.
         classes: usize,
     },
+    /// A downloaded archive whose MD5 is not the published one.
     #[error("{what}: MD5 mismatch: expected {expected}, got {got}")]
     Checksum {
+        /// The file checked.
         what: String,
+        /// The published MD5.
         expected: String,
+        /// The MD5 of what was read.
         got: String,
     },
     /// An archive that is truncated, corrupt, or not a tar / tar.gz at all.
     #[error("{}: truncated or corrupt archive: {reason}", path.display())]
-    Archive { path: PathBuf, reason: String },
+    Archive {
+        /// The file, folder or archive.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A source that is neither the binary layout nor an image folder, or a cache directory
     /// missing some of its files.
     #[error("{}: {reason}", path.display())]
-    Layout { path: PathBuf, reason: String },
-    #[error("{}: {member}: cannot decode image: {reason}", path.display())]
-    Decode {
+    Layout {
+        /// The file, folder or archive.
         path: PathBuf,
-        member: String,
+        /// What is wrong.
         reason: String,
     },
+    /// An image of an image-folder set that does not decode.
+    #[error("{}: {member}: cannot decode image: {reason}", path.display())]
+    Decode {
+        /// The file, folder or archive.
+        path: PathBuf,
+        /// The archive member or file.
+        member: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An image that is not 32x32.
     #[error("{}: {member}: image is {width}x{height}, expected 32x32", path.display())]
     ImageSize {
+        /// The file, folder or archive.
         path: PathBuf,
+        /// The archive member or file.
         member: String,
+        /// Its width.
         width: u32,
+        /// Its height.
         height: u32,
     },
     /// Test class folders that have no training counterpart.
     #[error("{}: unknown class folder(s) under test/: {}; train/ has: {}", path.display(), unknown.join(", "), known.join(", "))]
     UnknownClass {
+        /// The file, folder or archive.
         path: PathBuf,
+        /// The test class folders without a training counterpart.
         unknown: Vec<String>,
+        /// The training class folders.
         known: Vec<String>,
     },
+    /// A source with no images (or no classes).
     #[error("{}: empty: {reason}", path.display())]
-    Empty { path: PathBuf, reason: String },
+    Empty {
+        /// The file, folder or archive.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The download failed (network, HTTP status).
     #[error("download of {url} failed: {reason}")]
-    Download { url: String, reason: String },
+    Download {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A cached data file that no longer holds what was imported (truncated, zeroed, or
     /// failing the checksum of the cache's manifest).
     #[error("{}: damaged data cache: {reason}; import the data again with `cifar-sweep data import <archive>` (it replaces the cache), or delete the folder and run `cifar-sweep data fetch`", path.display())]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The file, folder or archive.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The data folder given is a file.
     #[error("{}: the data folder (--data-dir) is a file, not a folder", path.display())]
-    NotAFolder { path: PathBuf },
+    NotAFolder {
+        /// The file, folder or archive.
+        path: PathBuf,
+    },
 }
 
 impl DataError {
@@ -172,7 +235,9 @@ impl DataError {
 /// [`IMAGE_BYTES`] bytes each, channel-major (R plane, G plane, B plane, each row-major).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ImageSet {
+    /// The pixels, [`IMAGE_BYTES`] per image.
     pub images: Vec<u8>,
+    /// One label (class index) per image.
     pub labels: Vec<u8>,
 }
 
@@ -189,10 +254,12 @@ impl fmt::Debug for ImageSet {
 }
 
 impl ImageSet {
+    /// The number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there is no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -218,7 +285,7 @@ impl ImageSet {
     /// through `0..num_classes`.
     pub fn synthetic(n: usize, num_classes: usize, seed: u64) -> ImageSet {
         assert!(num_classes > 0 && num_classes <= 256);
-        let mut rng = batch::SplitMix64::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut images = Vec::with_capacity(n * IMAGE_BYTES);
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
@@ -247,8 +314,11 @@ impl ImageSet {
 /// The whole data set in memory.
 #[derive(Clone, Debug)]
 pub struct Cifar10 {
+    /// The training images (split into training and validation by the run).
     pub train: ImageSet,
+    /// The test images.
     pub test: ImageSet,
+    /// The class names, by label.
     pub classes: Vec<String>,
     /// SHA-256 (hex) over the bytes of `data_batch_1.bin` .. `data_batch_5.bin` then
     /// `test_batch.bin`, in that order: identifies the data whatever the path it came from.
@@ -278,6 +348,7 @@ impl Cifar10 {
 /// local archive or directory to import, and the URL (and its MD5) to download otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataSource {
+    /// The folder that holds (or will hold) the cache.
     pub data_dir: PathBuf,
     /// A local `cifar-10-binary.tar.gz`, an image-folder `.tar.gz`/`.tar`, or a directory of
     /// either kind; the kind is detected.
@@ -425,23 +496,34 @@ pub fn import(src_path: &Path, data_dir: &Path) -> Result<(), DataError> {
 /// One data file of the cache, as found by [`verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileReport {
+    /// The file name.
     pub name: String,
+    /// Its size.
     pub bytes: u64,
+    /// The images in it.
     pub records: usize,
 }
 
 /// What [`verify`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The cache folder checked.
     pub dir: PathBuf,
+    /// Each data file.
     pub files: Vec<FileReport>,
+    /// The class names.
     pub classes: Vec<String>,
+    /// Training images.
     pub train: usize,
+    /// Test images.
     pub test: usize,
+    /// Training images per class, by label.
     pub train_per_class: Vec<usize>,
+    /// Test images per class, by label.
     pub test_per_class: Vec<usize>,
     /// SHA-256 recomputed from the files (the memo is refreshed).
     pub checksum: String,
+    /// Where the data came from (`source.txt`).
     pub source: String,
     /// 10 classes, 50,000 / 10,000 images, 5,000 / 1,000 of each class.
     pub standard: bool,

@@ -3,6 +3,8 @@
 use crate::{Error, Result};
 use candle_core::Device;
 
+/// The device a `--device` value names. `auto` picks CUDA, then Metal, then the CPU; a
+/// named device that is not available is an error (never a silent CPU run).
 pub fn parse(spec: &str) -> Result<Device> {
     let unavailable = |e: candle_core::Error| Error::Device(spec.to_string(), e.to_string());
     match spec {

@@ -2,6 +2,8 @@
 //! evaluation, all on candle. It never touches SQLite: progress leaves through a callback
 //! (see [`train::Observer`]) and the sweep crate persists it.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

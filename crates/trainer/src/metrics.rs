@@ -1,4 +1,6 @@
-//! Small metric types with update/compute, as in burn's examples.
+//! Small metric types with update/compute, as in burn's examples, and the records a run
+//! reports (per epoch, and the test evaluation): plain data shared by the training loop, the
+//! checkpoints and the sweep crate.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,8 +8,11 @@ use serde::{Deserialize, Serialize};
 /// not the batch size, decides the last bits (and a resumed epoch continues them exactly).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Running {
+    /// Sum over samples of the loss (batch mean times batch size).
     pub loss_sum: f64,
+    /// Correct predictions so far.
     pub correct: u64,
+    /// Samples so far.
     pub seen: u64,
 }
 
@@ -19,6 +24,7 @@ impl Running {
         self.seen += n;
     }
 
+    /// Mean loss per sample (0 before any).
     pub fn loss(&self) -> f64 {
         if self.seen == 0 {
             0.0
@@ -27,6 +33,7 @@ impl Running {
         }
     }
 
+    /// Fraction correct (0 before any sample).
     pub fn accuracy(&self) -> f64 {
         if self.seen == 0 {
             0.0
@@ -39,16 +46,19 @@ impl Running {
 /// A confusion matrix: `cells[true][predicted]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Confusion {
+    /// `classes x classes` counts.
     pub cells: Vec<Vec<u64>>,
 }
 
 impl Confusion {
+    /// An empty matrix for `classes` classes.
     pub fn new(classes: usize) -> Self {
         Self {
             cells: vec![vec![0; classes]; classes],
         }
     }
 
+    /// Counts each `(truth, predicted)` pair.
     pub fn update(&mut self, truth: &[u32], predicted: &[u32]) {
         for (&t, &p) in truth.iter().zip(predicted) {
             self.cells[t as usize][p as usize] += 1;
@@ -64,6 +74,7 @@ impl Confusion {
             .collect()
     }
 
+    /// Fraction on the diagonal (0 when empty).
     pub fn accuracy(&self) -> f64 {
         let (c, t) = self
             .per_class()
@@ -75,6 +86,38 @@ impl Confusion {
             c as f64 / t as f64
         }
     }
+}
+
+/// What one finished epoch measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (with dropout and augmentation on).
+    pub train_loss: f64,
+    /// Training accuracy over the same batches.
+    pub train_acc: f64,
+    /// Validation loss after the epoch (eval mode).
+    pub valid_loss: f64,
+    /// Validation accuracy after the epoch.
+    pub valid_acc: f64,
+    /// The learning rate at the start of the epoch.
+    pub lr: f64,
+    /// Wall time of the epoch, training and validation.
+    pub seconds: f64,
+    /// Training images per second (training part only).
+    pub images_per_sec: f64,
+}
+
+/// The test-set evaluation of the best weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// Mean test loss.
+    pub loss: f64,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Test confusion matrix.
+    pub confusion: Confusion,
 }
 
 #[cfg(test)]

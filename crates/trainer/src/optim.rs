@@ -12,6 +12,8 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
+/// SGD, Adam or AdamW over a fixed list of variables, with its state (momentum buffers,
+/// moments, step) kept for checkpoints.
 pub struct Optimizer {
     kind: OptimizerKind,
     vars: Vec<Var>,
@@ -46,10 +48,12 @@ impl Optimizer {
         })
     }
 
+    /// The learning rate of the next step.
     pub fn learning_rate(&self) -> f64 {
         self.lr
     }
 
+    /// Sets the learning rate (the schedule does, before every batch).
     pub fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
     }

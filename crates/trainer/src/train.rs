@@ -1,84 +1,81 @@
 //! The training loop: epochs of SGD/Adam over the training split, validation after each
 //! epoch, the weights with the lowest validation loss kept and evaluated on the test set.
 //!
-//! Randomness is derived, not carried: the shuffle of epoch `e` and the dropout masks and
-//! augmentation of batch `b` are drawn from generators seeded with `(seed, e, b)`. So a run
-//! resumed from any checkpoint, even one written mid-epoch, repeats the uninterrupted run
-//! bit for bit on the CPU, without saving generator states.
+//! Randomness is derived, not carried: the shuffle of epoch `e` ([`data::epoch_order`]) and
+//! the dropout masks and augmentation of batch `b` are drawn from generators seeded with
+//! `(seed, e, b)`. So a run resumed from any checkpoint, even one written mid-epoch, repeats
+//! the uninterrupted run bit for bit on the CPU, without saving generator states. Every
+//! generator is [`SplitMix64`], written out in the data module rather than taken from
+//! `rand`, so the numbers also survive dependency upgrades.
 
 use crate::checkpoint::{self, Best, CheckpointMeta};
 use crate::config::TrainConfig;
-use crate::data::{self, Cifar10, ImageSet, Normalization};
-use crate::metrics::{Confusion, Running};
+use crate::data::{self, Cifar10, ImageSet, Normalization, SplitMix64};
+use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
 use crate::optim::Optimizer;
 use crate::schedule;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// What one finished epoch measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub valid_loss: f64,
-    pub valid_acc: f64,
-    /// The learning rate at the start of the epoch.
-    pub lr: f64,
-    /// Wall time of the epoch, training and validation.
-    pub seconds: f64,
-    /// Training images per second (training part only).
-    pub images_per_sec: f64,
-}
-
-/// The test-set evaluation of the best weights.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TestReport {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub confusion: Confusion,
-}
-
+/// How a run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// Every epoch ran; the best weights were evaluated on the test set.
     Finished {
+        /// The epoch with the lowest validation loss (1-based).
         best_epoch: usize,
+        /// Its validation loss.
         best_valid_loss: f64,
+        /// The test evaluation of its weights.
         test: TestReport,
+        /// Training time over all epochs (suspensions left out).
         train_seconds: f64,
     },
     /// The loss became NaN or infinite during `epoch`; `last_good_epoch` is the last
     /// epoch that completed with finite losses (0 if none).
     Diverged {
+        /// The epoch that diverged (1-based).
         epoch: usize,
+        /// The last epoch with finite losses.
         last_good_epoch: usize,
     },
     /// Stopped on request; the checkpoint holds the exact position.
-    Interrupted { epoch: usize, batch: usize },
+    Interrupted {
+        /// The epoch being trained (1-based), or just finished when `batch` is 0.
+        epoch: usize,
+        /// Batches of `epoch` done (0: at the end of `epoch`).
+        batch: usize,
+    },
 }
 
 /// Progress inside an epoch, for progress bars.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchProgress {
+    /// The epoch (1-based).
     pub epoch: usize,
+    /// Epochs in the run.
     pub epochs: usize,
+    /// Batches done in this epoch (1-based: the one just trained).
     pub batch: usize,
+    /// Batches per epoch.
     pub batches: usize,
+    /// Mean training loss of the epoch so far.
     pub loss: f64,
+    /// Training accuracy of the epoch so far.
     pub accuracy: f64,
+    /// Training throughput of the epoch so far.
     pub images_per_sec: f64,
 }
 
 /// How the trainer reports. The sweep crate persists epochs from `on_epoch`; the trainer
 /// itself never touches a database.
 pub trait Observer {
+    /// Called after every training batch (for progress bars; cheap, may be ignored).
     fn on_batch(&mut self, _p: &BatchProgress) {}
     /// Called after the epoch's checkpoint is on disk. An error ends the run with
     /// [`Error::Observer`]-like failure (the message is kept).
@@ -99,6 +96,7 @@ pub trait Observer {
 /// Where and how often to checkpoint.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// The run's own folder of checkpoints (created if missing).
     pub checkpoint_dir: PathBuf,
     /// Resume from the checkpoint in `checkpoint_dir` when it matches the config.
     pub resume: bool,
@@ -107,6 +105,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Checkpoints in `checkpoint_dir`, resuming, one mid-epoch checkpoint a minute at most.
     pub fn new(checkpoint_dir: impl Into<PathBuf>) -> Self {
         Self {
             checkpoint_dir: checkpoint_dir.into(),
@@ -119,10 +118,14 @@ impl RunOptions {
 /// Loss and accuracy of one batch.
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
+    /// Mean loss over the batch (NaN or infinite when it diverged: no update was applied).
     pub loss: f64,
+    /// Correct predictions in the batch.
     pub correct: u64,
 }
 
+/// The seed of one generator of a run: `stream` 2 is the dropout masks, 3 augmentation (1
+/// was the epoch shuffle, now [`data::epoch_order`]'s own derivation).
 fn mix(seed: u64, epoch: usize, batch: usize, stream: u64) -> u64 {
     // SplitMix64 finaliser over the packed coordinates: distinct, well-spread seeds.
     let mut z = seed
@@ -193,7 +196,7 @@ pub fn evaluate(
     let mut running = Running::default();
     let mut confusion = Confusion::new(classes);
     for chunk in idx.chunks(EVAL_BATCH) {
-        let (x, y) = data::make_batch(set, chunk, norm, None::<&mut StdRng>, device)?;
+        let (x, y) = data::make_batch(set, chunk, norm, None, device)?;
         let logits = model.forward_t(&x, false)?;
         let loss = cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
@@ -207,17 +210,23 @@ pub fn evaluate(
 
 /// A model with its variables, ready to train or evaluate.
 pub struct Session {
+    /// The configuration it was built from.
     pub cfg: TrainConfig,
+    /// Where its variables live.
     pub device: Device,
+    /// The variables by name, sorted (the order of the optimiser's state and checkpoints).
     pub vars: Vec<(String, Var)>,
+    /// The network.
     pub model: Box<dyn Model>,
+    /// The optimiser over `vars`.
     pub opt: Optimizer,
 }
 
 impl Session {
+    /// Builds `cfg.arch` on `device` with weights seeded from `cfg.seed`, and its optimiser;
+    /// a config that fails [`models::validate`] is an [`Error::Config`] naming the field.
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
-        cfg.validate()
-            .map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
+        models::validate(cfg).map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
         let (varmap, model) = models::instantiate(cfg, device)?;
         let vars = models::sorted_vars(&varmap);
         let opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
@@ -316,7 +325,7 @@ pub fn time_steps(
     let set = ImageSet::synthetic(batch, 10, cfg.seed);
     let idx: Vec<usize> = (0..batch).collect();
     let norm = Normalization::default();
-    let mut rng = StdRng::seed_from_u64(mix(cfg.seed, 0, 0, 3));
+    let mut rng = SplitMix64::new(mix(cfg.seed, 0, 0, 3));
     let mut step = |s: &mut Session, b: usize| -> Result<()> {
         s.model.reseed(mix(cfg.seed, 0, b, 2));
         let (x, y) = data::make_batch(&set, &idx, &norm, cfg.augment.then_some(&mut rng), device)?;
@@ -335,7 +344,7 @@ pub fn time_steps(
         n += 1;
     }
     let train = timed.elapsed() / n as u32;
-    let (x, _) = data::make_batch(&set, &idx, &norm, None::<&mut StdRng>, device)?;
+    let (x, _) = data::make_batch(&set, &idx, &norm, None, device)?;
     let t = Instant::now();
     // A scalar read back, so a device that queues work (CUDA, Metal) has finished it.
     s.model
@@ -350,7 +359,8 @@ pub fn time_steps(
     })
 }
 
-/// Trains `cfg` on `data` and evaluates the best weights on the test set.
+/// Trains `cfg` on `data` and evaluates the best weights on the test set: a [`Trainer`]
+/// driven from start (or its checkpoint) to end, reporting to `obs`.
 pub fn run(
     cfg: &TrainConfig,
     data: &Cifar10,
@@ -358,99 +368,207 @@ pub fn run(
     opts: &RunOptions,
     obs: &mut dyn Observer,
 ) -> Result<Outcome> {
-    let mut s = Session::new(cfg, device)?;
-    let dir = &opts.checkpoint_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let norm = Normalization::default();
-    let classes = data.classes.len();
-
-    // Validation checked the split against the standard 50,000 images; the data may be
-    // smaller (an image-folder set).
-    data::split_sizes(
-        data.train.len(),
-        cfg.valid_fraction,
-        cfg.train_subset,
-        cfg.batch_size,
-    )
-    .map_err(|(field, msg)| Error::Config(format!("{field}: {msg} ({})", data.source)))?;
-    let (mut train_idx, valid_idx) = data::split(&data.train, cfg.valid_fraction, cfg.seed);
-    if let Some(n) = cfg.train_subset {
-        train_idx.truncate(n);
-    }
-    let test_idx: Vec<usize> =
-        (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
-    let batches = train_idx.len().div_ceil(cfg.batch_size);
-
-    // Where to start: a fresh run, or the checkpoint of an earlier attempt.
-    let mut meta = CheckpointMeta {
-        config: cfg.clone(),
-        data_checksum: data.checksum.clone(),
-        epoch: 0,
-        next_batch: 0,
-        partial: Running::default(),
-        partial_seconds: 0.0,
-        opt_step: 0,
-        history: Vec::new(),
-        best: None,
-        state_file: String::new(),
-        files: Default::default(),
-    };
-    let mut best_weights: Option<HashMap<String, Tensor>> = None;
+    let mut t = Trainer::new(cfg, data, device, opts)?;
     if opts.resume {
-        if let Some((saved, best)) = resume(&mut s, dir, data, batches)? {
-            meta = saved;
-            best_weights = best;
+        t.resume()?;
+    }
+    obs.on_resume(t.history()).map_err(Error::Observer)?;
+    for epoch in t.epochs_left() {
+        let record = match t.train_epoch(epoch, obs)? {
+            EpochEnd::Trained(record) => record,
+            EpochEnd::Ended(outcome) => return Ok(outcome),
+        };
+        // The checkpoint first: an epoch the observer has recorded is always on disk.
+        t.checkpoint()?;
+        obs.on_epoch(&record).map_err(Error::Observer)?;
+        if obs.should_stop() && epoch < cfg.epochs {
+            return Ok(Outcome::Interrupted { epoch, batch: 0 });
         }
     }
-    obs.on_resume(&meta.history).map_err(Error::Observer)?;
-    // The sum of the best weights' file, carried to the next commits. A checkpoint written
-    // before checksums existed has none: take it from the file just loaded.
-    let mut best_sum = match &meta.best {
-        Some(b) => match meta.files.get(&b.file) {
-            Some(sum) => Some(sum.clone()),
-            None => {
-                let path = dir.join(&b.file);
-                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                Some(checkpoint::FileSum::of(&bytes))
-            }
-        },
-        None => None,
-    };
+    t.finish()
+}
 
-    for epoch in meta.epoch + 1..=cfg.epochs {
+/// How [`Trainer::train_epoch`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EpochEnd {
+    /// The epoch was trained and validated; its record is in the history and the best
+    /// weights are updated, but nothing of it is committed until [`Trainer::checkpoint`].
+    Trained(EpochRecord),
+    /// The run ends here: it diverged, or it was stopped mid-epoch (the checkpoint of that
+    /// position is already committed).
+    Ended(Outcome),
+}
+
+/// One training run, step by step (the learner / epoch split of burn): [`Trainer::new`]
+/// prepares the split, [`Trainer::resume`] restores a checkpoint, [`Trainer::train_epoch`]
+/// trains and validates one epoch, [`Trainer::checkpoint`] commits the position, and
+/// [`Trainer::finish`] evaluates the best weights on the test set. [`run`] drives them in
+/// that order; the steps keep no state outside the checkpoint that a resumed run could miss.
+pub struct Trainer<'a> {
+    s: Session,
+    data: &'a Cifar10,
+    opts: &'a RunOptions,
+    norm: Normalization,
+    train_idx: Vec<usize>,
+    valid_idx: Vec<usize>,
+    test_idx: Vec<usize>,
+    batches: usize,
+    /// The position and history: exactly what the next checkpoint will say.
+    meta: CheckpointMeta,
+    /// The weights of the best epoch so far, for the test evaluation at the end.
+    best_weights: Option<Weights>,
+    /// The sum of the best weights' file, carried into every later checkpoint.
+    best_sum: Option<checkpoint::FileSum>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run of `cfg` on `data`: the model built and seeded, the checkpoint folder
+    /// created, the validation split drawn. Refuses a config that fails validation, and a
+    /// data set too small for the split (validation only knows the standard 50,000 images).
+    pub fn new(
+        cfg: &TrainConfig,
+        data: &'a Cifar10,
+        device: &Device,
+        opts: &'a RunOptions,
+    ) -> Result<Self> {
+        let s = Session::new(cfg, device)?;
+        let dir = &opts.checkpoint_dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Validation checked the split against the standard 50,000 images; the data may be
+        // smaller (an image-folder set).
+        data::split_sizes(
+            data.train.len(),
+            cfg.valid_fraction,
+            cfg.train_subset,
+            cfg.batch_size,
+        )
+        .map_err(|(field, msg)| Error::Config(format!("{field}: {msg} ({})", data.source)))?;
+        let (mut train_idx, valid_idx) = data::split(&data.train, cfg.valid_fraction, cfg.seed);
+        if let Some(n) = cfg.train_subset {
+            train_idx.truncate(n);
+        }
+        let test_idx: Vec<usize> =
+            (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
+        let batches = train_idx.len().div_ceil(cfg.batch_size);
+        let meta = CheckpointMeta {
+            config: cfg.clone(),
+            data_checksum: data.checksum.clone(),
+            epoch: 0,
+            next_batch: 0,
+            partial: Running::default(),
+            partial_seconds: 0.0,
+            opt_step: 0,
+            history: Vec::new(),
+            best: None,
+            state_file: String::new(),
+            files: Default::default(),
+        };
+        Ok(Self {
+            s,
+            data,
+            opts,
+            norm: Normalization::default(),
+            train_idx,
+            valid_idx,
+            test_idx,
+            batches,
+            meta,
+            best_weights: None,
+            best_sum: None,
+        })
+    }
+
+    /// Continues from the newest intact checkpoint in the checkpoint folder that belongs to
+    /// this config and data set, if any: `state.json`, else `state.prev.json`; a damaged one
+    /// is moved aside with a warning. Returns whether one was found; without one the run
+    /// stays a fresh start.
+    pub fn resume(&mut self) -> Result<bool> {
+        let dir = &self.opts.checkpoint_dir;
+        let Some((meta, best)) = resume(&mut self.s, dir, self.data, self.batches)? else {
+            return Ok(false);
+        };
+        // A checkpoint written before checksums existed has no sum for its best weights:
+        // take it from the file just loaded.
+        self.best_sum = match &meta.best {
+            Some(b) => match meta.files.get(&b.file) {
+                Some(sum) => Some(sum.clone()),
+                None => {
+                    let path = dir.join(&b.file);
+                    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                    Some(checkpoint::FileSum::of(&bytes))
+                }
+            },
+            None => None,
+        };
+        self.meta = meta;
+        self.best_weights = best;
+        Ok(true)
+    }
+
+    /// The epochs completed so far (after [`Trainer::resume`], those of the checkpoint).
+    pub fn history(&self) -> &[EpochRecord] {
+        &self.meta.history
+    }
+
+    /// The epochs still to train, 1-based: after the last completed one, to the config's
+    /// last. The first may be partly done (a mid-epoch checkpoint).
+    pub fn epochs_left(&self) -> std::ops::RangeInclusive<usize> {
+        self.meta.epoch + 1..=self.s.cfg.epochs
+    }
+
+    /// Trains epoch `epoch` (the next one, see [`Trainer::epochs_left`]) from where the
+    /// position says, then validates it and keeps its weights if they are the best so far.
+    /// Between batches it reports to `obs`, and commits a mid-epoch checkpoint when
+    /// [`RunOptions::checkpoint_every`] has passed or `obs` asks to stop (then it ends).
+    ///
+    /// Every random draw is derived from `(seed, epoch, batch)` (see the module docs), so a
+    /// resumed epoch draws what the interrupted one would have.
+    pub fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<EpochEnd> {
+        let cfg = self.s.cfg.clone();
+        let device = self.s.device.clone();
+        let batches = self.batches;
         // Running time only: a Ctrl-Z or SIGSTOP is not training time (see `clock`).
         let start = crate::clock::Stopwatch::start();
-        let mut order = train_idx.clone();
-        order.shuffle(&mut StdRng::seed_from_u64(mix(cfg.seed, epoch, 0, 1)));
-        let epoch_lr = schedule::lr_at(cfg, (epoch - 1) as f64);
-        let (first_batch, mut running, prior_secs) = if meta.next_batch > 0 {
-            (meta.next_batch, meta.partial, meta.partial_seconds)
+        let order = data::epoch_order(&self.train_idx, cfg.seed, epoch as u64);
+        let epoch_lr = schedule::lr_at(&cfg, (epoch - 1) as f64);
+        let (first_batch, mut running, prior_secs) = if self.meta.next_batch > 0 {
+            (
+                self.meta.next_batch,
+                self.meta.partial,
+                self.meta.partial_seconds,
+            )
         } else {
             (0, Running::default(), 0.0)
         };
         let mut last_ckpt = Instant::now();
         for b in first_batch..batches {
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-            s.opt.set_learning_rate(schedule::lr_at(
-                cfg,
+            self.s.opt.set_learning_rate(schedule::lr_at(
+                &cfg,
                 (epoch - 1) as f64 + b as f64 / batches as f64,
             ));
-            s.model.reseed(mix(cfg.seed, epoch, b, 2));
-            let mut aug_rng = StdRng::seed_from_u64(mix(cfg.seed, epoch, b, 3));
+            self.s.model.reseed(mix(cfg.seed, epoch, b, 2));
+            let mut aug_rng = SplitMix64::new(mix(cfg.seed, epoch, b, 3));
             let (x, y) = data::make_batch(
-                &data.train,
+                &self.data.train,
                 idx,
-                &norm,
+                &self.norm,
                 cfg.augment.then_some(&mut aug_rng),
-                device,
+                &device,
             )?;
-            let st = train_step(s.model.as_ref(), &mut s.opt, &x, &y, cfg.label_smoothing)?;
+            let st = train_step(
+                self.s.model.as_ref(),
+                &mut self.s.opt,
+                &x,
+                &y,
+                cfg.label_smoothing,
+            )?;
             if !st.loss.is_finite() {
                 tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
-                return Ok(Outcome::Diverged {
+                return Ok(EpochEnd::Ended(Outcome::Diverged {
                     epoch,
                     last_good_epoch: epoch - 1,
-                });
+                }));
             }
             running.update(st.loss, st.correct, idx.len() as u64);
             let secs = prior_secs + start.elapsed().as_secs_f64();
@@ -464,38 +582,34 @@ pub fn run(
                 images_per_sec: running.seen as f64 / secs.max(1e-9),
             });
             let stop = obs.should_stop();
-            if b + 1 < batches && (stop || last_ckpt.elapsed() >= opts.checkpoint_every) {
-                meta.next_batch = b + 1;
-                meta.partial = running;
-                meta.partial_seconds = secs;
-                meta.opt_step = s.opt.steps();
-                meta.state_file = format!("state-e{epoch}-b{}.safetensors", b + 1);
-                let sum = s.save_state(dir, &meta.state_file)?;
-                meta.files = file_sums(&meta, sum, best_sum.clone());
-                checkpoint::commit(dir, &meta)?;
+            if b + 1 < batches && (stop || last_ckpt.elapsed() >= self.opts.checkpoint_every) {
+                self.meta.next_batch = b + 1;
+                self.meta.partial = running;
+                self.meta.partial_seconds = secs;
+                self.checkpoint()?;
                 last_ckpt = Instant::now();
                 if stop {
-                    return Ok(Outcome::Interrupted {
+                    return Ok(EpochEnd::Ended(Outcome::Interrupted {
                         epoch,
                         batch: b + 1,
-                    });
+                    }));
                 }
             }
         }
         let train_secs = prior_secs + start.elapsed().as_secs_f64();
         let (valid_loss, valid_conf) = evaluate(
-            s.model.as_ref(),
-            &data.train,
-            &valid_idx,
-            &norm,
-            classes,
-            device,
+            self.s.model.as_ref(),
+            &self.data.train,
+            &self.valid_idx,
+            &self.norm,
+            self.data.classes.len(),
+            &device,
         )?;
         if !valid_loss.is_finite() {
-            return Ok(Outcome::Diverged {
+            return Ok(EpochEnd::Ended(Outcome::Diverged {
                 epoch,
                 last_good_epoch: epoch - 1,
-            });
+            }));
         }
         let record = EpochRecord {
             epoch,
@@ -507,60 +621,92 @@ pub fn run(
             seconds: prior_secs + start.elapsed().as_secs_f64(),
             images_per_sec: running.seen as f64 / train_secs.max(1e-9),
         };
-        if meta.best.as_ref().is_none_or(|b| valid_loss < b.valid_loss) {
-            let file = format!("best-e{epoch}.safetensors");
-            let weights = s.weights();
-            best_sum = Some(checkpoint::save_tensors(&dir.join(&file), &weights)?);
-            best_weights = Some(
-                weights
-                    .into_iter()
-                    .map(|(k, t)| (k, t.copy().unwrap_or(t)))
-                    .collect(),
-            );
-            meta.best = Some(Best {
-                epoch,
-                valid_loss,
-                file,
-            });
+        if self
+            .meta
+            .best
+            .as_ref()
+            .is_none_or(|b| valid_loss < b.valid_loss)
+        {
+            self.keep_best(epoch, valid_loss)?;
         }
-        meta.epoch = epoch;
-        meta.next_batch = 0;
-        meta.partial = Running::default();
-        meta.partial_seconds = 0.0;
-        meta.opt_step = s.opt.steps();
-        meta.history.push(record.clone());
-        meta.state_file = format!("state-e{epoch}.safetensors");
-        let sum = s.save_state(dir, &meta.state_file)?;
-        meta.files = file_sums(&meta, sum, best_sum.clone());
-        checkpoint::commit(dir, &meta)?;
-        obs.on_epoch(&record).map_err(Error::Observer)?;
-        if obs.should_stop() && epoch < cfg.epochs {
-            return Ok(Outcome::Interrupted { epoch, batch: 0 });
-        }
+        self.meta.epoch = epoch;
+        self.meta.next_batch = 0;
+        self.meta.partial = Running::default();
+        self.meta.partial_seconds = 0.0;
+        self.meta.history.push(record.clone());
+        Ok(EpochEnd::Trained(record))
     }
 
-    let best = meta.best.clone().expect("at least one epoch ran");
-    if let Some(w) = &best_weights {
-        s.load_weights(w, &dir.join(&best.file))?;
+    /// Saves the current weights as the best ones (of `epoch`, at `valid_loss`): to their
+    /// own file, which later checkpoints name, and in memory for [`Trainer::finish`].
+    fn keep_best(&mut self, epoch: usize, valid_loss: f64) -> Result<()> {
+        let file = format!("best-e{epoch}.safetensors");
+        let weights = self.s.weights();
+        self.best_sum = Some(checkpoint::save_tensors(
+            &self.opts.checkpoint_dir.join(&file),
+            &weights,
+        )?);
+        // A copy, not the variables' storage, which the next steps update in place.
+        self.best_weights = Some(
+            weights
+                .into_iter()
+                .map(|(k, t)| (k, t.copy().unwrap_or(t)))
+                .collect(),
+        );
+        self.meta.best = Some(Best {
+            epoch,
+            valid_loss,
+            file,
+        });
+        Ok(())
     }
-    let (test_loss, confusion) = evaluate(
-        s.model.as_ref(),
-        &data.test,
-        &test_idx,
-        &norm,
-        classes,
-        device,
-    )?;
-    Ok(Outcome::Finished {
-        best_epoch: best.epoch,
-        best_valid_loss: best.valid_loss,
-        test: TestReport {
-            loss: test_loss,
-            accuracy: confusion.accuracy(),
-            confusion,
-        },
-        train_seconds: meta.history.iter().map(|r| r.seconds).sum(),
-    })
+
+    /// Commits the current position (an epoch boundary, or mid-epoch as
+    /// [`Trainer::train_epoch`] sets it): the weights and optimiser state to a new state
+    /// file, then the checkpoint that names it and the best weights' file (see
+    /// [`checkpoint::commit`] for why a crash at any moment leaves an intact one).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let dir = &self.opts.checkpoint_dir;
+        let meta = &mut self.meta;
+        meta.opt_step = self.s.opt.steps();
+        meta.state_file = if meta.next_batch > 0 {
+            format!("state-e{}-b{}.safetensors", meta.epoch + 1, meta.next_batch)
+        } else {
+            format!("state-e{}.safetensors", meta.epoch)
+        };
+        let sum = self.s.save_state(dir, &meta.state_file)?;
+        meta.files = file_sums(meta, sum, self.best_sum.clone());
+        checkpoint::commit(dir, meta)
+    }
+
+    /// Evaluates the best weights on the test set and reports the finished run. Call it
+    /// after the last epoch (a resumed finished run may call it at once); it panics when no
+    /// epoch was trained.
+    pub fn finish(self) -> Result<Outcome> {
+        let best = self.meta.best.clone().expect("at least one epoch ran");
+        if let Some(w) = &self.best_weights {
+            self.s
+                .load_weights(w, &self.opts.checkpoint_dir.join(&best.file))?;
+        }
+        let (test_loss, confusion) = evaluate(
+            self.s.model.as_ref(),
+            &self.data.test,
+            &self.test_idx,
+            &self.norm,
+            self.data.classes.len(),
+            &self.s.device,
+        )?;
+        Ok(Outcome::Finished {
+            best_epoch: best.epoch,
+            best_valid_loss: best.valid_loss,
+            test: TestReport {
+                loss: test_loss,
+                accuracy: confusion.accuracy(),
+                confusion,
+            },
+            train_seconds: self.meta.history.iter().map(|r| r.seconds).sum(),
+        })
+    }
 }
 
 /// The checksums a checkpoint records: its state file's and its best file's.

@@ -21,7 +21,7 @@ pub use sqlite::{check_creatable, probe, SqliteBackend, SCHEMA_VERSION};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use trainer::train::{EpochRecord, TestReport};
+use trainer::metrics::{EpochRecord, TestReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use trainer::train::EpochRecord;
+use trainer::metrics::EpochRecord;
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 3;

@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::batch::SplitMix64;
 use super::cache::{encode_files, META_FILE};
+use super::SplitMix64;
 use super::{ImageSet, CIFAR10_CLASSES, IMAGE_BYTES};
 
 /// `n` random images with random labels below `classes`.

@@ -4,14 +4,14 @@
 //! groups several small images into one GEMM so the reduction dimension stays long.
 
 use super::direct;
-use super::eltwise::relu_backward;
+use super::eltwise::relu_masked_grad;
 use super::util::{
     alloc_uninit, alloc_zeroed, cpu_slice, num_threads, par_for, par_map, par_sgemm, prof, sgemm,
     split_range, sum, tensor_from, with_data, with_scratch, Mat, SyncPtr,
 };
 #[cfg(target_arch = "x86_64")]
 use super::winograd;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 
 /// Geometry of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -865,14 +865,8 @@ impl Conv2dOp {
         let need_dx = x.track_op();
         let need_dw = w.track_op();
         let need_db = b.is_some_and(|b| b.track_op());
-        let masked;
-        let grad = if self.relu {
-            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
-            masked = tensor_from(v, res.dims())?;
-            &masked
-        } else {
-            grad
-        };
+        let masked = relu_masked_grad(self.relu, res, grad)?;
+        let grad = masked.as_ref().unwrap_or(grad);
         with_data(grad, |dy| {
             let dx = if need_dx {
                 let v = with_data(w, |ws| Ok(backward_input(dy, ws, &p)))?;
@@ -900,57 +894,7 @@ impl Conv2dOp {
     }
 }
 
-impl CustomOp2 for Conv2dOp {
-    fn name(&self) -> &'static str {
-        "fast-conv2d"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Conv2dOp::bwd(self, x, w, None, res, grad)?;
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for Conv2dOp {
-    fn name(&self) -> &'static str {
-        "fast-conv2d-bias"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Conv2dOp::bwd(self, x, w, Some(b), res, grad)
-    }
-}
+custom_ops!(Conv2dOp, "fast-conv2d", "fast-conv2d-bias");
 
 /// The Winograd kernels are AVX-512 code: elsewhere [`winograd::applies`] is false, so the
 /// callers never reach the rest.

@@ -34,6 +34,16 @@ pub(crate) fn relu_forward(x: &[f32]) -> Vec<f32> {
     })
 }
 
+/// The output gradient of a fused op that ends in ReLU, masked with `res > 0` before the
+/// op's own backward pass; `None` (use `grad` as it is) when the op has no ReLU.
+pub(crate) fn relu_masked_grad(relu: bool, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    if !relu {
+        return Ok(None);
+    }
+    let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
+    Ok(Some(tensor_from(v, res.dims())?))
+}
+
 pub(crate) fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
     let _t = prof::span("relu backward");
     map_chunks(y.len(), |r, o| {

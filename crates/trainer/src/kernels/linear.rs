@@ -2,12 +2,12 @@
 //! is folded into the GEMM and the backward pass is three GEMM-shaped loops instead of
 //! candle's chain of transposes, matmuls and broadcast reductions.
 
-use super::eltwise::relu_backward;
+use super::eltwise::relu_masked_grad;
 use super::util::{
     alloc_uninit, cpu_slice, num_threads, par_for, par_sgemm, prof, split_range, tensor_from,
     with_data, with_scratch, Mat, SyncPtr,
 };
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 
 fn dims(x: &[usize], w: &[usize]) -> Result<(usize, usize, usize)> {
     let (&[n, i], &[o, i2]) = (x, w) else {
@@ -292,14 +292,8 @@ impl LinearOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _t = prof::span("linear backward");
         let (n, i, o) = dims(x.dims(), w.dims())?;
-        let masked;
-        let grad = if self.relu {
-            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
-            masked = tensor_from(v, res.dims())?;
-            &masked
-        } else {
-            grad
-        };
+        let masked = relu_masked_grad(self.relu, res, grad)?;
+        let grad = masked.as_ref().unwrap_or(grad);
         with_data(grad, |dy| {
             let dx = if x.track_op() {
                 // Overwritten by the GEMM.
@@ -360,54 +354,4 @@ impl LinearOp {
     }
 }
 
-impl CustomOp2 for LinearOp {
-    fn name(&self) -> &'static str {
-        "fast-linear"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = LinearOp::bwd(self, x, w, None, res, grad)?;
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        "fast-linear-bias"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        LinearOp::bwd(self, x, w, Some(b), res, grad)
-    }
-}
+custom_ops!(LinearOp, "fast-linear", "fast-linear-bias");

@@ -19,6 +19,8 @@
 //! Switching: the fast kernels are on by default; `CIFAR_SWEEP_KERNELS=candle` (read once)
 //! or [`set_enabled`]`(false)` selects candle's implementation everywhere.
 
+#[macro_use]
+mod glue;
 mod conv;
 mod direct;
 mod eltwise;
@@ -130,6 +132,7 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     }
 }
 
+/// `max(x, 0)`, with gradient 0 at 0 on the fast path (PyTorch's convention).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if fast_for(&[x]) {
         fast::relu(x)
@@ -273,12 +276,17 @@ pub fn sgd_update(
 /// The constants of one Adam step (see [`adam_update`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamStepConfig {
+    /// The learning rate.
     pub lr: f64,
+    /// First-moment decay.
     pub beta1: f64,
+    /// Second-moment decay.
     pub beta2: f64,
+    /// Added to the denominator's square root.
     pub eps: f64,
     /// The step number, from 1 (bias correction).
     pub step: u64,
+    /// L2 (Adam) or decoupled (AdamW) weight decay.
     pub weight_decay: f64,
     /// AdamW: decay the weight (`p *= 1 - lr * weight_decay`) instead of adding
     /// `weight_decay * p` to the gradient.
@@ -557,11 +565,13 @@ pub mod profile {
     /// One kernel phase's totals since the last [`take`].
     #[derive(Clone, Debug)]
     pub struct Entry {
+        /// The kernel and phase.
         pub name: String,
         /// Wall-clock seconds.
         pub wall: f64,
         /// CPU seconds of the calling thread (the kernel's helpers not included).
         pub cpu: f64,
+        /// How many times it ran.
         pub calls: u64,
     }
 

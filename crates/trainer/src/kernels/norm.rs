@@ -7,12 +7,12 @@
 //! the caller can update the running statistics (unbiased variance), as candle-nn and
 //! PyTorch do; evaluation mode normalises with given statistics.
 
-use super::eltwise::relu_backward;
+use super::eltwise::relu_masked_grad;
 use super::util::{
     alloc_uninit, cpu_slice, par_for, prof, sum_and_centered_dot, sum_and_squares, tensor_from,
     with_data, SyncPtr,
 };
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// Per-channel statistics: mean and biased variance.
@@ -177,19 +177,13 @@ impl BatchNormOp {
     }
 }
 
-impl CustomOp3 for BatchNormOp {
-    fn name(&self) -> &'static str {
-        "fast-batch-norm"
-    }
-
-    fn cpu_fwd(
+impl BatchNormOp {
+    /// The op's forward pass on candle's storage: shapes checked, then [`Self::forward`].
+    fn fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        (s3, l3): (&CpuStorage, &Layout),
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, _) = dims(l1.dims())?;
         if l2.dims() != [c] || l3.dims() != [c] {
@@ -208,6 +202,7 @@ impl CustomOp3 for BatchNormOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    /// The op's backward pass on tensors: [`Self::backward`], and only the gradients wanted.
     fn bwd(
         &self,
         x: &Tensor,
@@ -217,14 +212,8 @@ impl CustomOp3 for BatchNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let need_dx = x.track_op();
-        let masked;
-        let grad = if self.relu {
-            let v = with_data(res, |y| with_data(grad, |dy| Ok(relu_backward(y, dy))))?;
-            masked = tensor_from(v, res.dims())?;
-            &masked
-        } else {
-            grad
-        };
+        let masked = relu_masked_grad(self.relu, res, grad)?;
+        let grad = masked.as_ref().unwrap_or(grad);
         let (dx, dg, db) = with_data(x, |xs| {
             with_data(g, |gs| {
                 with_data(grad, |dy| self.backward(xs, gs, dy, x.dims(), need_dx))
@@ -247,3 +236,5 @@ impl CustomOp3 for BatchNormOp {
         Ok((dx, dg, db))
     }
 }
+
+custom_ops!(BatchNormOp, "fast-batch-norm");

@@ -63,6 +63,45 @@ fn zip3(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut f32, f32, f32) + 
     });
 }
 
+/// A fused in-place update of a destination from two sources of its length: what each
+/// optimiser op says of itself, the rest (candle's `InplaceOp3`, the slices and their checks)
+/// is [`inplace_op3!`]'s.
+trait Update3: Sync {
+    /// The op's name for candle.
+    const NAME: &'static str;
+    /// The names in errors: `[optimiser, dst, src1, src2]`.
+    const WHAT: [&'static str; 4];
+    /// The update over the checked slices.
+    fn apply(&self, dst: &mut [f32], src1: &[f32], src2: &[f32]);
+}
+
+/// Implements candle's `InplaceOp3` for [`Update3`] types. A macro, as a blanket impl of a
+/// foreign trait over a local trait is not allowed.
+macro_rules! inplace_op3 {
+    ($($op:ty),+) => {$(
+        impl InplaceOp3 for $op {
+            fn name(&self) -> &'static str {
+                <$op as Update3>::NAME
+            }
+            fn cpu_fwd(
+                &self,
+                s1: &mut CpuStorage,
+                l1: &Layout,
+                s2: &CpuStorage,
+                l2: &Layout,
+                s3: &CpuStorage,
+                l3: &Layout,
+            ) -> Result<()> {
+                let (d, a, b) = three((s1, l1), (s2, l2), (s3, l3), <$op as Update3>::WHAT)?;
+                self.apply(d, a, b);
+                Ok(())
+            }
+        }
+    )+};
+}
+
+inplace_op3!(SgdMomentumBuf, SgdMomentumStep, AdamMoment, AdamStep);
+
 /// Without momentum: `p -= lr * (g + wd * p)`.
 pub(crate) struct SgdPlain {
     pub lr: f32,
@@ -106,28 +145,12 @@ pub(crate) struct SgdMomentumBuf {
     pub wd: f32,
 }
 
-impl InplaceOp3 for SgdMomentumBuf {
-    fn name(&self) -> &'static str {
-        "fast-sgd-momentum-buffer"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (b, g, p) = three(
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            ["sgd", "momentum buffer", "gradient", "parameter"],
-        )?;
+impl Update3 for SgdMomentumBuf {
+    const NAME: &'static str = "fast-sgd-momentum-buffer";
+    const WHAT: [&'static str; 4] = ["sgd", "momentum buffer", "gradient", "parameter"];
+    fn apply(&self, b: &mut [f32], g: &[f32], p: &[f32]) {
         let (m, wd) = (self.momentum, self.wd);
         zip3(b, g, p, |b, g, p| *b = m * *b + g + wd * p);
-        Ok(())
     }
 }
 
@@ -140,32 +163,16 @@ pub(crate) struct SgdMomentumStep {
     pub nesterov: bool,
 }
 
-impl InplaceOp3 for SgdMomentumStep {
-    fn name(&self) -> &'static str {
-        "fast-sgd-momentum-step"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (p, b, g) = three(
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            ["sgd", "parameter", "momentum buffer", "gradient"],
-        )?;
+impl Update3 for SgdMomentumStep {
+    const NAME: &'static str = "fast-sgd-momentum-step";
+    const WHAT: [&'static str; 4] = ["sgd", "parameter", "momentum buffer", "gradient"];
+    fn apply(&self, p: &mut [f32], b: &[f32], g: &[f32]) {
         let (lr, m, wd) = (self.lr, self.momentum, self.wd);
         if self.nesterov {
             zip3(p, b, g, |p, b, g| *p -= lr * (g + wd * *p + m * b));
         } else {
             zip3(p, b, g, |p, b, _| *p -= lr * b);
         }
-        Ok(())
     }
 }
 
@@ -179,25 +186,10 @@ pub(crate) struct AdamMoment {
     pub square: bool,
 }
 
-impl InplaceOp3 for AdamMoment {
-    fn name(&self) -> &'static str {
-        "fast-adam-moment"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (m, g, p) = three(
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            ["adam", "moment", "gradient", "parameter"],
-        )?;
+impl Update3 for AdamMoment {
+    const NAME: &'static str = "fast-adam-moment";
+    const WHAT: [&'static str; 4] = ["adam", "moment", "gradient", "parameter"];
+    fn apply(&self, m: &mut [f32], g: &[f32], p: &[f32]) {
         let (beta, omb, wd) = (self.beta, self.one_minus_beta, self.l2);
         // Two loops rather than a branch per element, so each vectorises.
         if self.square {
@@ -208,7 +200,6 @@ impl InplaceOp3 for AdamMoment {
         } else {
             zip3(m, g, p, |m, g, p| *m = beta * *m + omb * (g + wd * p));
         }
-        Ok(())
     }
 }
 
@@ -224,25 +215,10 @@ pub(crate) struct AdamStep {
     pub decay: f32,
 }
 
-impl InplaceOp3 for AdamStep {
-    fn name(&self) -> &'static str {
-        "fast-adam-step"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (p, m, v) = three(
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            ["adam", "parameter", "first moment", "second moment"],
-        )?;
+impl Update3 for AdamStep {
+    const NAME: &'static str = "fast-adam-step";
+    const WHAT: [&'static str; 4] = ["adam", "parameter", "first moment", "second moment"];
+    fn apply(&self, p: &mut [f32], m: &[f32], v: &[f32]) {
         let AdamStep {
             lr,
             c1,
@@ -253,6 +229,5 @@ impl InplaceOp3 for AdamStep {
         zip3(p, m, v, |p, m, v| {
             *p = *p * decay - lr * (m * c1) / ((v * c2).sqrt() + eps);
         });
-        Ok(())
     }
 }

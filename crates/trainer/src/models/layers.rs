@@ -1,9 +1,9 @@
 //! Layers shared by the models. They call [`crate::kernels`] so the CPU gets the fast ops.
 
+use crate::data::SplitMix64;
 use crate::kernels;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 
 /// PyTorch's default initialisation (kaiming-uniform with a = sqrt(5)) reduces to
@@ -17,6 +17,7 @@ fn uniform(fan_in: usize) -> Init {
     }
 }
 
+/// A 2-D convolution with bias (stride 1, square kernel), on the fast kernels.
 pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
@@ -24,6 +25,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// `c_in -> c_out` channels, a `k x k` kernel and `padding` pixels of zeros, its
+    /// variables `weight` and `bias` created through `vb`.
     pub fn new(
         vb: VarBuilder,
         c_in: usize,
@@ -39,6 +42,7 @@ impl Conv2d {
         })
     }
 
+    /// The convolution of `x` (`[B, c_in, H, W]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::conv2d(x, &self.weight, Some(&self.bias), self.padding, 1)
     }
@@ -49,12 +53,14 @@ impl Conv2d {
     }
 }
 
+/// A fully connected layer `x @ w^T + b`, on the fast kernels.
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Linear {
+    /// `d_in -> d_out` features, its variables `weight` and `bias` created through `vb`.
     pub fn new(vb: VarBuilder, d_in: usize, d_out: usize) -> Result<Self> {
         let init = uniform(d_in);
         Ok(Self {
@@ -63,6 +69,7 @@ impl Linear {
         })
     }
 
+    /// The layer applied to `x` (`[B, d_in]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::linear(x, &self.weight, Some(&self.bias))
     }
@@ -74,17 +81,20 @@ impl Linear {
 }
 
 /// The RNG behind a model's dropout masks. candle's own `dropout` draws from an unseeded
-/// generator, which would break bit-for-bit reproducibility, so masks come from here.
+/// generator, which would break bit-for-bit reproducibility, so masks come from here (the
+/// training generator, [`SplitMix64`], fixed across `rand` releases).
 #[derive(Clone)]
-pub struct DropoutRng(Arc<Mutex<StdRng>>);
+pub struct DropoutRng(Arc<Mutex<SplitMix64>>);
 
 impl DropoutRng {
+    /// A generator seeded with `seed`, shared by the layers that get clones of it.
     pub fn new(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(StdRng::seed_from_u64(seed))))
+        Self(Arc::new(Mutex::new(SplitMix64::new(seed))))
     }
 
+    /// Restarts the shared stream from `seed` (the training loop does, every batch).
     pub fn reseed(&self, seed: u64) {
-        *self.0.lock().expect("dropout rng poisoned") = StdRng::seed_from_u64(seed);
+        *self.0.lock().expect("dropout rng poisoned") = SplitMix64::new(seed);
     }
 }
 
@@ -97,10 +107,13 @@ pub struct Dropout {
 }
 
 impl Dropout {
+    /// Drops with probability `p` (whole channels if `spatial`), masks drawn from `rng`.
     pub fn new(p: f64, spatial: bool, rng: DropoutRng) -> Self {
         Self { p, spatial, rng }
     }
 
+    /// `x` with the mask applied and the kept values scaled by `1 / (1 - p)` in training;
+    /// `x` itself in evaluation.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
@@ -118,13 +131,7 @@ impl Dropout {
         let mask: Vec<f32> = {
             let mut rng = self.rng.0.lock().expect("dropout rng poisoned");
             (0..n)
-                .map(|_| {
-                    if rng.random::<f64>() < self.p {
-                        0.0
-                    } else {
-                        keep
-                    }
-                })
+                .map(|_| if rng.next_f64() < self.p { 0.0 } else { keep })
                 .collect()
         };
         let mask = Tensor::from_vec(mask, mask_shape, x.device())?.to_dtype(x.dtype())?;
@@ -161,9 +168,10 @@ pub(crate) fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
             var.dims()[1..].iter().product::<usize>()
         };
         let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        let mut rng = StdRng::seed_from_u64(name_seed(seed, name));
+        let mut rng = SplitMix64::new(name_seed(seed, name));
+        // U(-bound, bound) from the training generator.
         let values: Vec<f32> = (0..var.elem_count())
-            .map(|_| rng.random_range(-bound..bound) as f32)
+            .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)
             .collect();
         let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;

@@ -16,28 +16,35 @@ use candle_nn::{VarBuilder, VarMap};
 
 /// A network that maps `[B, 3, 32, 32]` images to `[B, 10]` logits.
 pub trait Model: Send {
+    /// The logits of `x`; `train` turns dropout on and batch norm to batch statistics.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
-    /// Reseeds the dropout masks; the training loop calls this at the start of every epoch
-    /// with a seed derived from (run seed, epoch) so a resumed run draws the same masks.
+    /// Reseeds the dropout masks; the training loop calls this before every batch with a
+    /// seed derived from (run seed, epoch, batch), so a run resumed mid-epoch draws the
+    /// same masks.
     fn reseed(&self, seed: u64);
 }
 
 /// One registered architecture.
 pub struct Arch {
+    /// The name a sweep file uses (`arch = "..."`).
     pub name: &'static str,
+    /// One line for listings.
     pub description: &'static str,
     /// Trainable parameters (weights and biases, not batch-norm running statistics).
     pub params: usize,
+    /// Creates the layers' variables through the builder and returns the network.
     pub build: fn(VarBuilder, &TrainConfig) -> candle_core::Result<Box<dyn Model>>,
 }
 
 /// Every architecture, by the name a sweep file uses.
 pub const ARCHS: &[Arch] = &[lenet::ARCH, cnn3::ARCH, vgg6::ARCH];
 
+/// The registered names, in registry order (for messages and listings).
 pub fn arch_names() -> Vec<&'static str> {
     ARCHS.iter().map(|a| a.name).collect()
 }
 
+/// The architecture called `name`, or [`Error::UnknownArch`] naming the known ones.
 pub fn find(name: &str) -> Result<&'static Arch> {
     ARCHS
         .iter()
@@ -46,6 +53,15 @@ pub fn find(name: &str) -> Result<&'static Arch> {
             name: name.to_string(),
             known: arch_names().join(", "),
         })
+}
+
+/// Checks a whole configuration: `cfg.arch` against [`ARCHS`], then every other field
+/// ([`TrainConfig::validate`]). Returns `(field, message)` like `validate`, so a sweep file
+/// can point at the key; the architecture comes first, so a misspelt one is the error
+/// reported rather than a field that depends on it.
+pub fn validate(cfg: &TrainConfig) -> std::result::Result<(), (&'static str, String)> {
+    find(&cfg.arch).map_err(|e| ("arch", e.to_string()))?;
+    cfg.validate()
 }
 
 /// Builds `cfg.arch`, creating its variables through `vb`. The variables get candle's
@@ -118,6 +134,28 @@ mod tests {
             err,
             "unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
         );
+    }
+
+    #[test]
+    fn validate_names_the_arch_field_before_the_others() {
+        let cfg = TrainConfig {
+            arch: "resnet".into(),
+            epochs: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&cfg),
+            Err((
+                "arch",
+                "unknown architecture `resnet` (known: lenet, cnn3, vgg6)".into()
+            ))
+        );
+        let cfg = TrainConfig {
+            arch: "cnn3".into(),
+            ..cfg
+        };
+        assert_eq!(validate(&cfg).unwrap_err().0, "epochs");
+        assert_eq!(validate(&TrainConfig::default()), Ok(()));
     }
 
     #[test]
