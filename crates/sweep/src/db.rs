@@ -715,25 +715,34 @@ impl Db {
                 prev.as_deref().unwrap_or("an unknown worker")
             );
         }
+        let (key, config, recorded, store_id, sweep): (
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+        ) = tx
+            .query_row(
+                "SELECT trial_key, config, checkpoint_dir,
+                        (SELECT value FROM meta WHERE key = 'store_id'),
+                        (SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id)
+                 FROM trials WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .map_err(|e| self.err(e))?;
         // The checkpoint folder is fixed at the first claim (see schema_v2.sql).
+        let checkpoint_dir =
+            recorded.unwrap_or_else(|| crate::layout::checkpoint_dir(&store_id, &sweep, &key));
         tx.execute(
             "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
              heartbeat = datetime('now'), attempts = attempts + 1,
              started_at = COALESCE(started_at, datetime('now')),
-             checkpoint_dir = COALESCE(checkpoint_dir,
-                 'checkpoints/' || (SELECT value FROM meta WHERE key = 'store_id') || '/'
-                 || (SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id) || '/' || trial_key)
+             checkpoint_dir = ?4
              WHERE id = ?1",
-            params![id, worker.id, device],
+            params![id, worker.id, device, checkpoint_dir],
         )
         .map_err(|e| self.err(e))?;
-        let (key, config, checkpoint_dir): (String, String, String) = tx
-            .query_row(
-                "SELECT trial_key, config, checkpoint_dir FROM trials WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         let checkpoint_dir = self
             .beside(&checkpoint_dir)

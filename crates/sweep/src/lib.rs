@@ -4,8 +4,11 @@
 pub mod compare;
 pub mod db;
 pub mod estimate;
+pub mod exit;
 pub mod grid;
 pub mod html;
+pub mod layout;
+pub mod plan;
 pub mod plot;
 pub mod prune;
 pub mod pruner;
@@ -16,7 +19,7 @@ pub mod space;
 pub mod spec;
 pub mod table;
 
-/// The orchestrator's errors. Their `Display` is the message a user sees; [`exit_code`]
+/// The orchestrator's errors. Their `Display` is the message a user sees; [`exit::of`]
 /// maps them to the process's exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,34 +33,9 @@ pub enum Error {
     Data(#[from] trainer::data::DataError),
     #[error("corrupt database content: {0}")]
     Corrupt(String),
-    /// A command-line value the library refuses (the message names the flag).
+    /// A command-line value or a named thing the command refuses (the message says which).
     #[error("{0}")]
     BadArgument(String),
-}
-
-/// Exit statuses: 2 for input the user must fix, 1 for other failures.
-pub fn exit_code(e: &Error) -> i32 {
-    match e {
-        Error::Spec(_) | Error::BadArgument(_) => 2,
-        Error::Db(
-            db::DbError::NotADatabase { .. }
-            | db::DbError::TooNew { .. }
-            | db::DbError::Foreign { .. }
-            | db::DbError::Empty { .. }
-            | db::DbError::Folder { .. }
-            | db::DbError::Missing { .. }
-            | db::DbError::BadPath { .. }
-            | db::DbError::SweepConflict { .. },
-        ) => 2,
-        Error::Db(
-            db::DbError::NoSuchSweep(_)
-            | db::DbError::NoSuchTrial(_)
-            | db::DbError::AmbiguousTrial { .. },
-        ) => 2,
-        Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
-        Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,
-        _ => 1,
-    }
 }
 
 /// An error and its causes on one line (`a: b: c`), for the database's error column.

@@ -82,6 +82,17 @@ pub fn config_set(spec: &SweepSpec) -> crate::db::ConfigSet {
     }))
 }
 
+/// The database at `db` can take `spec`: it can be created there, or it is ours and holds no
+/// other sweep under this name. Nothing is written: `run` checks this before minutes on the data.
+pub fn check_store(spec: &SweepSpec, db: &Path) -> Result<(), Error> {
+    crate::db::check_creatable(db)?;
+    if let crate::db::Probe::Ours { .. } = crate::db::probe(db)? {
+        Db::open_read_only(db)?
+            .check_sweep(&spec.name, &spec.text, &spec.file, &|| config_set(spec))?;
+    }
+    Ok(())
+}
+
 /// Trials are written to the database in transactions of this many.
 const INSERT_CHUNK: usize = 10_000;
 
