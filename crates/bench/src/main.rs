@@ -13,13 +13,14 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use clap::{Args, Parser, Subcommand};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use trainer::{models, optim::Optimizer, train, TrainConfig};
+use trainer::{train, TrainConfig};
 
 mod flops;
 mod peak;
@@ -32,76 +33,179 @@ fn peak_rss_kib() -> u64 {
     ru.ru_maxrss as u64
 }
 
-struct Args {
-    map: BTreeMap<String, String>,
-    flags: Vec<String>,
+/// A comma-separated list, as `--models lenet,cnn3` takes it; blanks dropped.
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
-impl Args {
-    fn parse(v: &[String]) -> Result<Self> {
-        let mut map = BTreeMap::new();
-        let mut flags = Vec::new();
-        let mut it = v.iter().peekable();
-        while let Some(a) = it.next() {
-            let Some(k) = a.strip_prefix("--") else {
-                bail!("unexpected argument {a:?}");
-            };
-            match it.peek() {
-                Some(v) if !v.starts_with("--") => {
-                    map.insert(k.to_string(), it.next().unwrap().clone());
-                }
-                _ => flags.push(k.to_string()),
-            }
-        }
-        Ok(Self { map, flags })
-    }
-    fn get(&self, k: &str, default: &str) -> String {
-        self.map
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
-    }
-    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T> {
-        match self.map.get(k) {
-            Some(v) => v
-                .parse()
-                .ok()
-                .with_context(|| format!("--{k}: bad value {v:?}")),
-            None => Ok(default),
-        }
-    }
-    fn list(&self, k: &str, default: &str) -> Vec<String> {
-        self.get(k, default)
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    }
-    fn flag(&self, k: &str) -> bool {
-        self.flags.iter().any(|f| f == k)
-    }
+#[derive(Parser)]
+#[command(
+    name = "cifar-bench",
+    about = "candle (stock and fast kernels) vs PyTorch, CPU training and inference",
+    after_help = "--repeat N runs each measurement N times, interleaved, and keeps the best \
+                  throughputs. Each measurement runs in a child process (`child` / `epoch-child` \
+                  subcommands) so it gets its own peak RSS. Run from the repository root.\n\
+                  --epoch also times one real-data epoch per --epoch-models and --epoch-impls \
+                  (default: --impls), and for the fast kernels the training loop's other costs \
+                  (batch assembly, augmentation, metric accumulation, the per-epoch SQLite \
+                  write) as shares of that epoch.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+    #[command(flatten)]
+    driver: DriverArgs,
+}
+
+/// The side-by-side table (no subcommand).
+#[derive(Args)]
+struct DriverArgs {
+    #[arg(long, default_value = "lenet,cnn3,vgg6")]
+    models: String,
+    #[arg(long, default_value = "20,64,128")]
+    batches: String,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    time: f64,
+    #[arg(long, default_value = "stock,fast,torch")]
+    impls: String,
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    #[arg(long, default_value = ".venv-bench/bin/python")]
+    python: String,
+    #[arg(long, default_value = "bench/torch_bench.py")]
+    script: String,
+    /// Also time one real-data epoch per --epoch-models and --epoch-impls.
+    #[arg(long)]
+    epoch: bool,
+    #[arg(long, default_value = "lenet")]
+    epoch_models: String,
+    #[arg(long, default_value_t = 20)]
+    epoch_batch: usize,
+    /// Default: --impls.
+    #[arg(long, value_name = "IMPLS")]
+    epoch_impls: Option<String>,
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Also write the Markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// One (model, batch, implementation): training then inference throughput, as JSON.
+    Child {
+        #[arg(long, default_value = "lenet")]
+        model: String,
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+        #[arg(long, default_value_t = 3.0)]
+        time: f64,
+        #[arg(long = "impl", value_name = "IMPL", default_value = "fast")]
+        imp: String,
+    },
+    /// One real-data epoch, as JSON.
+    EpochChild {
+        #[arg(long, default_value = "lenet")]
+        model: String,
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+        #[arg(long = "impl", value_name = "IMPL", default_value = "fast")]
+        imp: String,
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Measured FMA peak in GFLOP/s.
+    Peak {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Where one training step's time goes.
+    Profile {
+        #[arg(long, default_value = "vgg6")]
+        model: String,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long = "impl", value_name = "IMPL", default_value = "fast")]
+        imp: String,
+    },
+    /// Single-thread GEMM throughput for vgg6's convolution shapes.
+    Gemm,
+    /// Per-layer convolution kernel times.
+    Layers {
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Only the layers whose name contains this.
+        #[arg(long, default_value = "")]
+        only: String,
+        #[arg(long, default_value = "gemm,direct")]
+        algos: String,
+    },
 }
 
 fn main() -> Result<()> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    match argv.first().map(String::as_str) {
-        Some("child") => child(&Args::parse(&argv[1..])?),
-        Some("epoch-child") => epoch_child(&Args::parse(&argv[1..])?),
-        Some("peak") => {
-            let a = Args::parse(&argv[1..])?;
-            let g = peak::measure(a.num("threads", 2)?, 1.0);
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Sub::Child {
+            model,
+            batch,
+            time,
+            imp,
+        }) => child(&model, batch, time, &imp),
+        Some(Sub::EpochChild {
+            model,
+            batch,
+            imp,
+            data_dir,
+        }) => epoch_child(&model, batch, &imp, &data_dir),
+        Some(Sub::Peak { threads }) => {
+            let g = peak::measure(threads, 1.0);
             println!("{}", json!({ "peak_gflops": g }));
             Ok(())
         }
-        Some("profile") => profile(&Args::parse(&argv[1..])?),
-        Some("gemm") => gemm_bench(),
-        Some("layers") => layers_bench(&Args::parse(&argv[1..])?),
-        Some("-h" | "--help") => {
-            println!("{}", include_str!("usage.txt"));
-            Ok(())
-        }
-        _ => driver(&Args::parse(&argv)?),
+        Some(Sub::Profile {
+            model,
+            batch,
+            steps,
+            imp,
+        }) => profile(&model, batch, steps, &imp),
+        Some(Sub::Gemm) => gemm_bench(),
+        Some(Sub::Layers {
+            batch,
+            reps,
+            only,
+            algos,
+        }) => layers_bench(batch, reps, &only, &list(&algos)),
+        None => driver(&cli.driver),
     }
+}
+
+/// The configuration measured: `arch` at `batch`, the other settings at their defaults.
+fn config(arch: &str, batch: usize) -> TrainConfig {
+    TrainConfig {
+        arch: arch.to_string(),
+        batch_size: batch,
+        ..TrainConfig::default()
+    }
+}
+
+/// A model and its optimiser, built as the trainer builds them for a run.
+fn session(cfg: &TrainConfig) -> Result<train::Session> {
+    Ok(train::Session::new(cfg, &Device::Cpu)?)
 }
 
 fn set_impl(imp: &str) -> Result<()> {
@@ -149,22 +253,9 @@ fn timed(secs: f64, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize,
 }
 
 /// One (model, batch, implementation): training then inference throughput.
-fn child(a: &Args) -> Result<()> {
-    let arch = a.get("model", "lenet");
-    let batch: usize = a.num("batch", 20)?;
-    let secs: f64 = a.num("time", 3.0)?;
-    set_impl(&a.get("impl", "fast"))?;
-    let cfg = TrainConfig {
-        arch: arch.clone(),
-        batch_size: batch,
-        ..TrainConfig::default()
-    };
-    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
-    let vars = models::sorted_vars(&varmap)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let mut opt = Optimizer::new(&cfg, vars)?;
+fn child(arch: &str, batch: usize, secs: f64, imp: &str) -> Result<()> {
+    set_impl(imp)?;
+    let train::Session { model, mut opt, .. } = session(&config(arch, batch))?;
     let (x, y) = random_batch(batch, 1)?;
     let (train_rate, train_steps, train_cpu) = timed(secs, || {
         train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
@@ -280,9 +371,7 @@ fn gemm_bench() -> Result<()> {
 
 /// Per-layer convolution kernel times (forward, input and weight gradient) for the models'
 /// convolution shapes, from the kernels' own profiling spans.
-fn layers_bench(a: &Args) -> Result<()> {
-    let batch: usize = a.num("batch", 64)?;
-    let reps: usize = a.num("reps", 5)?;
+fn layers_bench(batch: usize, reps: usize, only: &str, algos: &[String]) -> Result<()> {
     trainer::kernels::set_enabled(true);
     // (name, c_in, c_out, k, pad, side, input needs a gradient)
     let layers = [
@@ -302,9 +391,8 @@ fn layers_bench(a: &Args) -> Result<()> {
         "batch {batch}, {} threads; CPU time of the calling thread per call, GFLOP/s of that",
         trainer::kernels::num_threads()
     );
-    let only = a.get("only", "");
     for (name, c, o, k, pad, side, xgrad) in layers {
-        if !name.contains(only.as_str()) {
+        if !name.contains(only) {
             continue;
         }
         let (x, _) = random_batch(batch, 3)?;
@@ -328,8 +416,8 @@ fn layers_bench(a: &Args) -> Result<()> {
             y.sum_all()?.backward()?;
             Ok(())
         };
-        for algo in a.list("algos", "gemm,direct") {
-            trainer::kernels::set_conv_algorithm(&algo)?;
+        for algo in algos {
+            trainer::kernels::set_conv_algorithm(algo)?;
             run()?;
             trainer::kernels::profile::take();
             trainer::kernels::profile::enable(true);
@@ -358,22 +446,9 @@ fn layers_bench(a: &Args) -> Result<()> {
 }
 
 /// Where one training step's time goes: forward, backward and update, and each kernel.
-fn profile(a: &Args) -> Result<()> {
-    let arch = a.get("model", "vgg6");
-    let batch: usize = a.num("batch", 64)?;
-    let steps: usize = a.num("steps", 10)?;
-    set_impl(&a.get("impl", "fast"))?;
-    let cfg = TrainConfig {
-        arch,
-        batch_size: batch,
-        ..TrainConfig::default()
-    };
-    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
-    let vars = models::sorted_vars(&varmap)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let mut opt = Optimizer::new(&cfg, vars)?;
+fn profile(arch: &str, batch: usize, steps: usize, imp: &str) -> Result<()> {
+    set_impl(imp)?;
+    let train::Session { model, mut opt, .. } = session(&config(arch, batch))?;
     let (x, y) = random_batch(batch, 1)?;
     // Wall and process CPU time of each phase.
     let mut phase = [[0f64; 2]; 3];
@@ -444,30 +519,18 @@ fn profile(a: &Args) -> Result<()> {
 
 /// One real-data epoch of `model` (batch `batch`, the default 80/20 split: 40,000 images),
 /// end to end: reading the cache, the split, batching and training.
-fn epoch_child(a: &Args) -> Result<()> {
-    let arch = a.get("model", "lenet");
-    let batch: usize = a.num("batch", 20)?;
-    set_impl(&a.get("impl", "fast"))?;
-    let data_dir = PathBuf::from(a.get("data-dir", "data"));
+fn epoch_child(arch: &str, batch: usize, imp: &str, data_dir: &Path) -> Result<()> {
+    set_impl(imp)?;
     let t0 = Instant::now();
-    let mut src = trainer::data::DataSource::new(&data_dir);
+    let mut src = trainer::data::DataSource::new(data_dir);
     src.url = String::new();
     let data = trainer::data::load(&src)?;
-    let cfg = TrainConfig {
-        arch,
-        batch_size: batch,
-        ..TrainConfig::default()
-    };
+    let cfg = config(arch, batch);
     let (train_idx, _valid) = trainer::data::split(&data.train, cfg.valid_fraction, cfg.seed);
     let order = trainer::data::epoch_order(&train_idx, cfg.seed, 0);
     let norm = trainer::data::Normalization::default();
     let load_s = t0.elapsed().as_secs_f64();
-    let (varmap, model) = models::instantiate(&cfg, &Device::Cpu)?;
-    let vars = models::sorted_vars(&varmap)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let mut opt = Optimizer::new(&cfg, vars)?;
+    let train::Session { model, mut opt, .. } = session(&cfg)?;
     let t1 = Instant::now();
     let (mut loss, mut correct) = (0.0, 0u64);
     // Batch assembly (u8 -> normalised f32 tensor) as it happens inside the epoch.
@@ -685,19 +748,15 @@ fn fmt_rate(v: Option<f64>) -> String {
     }
 }
 
-fn driver(a: &Args) -> Result<()> {
-    let models = a.list("models", "lenet,cnn3,vgg6");
-    let batches: Vec<usize> = a
-        .list("batches", "20,64,128")
+fn driver(a: &DriverArgs) -> Result<()> {
+    let models = list(&a.models);
+    let batches: Vec<usize> = list(&a.batches)
         .iter()
         .map(|b| b.parse().context("--batches"))
         .collect::<Result<_>>()?;
-    let threads: usize = a.num("threads", 2)?;
-    let secs: f64 = a.num("time", 3.0)?;
-    let impls = a.list("impls", "stock,fast,torch");
-    let repeat: usize = a.num("repeat", 1)?;
-    let python = a.get("python", ".venv-bench/bin/python");
-    let script = a.get("script", "bench/torch_bench.py");
+    let (threads, secs, repeat) = (a.threads, a.time, a.repeat);
+    let impls = list(&a.impls);
+    let (python, script) = (&a.python, &a.script);
     let exe = std::env::current_exe()?;
     let want = |i: &str| impls.iter().any(|x| x == i);
 
@@ -719,7 +778,7 @@ fn driver(a: &Args) -> Result<()> {
         load_avg()
     );
     if want("torch") {
-        let v = Command::new(&python)
+        let v = Command::new(python)
             .args(["-c", "import torch; print(torch.__version__)"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -746,7 +805,7 @@ fn driver(a: &Args) -> Result<()> {
                         continue;
                     }
                     let mut cmd = if imp == "torch" {
-                        let mut c = Command::new(&python);
+                        let mut c = Command::new(python);
                         c.args([script.as_str(), "child", "--model", m]);
                         c.args(["--threads", &threads.to_string()]);
                         c
@@ -815,14 +874,14 @@ fn driver(a: &Args) -> Result<()> {
     }
     md += &format!("\nLoad average after: {}.\n", load_avg());
 
-    if a.flag("epoch") {
-        md += &epochs(a, threads, &exe, &python, &script, &impls)?;
+    if a.epoch {
+        md += &epochs(a, &exe, &impls)?;
     }
     println!("{md}");
-    if let Some(p) = a.map.get("markdown") {
+    if let Some(p) = &a.markdown {
         std::fs::write(p, &md)?;
     }
-    if let Some(p) = a.map.get("json") {
+    if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
@@ -830,16 +889,9 @@ fn driver(a: &Args) -> Result<()> {
 
 /// One real-data epoch per model and implementation. Imports the data into the cache first
 /// (untimed) if needed.
-fn epochs(
-    a: &Args,
-    threads: usize,
-    exe: &Path,
-    python: &str,
-    script: &str,
-    impls: &[String],
-) -> Result<String> {
-    let data_dir = PathBuf::from(a.get("data-dir", "data"));
-    let mut src = trainer::data::DataSource::new(&data_dir);
+fn epochs(a: &DriverArgs, exe: &Path, impls: &[String]) -> Result<String> {
+    let (threads, python, script, data_dir) = (a.threads, &a.python, &a.script, &a.data_dir);
+    let mut src = trainer::data::DataSource::new(data_dir);
     src.url = String::new();
     src.archive = trainer::data::find_shared_archive();
     if !src.cache_dir().exists() {
@@ -854,10 +906,10 @@ fn epochs(
          training images after the 20% validation split; reading the cache, batching and \
          training all timed):\n\n| model | batch | impl | epoch s | of which loading s | train img/s | peak RSS MiB |\n|---|---:|---|---:|---:|---:|---:|\n",
     );
-    let models = a.list("epoch-models", "lenet");
-    let batch: usize = a.num("epoch-batch", 20)?;
-    let epoch_impls = match a.map.get("epoch-impls") {
-        Some(_) => a.list("epoch-impls", ""),
+    let models = list(&a.epoch_models);
+    let batch = a.epoch_batch;
+    let epoch_impls = match &a.epoch_impls {
+        Some(v) => list(v),
         None => impls.to_vec(),
     };
     let mut over = String::from(
@@ -873,7 +925,14 @@ fn epochs(
         for imp in &epoch_impls {
             let v = if imp == "torch" {
                 let mut cmd = Command::new(python);
-                cmd.args([script, "epoch", "--model", m, "--batch", &batch.to_string()]);
+                cmd.args([
+                    script.as_str(),
+                    "epoch",
+                    "--model",
+                    m,
+                    "--batch",
+                    &batch.to_string(),
+                ]);
                 cmd.args(["--threads", &threads.to_string()]);
                 cmd.arg("--cache").arg(src.cache_dir());
                 run_json(threads_env(&mut cmd, threads))?
@@ -881,7 +940,7 @@ fn epochs(
                 let mut cmd = Command::new(exe);
                 cmd.args(["epoch-child", "--model", m, "--impl", imp]);
                 cmd.args(["--batch", &batch.to_string()]);
-                cmd.arg("--data-dir").arg(&data_dir);
+                cmd.arg("--data-dir").arg(data_dir);
                 run_json(threads_env(&mut cmd, threads))?
             };
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);

@@ -3,15 +3,13 @@
 //! comparison names every trial whose test accuracy dropped by more than a threshold and
 //! every trial that finished before and fails now.
 
+use crate::exit::Exit;
 use crate::report::{duration, mean_std};
 use crate::store::{DbError, Store, TrialStatus};
 use crate::table::{int, num, text, Table};
 use crate::Error;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// The exit status of a comparison that found a regression.
-pub const REGRESSION_EXIT: i32 = 4;
 
 struct Trial {
     id: i64,
@@ -59,6 +57,17 @@ pub struct Comparison {
     pub notes: Vec<String>,
     /// One line: how many trials matched and the mean accuracy change.
     pub summary: String,
+}
+
+impl Comparison {
+    /// How a gate ends on this comparison: [`Exit::Regression`] when anything got worse.
+    pub fn exit(&self) -> Exit {
+        if self.problems.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Regression
+        }
+    }
 }
 
 /// The latest sweep before `name` in the same series: same name with its trailing date (or

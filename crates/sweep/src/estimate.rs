@@ -7,11 +7,9 @@ use crate::prune::Asha;
 use crate::store::{DbError, Store};
 use std::collections::HashMap;
 use std::time::Duration;
-use trainer::data::{split_sizes, valid_count, TRAIN_IMAGES};
+use trainer::data::{split_sizes, valid_count, TEST_IMAGES, TRAIN_IMAGES};
 use trainer::TrainConfig;
 
-/// Images in the standard test set, evaluated once per finished trial.
-pub const TEST_IMAGES: usize = 10_000;
 /// Evaluating an image (forward only) costs about a third of training on it (forward and a
 /// backward about twice as dear): how history, which records whole epochs, is split.
 pub const EVAL_SHARE: f64 = 1.0 / 3.0;

@@ -3,8 +3,11 @@
 
 pub mod compare;
 pub mod estimate;
+pub mod exit;
 pub mod grid;
 pub mod html;
+pub mod layout;
+pub mod plan;
 pub mod plot;
 pub mod proposer;
 pub mod prune;
@@ -20,7 +23,7 @@ pub mod store;
 pub mod table;
 pub mod tpe;
 
-/// The orchestrator's errors. Their `Display` is the message a user sees; [`exit_code`]
+/// The orchestrator's errors. Their `Display` is the message a user sees; [`exit::of`]
 /// maps them to the process's exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,37 +37,11 @@ pub enum Error {
     Data(#[from] trainer::data::DataError),
     #[error("corrupt database content: {0}")]
     Corrupt(String),
-    /// A command-line value the library refuses (the message names the flag).
+    /// A command-line value or a named thing the command refuses (the message says which).
     #[error("{0}")]
     BadArgument(String),
     #[error(transparent)]
     Slurm(#[from] slurm::SlurmError),
-}
-
-/// Exit statuses: 2 for input the user must fix, 1 for other failures.
-pub fn exit_code(e: &Error) -> i32 {
-    match e {
-        Error::Spec(_) | Error::BadArgument(_) => 2,
-        Error::Db(
-            store::DbError::NotADatabase { .. }
-            | store::DbError::TooNew { .. }
-            | store::DbError::Foreign { .. }
-            | store::DbError::Empty { .. }
-            | store::DbError::Folder { .. }
-            | store::DbError::Missing { .. }
-            | store::DbError::BadPath { .. }
-            | store::DbError::SweepConflict { .. },
-        ) => 2,
-        Error::Db(
-            store::DbError::NoSuchSweep(_)
-            | store::DbError::NoSuchTrial(_)
-            | store::DbError::AmbiguousTrial { .. },
-        ) => 2,
-        Error::Trainer(trainer::Error::Device(..) | trainer::Error::Config(_)) => 2,
-        Error::Slurm(e) => e.exit_code(),
-        Error::Data(d) | Error::Trainer(trainer::Error::Data(d)) if d.is_user_error() => 2,
-        _ => 1,
-    }
 }
 
 /// An error and its causes on one line (`a: b: c`), for the database's error column.

@@ -154,21 +154,17 @@ impl SweepData {
         let data_checksum = meta.first().and_then(|r| r[0].as_str()).map(str::to_string);
         let log_scale = space_scales(meta.first().and_then(|r| r[1].as_str()));
         // A version-1 database (read as it is) has no checkpoint_dir; its trials used
-        // `checkpoints/<sweep>/<key>`.
+        // the legacy layout.
         let sql = if db.version >= 2 {
             "SELECT id, trial_key, status, config, best_epoch, test_acc, train_seconds, checkpoint,
                     checkpoint_dir
              FROM trials WHERE sweep_id = ?1 ORDER BY ordinal"
         } else {
             "SELECT id, trial_key, status, config, best_epoch, test_acc, train_seconds, checkpoint,
-                    'checkpoints/' || ?2 || '/' || trial_key
+                    NULL
              FROM trials WHERE sweep_id = ?1 ORDER BY ordinal"
         };
-        let (_, rows) = if db.version >= 2 {
-            db.query_strings(sql, &[&sweep_id])?
-        } else {
-            db.query_strings(sql, &[&sweep_id, &sweep])?
-        };
+        let (_, rows) = db.query_strings(sql, &[&sweep_id])?;
         let mut trials = Vec::new();
         for r in rows {
             let id = r[0].as_i64().unwrap_or_default();
@@ -195,7 +191,13 @@ impl SweepData {
                 test_acc: r[5].as_f64(),
                 train_seconds: r[6].as_f64(),
                 checkpoint: r[7].as_str().map(str::to_string),
-                own_checkpoint: r[8].as_str().and_then(|d| db.beside(d)),
+                own_checkpoint: match r[8].as_str() {
+                    Some(d) => db.beside(d),
+                    None => db.beside(&crate::layout::legacy_checkpoint_dir(
+                        sweep,
+                        r[1].as_str().unwrap_or_default(),
+                    )),
+                },
                 epochs: ep
                     .iter()
                     .map(|e| EpochRow {
@@ -644,15 +646,6 @@ pub fn write(charts: &Charts, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBu
         paths.push((png, svg));
     }
     Ok(paths)
-}
-
-/// The default output folder: `<db dir>/plots/<sweep>`.
-pub fn default_dir(db: &Path, sweep: &str) -> PathBuf {
-    db.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("plots")
-        .join(sweep)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1999,13 +1992,11 @@ fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
     let Some(best) = data.best() else {
         return Ok(None);
     };
-    let db = Db::open_read_only(&data.db_path).map_err(Error::from)?;
-    let (_, cells) = db
-        .query_strings(
-            "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1",
-            &[&best.id],
-        )
-        .map_err(Error::from)?;
+    let db = Db::open_read_only(&data.db_path)?;
+    let (_, cells) = db.query_strings(
+        "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1",
+        &[&best.id],
+    )?;
     let n = data.classes.len();
     if cells.is_empty() {
         return Ok(None);
@@ -2219,11 +2210,6 @@ mod tests {
         assert_eq!(nice_ceiling(0.73), 0.8);
         assert_eq!(nice_ceiling(41.0), 50.0);
         assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(
-            default_dir(Path::new("results/results.db"), "s"),
-            Path::new("results/plots/s")
-        );
-        assert_eq!(default_dir(Path::new("r.db"), "s"), Path::new("./plots/s"));
     }
 
     fn labels(lo: f64, hi: f64) -> Vec<String> {

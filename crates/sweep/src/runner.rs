@@ -87,6 +87,17 @@ pub fn config_set(spec: &SweepSpec) -> ConfigSet {
     }))
 }
 
+/// The database at `db` can take `spec`: it can be created there, or it is ours and holds no
+/// other sweep under this name. Nothing is written: `run` checks this before minutes on the data.
+pub fn check_store(spec: &SweepSpec, db: &Path) -> Result<(), Error> {
+    crate::store::check_creatable(db)?;
+    if let crate::store::Probe::Ours { .. } = crate::store::probe(db)? {
+        Db::open_read_only(db)?
+            .check_sweep(&spec.name, &spec.text, &spec.file, &|| config_set(spec))?;
+    }
+    Ok(())
+}
+
 /// Trials are written to the database in transactions of this many.
 const INSERT_CHUNK: usize = 10_000;
 

@@ -89,11 +89,11 @@ pub enum SlurmError {
 }
 
 impl SlurmError {
-    /// 2 where the user must change something (no Slurm here), 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
+    /// Bad input where the user must change something (no Slurm here), a failure otherwise.
+    pub fn exit(&self) -> crate::exit::Exit {
         match self {
-            SlurmError::NoSbatch { .. } => 2,
-            _ => 1,
+            SlurmError::NoSbatch { .. } => crate::exit::Exit::BadInput,
+            _ => crate::exit::Exit::Failure,
         }
     }
 }

@@ -691,6 +691,100 @@ mod tests {
         );
     }
 
+    /// `TrainConfig` over its defaults with `key` set to `value`, as the trainer would read it.
+    fn config_with(key: &str, value: Value) -> Result<trainer::TrainConfig, serde_json::Error> {
+        let mut v = serde_json::to_value(trainer::TrainConfig::default()).unwrap();
+        v[key] = value;
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn hyperparameters_are_exactly_the_train_config_fields_with_their_types() {
+        let Value::Object(fields) = serde_json::to_value(trainer::TrainConfig::default()).unwrap()
+        else {
+            panic!("TrainConfig serialises to an object");
+        };
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut keys = hyper_keys();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(
+            keys, fields,
+            "spec::HYPERPARAMETERS against TrainConfig's fields"
+        );
+        for (key, kind) in HYPERPARAMETERS {
+            let (accepted, refused): (&[Value], &[Value]) = match kind {
+                Kind::Str => (&[Value::from("x")], &[Value::from(3)]),
+                Kind::Int => (&[Value::from(3)], &[Value::from(0.5), Value::from("x")]),
+                Kind::Float => (&[Value::from(0.5)], &[Value::from("x")]),
+                Kind::Bool => (&[Value::from(true)], &[Value::from(1), Value::from("x")]),
+                Kind::Choice(_) => (&[], &[Value::from(3)]),
+            };
+            for v in accepted {
+                assert!(config_with(key, v.clone()).is_ok(), "{key} = {v}: {kind:?}");
+            }
+            for v in refused {
+                assert!(
+                    config_with(key, v.clone()).is_err(),
+                    "{key} = {v}: {kind:?}"
+                );
+            }
+            if let Kind::Choice(choices) = kind {
+                // serde names every variant it knows when it refuses one it does not.
+                let e = config_with(key, Value::from("no-such-choice"))
+                    .unwrap_err()
+                    .to_string();
+                let expected = &e[e.find("expected").expect(&e)..];
+                let mut variants: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+                let mut choices = choices.to_vec();
+                variants.sort_unstable();
+                choices.sort_unstable();
+                assert_eq!(choices, variants, "{key}: the choices against the enum");
+            }
+        }
+    }
+
+    #[test]
+    fn the_schemas_generated_columns_are_hyperparameters_of_their_type() {
+        // The schema as the migrations leave it, not as one file says.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        drop(crate::store::Store::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'trials'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut columns = Vec::new();
+        for line in sql.lines().filter(|l| l.contains("GENERATED")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let path = line
+                .split("json_extract(config, '$.")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or_else(|| panic!("not a config column: {line}"));
+            assert_eq!(
+                words[0], path,
+                "a column named after its config key: {line}"
+            );
+            let kind = kind_of(path).unwrap_or_else(|| panic!("not a hyperparameter: {line}"));
+            let sql_type = match kind {
+                Kind::Str | Kind::Choice(_) => "TEXT",
+                Kind::Float => "REAL",
+                Kind::Int | Kind::Bool => "INTEGER",
+            };
+            assert_eq!(words[1], sql_type, "{line}");
+            columns.push(path.to_string());
+        }
+        // The columns reports and queries rely on.
+        for key in ["arch", "lr", "batch_size", "epochs", "optimizer", "seed"] {
+            assert!(columns.iter().any(|c| c == key), "{key} in {columns:?}");
+        }
+    }
+
     #[test]
     fn names_that_read_as_flags_or_paths_are_refused() {
         for bad in ["-rf", "..", "../x", ".hidden", "a/b", "", "a b"] {

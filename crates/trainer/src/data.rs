@@ -59,6 +59,8 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 /// Images in the standard CIFAR-10 training set: what a config is checked against before
 /// the data is loaded (a smaller data set is checked again when the run starts).
 pub const TRAIN_IMAGES: usize = 50_000;
+/// Images in the standard CIFAR-10 test set.
+pub const TEST_IMAGES: usize = 10_000;
 /// Bytes of one image: 3 planes of 32x32.
 pub const IMAGE_BYTES: usize = 3072;
 /// Bytes of one record of the binary layout: a label byte and the image.
