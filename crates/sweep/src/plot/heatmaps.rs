@@ -2,8 +2,6 @@
 //! confusion matrix (`confusion`).
 
 use super::style::*;
-use crate::db::Db;
-use crate::Error;
 use super::{render, Chart, DResult, Draw, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -195,22 +193,15 @@ pub(super) fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
     let Some(best) = data.best() else {
         return Ok(None);
     };
-    let db = Db::open_read_only(&data.db_path).map_err(Error::from)?;
-    let (_, cells) = db
-        .query_strings(
-            "SELECT true_class, predicted_class, count FROM confusion WHERE trial_id = ?1",
-            &[&best.id],
-        )
-        .map_err(Error::from)?;
     let n = data.classes.len();
-    if cells.is_empty() {
+    if data.confusion.is_empty() {
         return Ok(None);
     }
     let mut m = vec![vec![0i64; n]; n];
-    for c in cells {
-        let (t, p) = (c[0].as_i64().unwrap_or(-1), c[1].as_i64().unwrap_or(-1));
+    for c in &data.confusion {
+        let (t, p) = (c.truth, c.predicted);
         if (0..n as i64).contains(&t) && (0..n as i64).contains(&p) {
-            m[t as usize][p as usize] = c[2].as_i64().unwrap_or(0);
+            m[t as usize][p as usize] = c.count;
         }
     }
     let shade = m
