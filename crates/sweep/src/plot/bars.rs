@@ -3,7 +3,7 @@
 
 use super::style::*;
 use crate::report::{duration, mean_std};
-use super::{render, Chart, DResult, Draw, SweepData, TrialData};
+use super::{DResult, Draw, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -62,7 +62,7 @@ fn bars(data: &SweepData, value: impl Fn(&TrialData) -> Option<f64>) -> (Vec<Bar
     (out, by_group)
 }
 
-struct BarChart {
+pub(super) struct BarChart {
     title: String,
     subtitle: String,
     x_desc: String,
@@ -79,6 +79,10 @@ struct BarChart {
 }
 
 impl Draw for BarChart {
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+
     fn size(&self) -> (u32, u32) {
         (1100, (150 + 38 * self.bars.len() as u32 + 60).max(340))
     }
@@ -200,10 +204,10 @@ impl Draw for BarChart {
     }
 }
 
-pub(super) fn accuracy(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn accuracy(data: &SweepData) -> Option<BarChart> {
     let (bars, by_group) = bars(data, |t| t.test_acc);
     if bars.iter().all(|b| b.values.is_empty()) {
-        return Ok(None);
+        return None;
     }
     let subtitle = if by_group {
         "bars: mean over seeds, whiskers: ± 1 std, dots: each seed; best first; dashed: chance (10%)"
@@ -221,15 +225,14 @@ pub(super) fn accuracy(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         reference: Some(0.1),
         cap: Some(1.0),
     };
-    let title = chart.title.clone();
-    render("accuracy", title, &chart).map(Some)
+    Some(chart)
 }
 
 
-pub(super) fn train_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn train_time(data: &SweepData) -> Option<BarChart> {
     let (bars, by_group) = bars(data, |t| t.train_seconds);
     if bars.iter().all(|b| b.values.is_empty()) {
-        return Ok(None);
+        return None;
     }
     let subtitle = if by_group {
         "mean over seeds ± 1 std, in the order of the accuracy chart (best first)"
@@ -247,6 +250,5 @@ pub(super) fn train_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         reference: None,
         cap: None,
     };
-    let title = chart.title.clone();
-    render("train_time", title, &chart).map(Some)
+    Some(chart)
 }

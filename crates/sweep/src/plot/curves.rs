@@ -2,7 +2,7 @@
 //! chart with the pruned ones greyed and the pruning rule's epochs marked (`all_curves`).
 
 use super::style::*;
-use super::{render, Chart, DResult, Draw, EpochRow, SweepData, TrialData};
+use super::{DResult, Draw, EpochRow, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -10,7 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 /// At most this many panels (the best trials); the title says when some were left out.
 const MAX_PANELS: usize = 24;
 
-struct LossCurves<'a> {
+pub(super) struct LossCurves<'a> {
     sweep: &'a str,
     trials: Vec<&'a TrialData>,
     total: usize,
@@ -20,14 +20,14 @@ struct LossCurves<'a> {
     max_epoch: i64,
 }
 
-pub(super) fn loss_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn loss_curves(data: &SweepData) -> Option<LossCurves<'_>> {
     let with_epochs: Vec<&TrialData> = data
         .trials
         .iter()
         .filter(|t| !t.epochs.is_empty())
         .collect();
     if with_epochs.is_empty() {
-        return Ok(None);
+        return None;
     }
     let total = with_epochs.len();
     let trials: Vec<&TrialData> = with_epochs.into_iter().take(MAX_PANELS).collect();
@@ -79,14 +79,17 @@ pub(super) fn loss_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         y: (lo, hi),
         max_epoch,
     };
-    let title = format!(
-        "Training and validation loss per epoch, sweep `{}`",
-        data.name
-    );
-    render("loss_curves", title, &chart).map(Some)
+    Some(chart)
 }
 
 impl Draw for LossCurves<'_> {
+    fn title(&self) -> String {
+        format!(
+            "Training and validation loss per epoch, sweep `{}`",
+            self.sweep
+        )
+    }
+
     fn size(&self) -> (u32, u32) {
         let w = if self.cols == 1 { 800 } else { 1200 };
         (w, 110 + self.rows as u32 * 340)
@@ -233,7 +236,7 @@ impl LossCurves<'_> {
 
 
 
-struct AllCurves<'a> {
+pub(super) struct AllCurves<'a> {
     sweep: &'a str,
     /// In drawing order: pruned trials first, the best trial last (on top).
     trials: Vec<&'a TrialData>,
@@ -246,7 +249,7 @@ struct AllCurves<'a> {
 }
 
 
-pub(super) fn all_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn all_curves(data: &SweepData) -> Option<AllCurves<'_>> {
     let with: Vec<&TrialData> = data
         .trials
         .iter()
@@ -254,7 +257,7 @@ pub(super) fn all_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         .collect();
     // One trial: the loss_curves chart already shows it alone.
     if with.len() < 2 {
-        return Ok(None);
+        return None;
     }
     let mut rungs: Vec<i64> = with
         .iter()
@@ -306,11 +309,14 @@ pub(super) fn all_curves(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         acc,
         pruned,
     };
-    let title = format!("Every trial's validation curves, sweep `{}`", data.name);
-    render("all_curves", title, &chart).map(Some)
+    Some(chart)
 }
 
 impl Draw for AllCurves<'_> {
+    fn title(&self) -> String {
+        format!("Every trial's validation curves, sweep `{}`", self.sweep)
+    }
+
     fn size(&self) -> (u32, u32) {
         (1400, 640)
     }
@@ -329,11 +335,7 @@ impl Draw for AllCurves<'_> {
         if !self.rungs.is_empty() {
             sub += "; dashed: epochs where the pruning rule decided (ASHA's rungs)";
         }
-        let body = header(
-            root,
-            &format!("Every trial's validation curves, sweep `{}`", self.sweep),
-            Some(&sub),
-        )?;
+        let body = header(root, &self.title(), Some(&sub))?;
         let (left, right) = body.split_horizontally(700);
         self.panel(
             &left,

@@ -2,13 +2,13 @@
 //! confusion matrix (`confusion`).
 
 use super::style::*;
-use super::{render, Chart, DResult, Draw, SweepData, TrialData};
+use super::{DResult, Draw, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontTransform;
 
-struct Heatmap {
+pub(super) struct Heatmap {
     title: String,
     subtitle: String,
     rows: Vec<String>,
@@ -50,6 +50,10 @@ impl Heatmap {
 }
 
 impl Draw for Heatmap {
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+
     fn size(&self) -> (u32, u32) {
         let titles = text_width(&self.title, TITLE).max(text_width(&self.subtitle, SUBTITLE)) + 60;
         let grid_h = (self.rows.len() as u32 * self.cell.1).max(self.scale_h());
@@ -150,7 +154,7 @@ impl Draw for Heatmap {
     }
 }
 
-pub(super) fn class_accuracy(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn class_accuracy(data: &SweepData) -> Option<Heatmap> {
     let trials: Vec<&TrialData> = data
         .done()
         .into_iter()
@@ -158,7 +162,7 @@ pub(super) fn class_accuracy(data: &SweepData) -> anyhow::Result<Option<Chart>> 
         .take(40)
         .collect();
     if trials.is_empty() {
-        return Ok(None);
+        return None;
     }
     let chart = Heatmap {
         title: format!("Per-class test accuracy, sweep `{}`", data.name),
@@ -185,17 +189,16 @@ pub(super) fn class_accuracy(data: &SweepData) -> anyhow::Result<Option<Chart>> 
         diagonal: false,
         cell: (84, 34),
     };
-    let title = chart.title.clone();
-    render("class_accuracy", title, &chart).map(Some)
+    Some(chart)
 }
 
-pub(super) fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn confusion(data: &SweepData) -> Option<Heatmap> {
     let Some(best) = data.best() else {
-        return Ok(None);
+        return None;
     };
     let n = data.classes.len();
     if data.confusion.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut m = vec![vec![0i64; n]; n];
     for c in &data.confusion {
@@ -243,6 +246,5 @@ pub(super) fn confusion(data: &SweepData) -> anyhow::Result<Option<Chart>> {
         diagonal: true,
         cell: (84, 52),
     };
-    let title = chart.title.clone();
-    render("confusion", title, &chart).map(Some)
+    Some(chart)
 }

@@ -13,13 +13,11 @@ mod samples;
 mod scatter;
 mod style;
 
-use anyhow::{anyhow, Context};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 pub use data::{ConfusionCell, EpochRow, SweepData, TrialData};
 pub use style::register_font;
-use style::*;
 use trainer::data::Cifar10;
 
 /// One rendered chart.
@@ -41,60 +39,155 @@ pub struct Charts {
     pub skipped: Vec<(&'static str, String)>,
 }
 
-/// Every chart kind, in the order they are drawn.
-pub const KINDS: &[&str] = &[
-    "loss_curves",
-    "all_curves",
-    "accuracy",
-    "train_time",
-    "accuracy_vs_time",
-    "hyperparameters",
-    "class_accuracy",
-    "confusion",
-    "samples",
-];
+/// Every chart kind, in the order they are drawn: the list that [`charts`] walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    LossCurves,
+    AllCurves,
+    Accuracy,
+    TrainTime,
+    AccuracyVsTime,
+    Hyperparameters,
+    ClassAccuracy,
+    Confusion,
+    Samples,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::LossCurves,
+        Kind::AllCurves,
+        Kind::Accuracy,
+        Kind::TrainTime,
+        Kind::AccuracyVsTime,
+        Kind::Hyperparameters,
+        Kind::ClassAccuracy,
+        Kind::Confusion,
+        Kind::Samples,
+    ];
+
+    /// The chart's file stem (and its name in `plot`'s output).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::LossCurves => "loss_curves",
+            Kind::AllCurves => "all_curves",
+            Kind::Accuracy => "accuracy",
+            Kind::TrainTime => "train_time",
+            Kind::AccuracyVsTime => "accuracy_vs_time",
+            Kind::Hyperparameters => "hyperparameters",
+            Kind::ClassAccuracy => "class_accuracy",
+            Kind::Confusion => "confusion",
+            Kind::Samples => "samples",
+        }
+    }
+
+    /// Why a sweep gives the chart nothing to draw.
+    fn nothing_to_draw(self) -> &'static str {
+        match self {
+            Kind::LossCurves => "no trial has recorded an epoch",
+            Kind::AllCurves => "fewer than two trials have recorded an epoch",
+            Kind::Hyperparameters => {
+                "no numeric hyperparameter varies across trials with a validation accuracy"
+            }
+            _ => "no finished trial",
+        }
+    }
+}
+
+/// What stopped a chart from being drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// plotters failed on one of the backends (its errors differ per backend, so they are
+    /// kept as text).
+    #[error("{chart}: {message}")]
+    Draw {
+        chart: &'static str,
+        message: String,
+    },
+    #[error("{chart}: encoding the PNG")]
+    Png {
+        chart: &'static str,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("{}: cannot create", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The best trial's checkpoint folder is neither where it was recorded nor beside the
+    /// database.
+    #[error("trial {trial}: no checkpoint found (recorded: {recorded})")]
+    NoCheckpoint { trial: i64, recorded: String },
+    /// Loading the best trial's weights or predicting with them.
+    #[error(transparent)]
+    Trainer(#[from] trainer::Error),
+}
 
 /// What drawing on a plotters backend returns (its error types differ per backend).
 type DResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-// ---------------------------------------------------------------------------------------
-// Rendering to PNG and SVG
-
-/// A chart that can draw itself on any plotters backend.
+/// A chart that can draw itself on any plotters backend: each chart family implements it.
 trait Draw {
+    /// What it shows, for captions.
+    fn title(&self) -> String;
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DResult
     where
         DB::ErrorType: 'static;
 }
 
-fn render(name: &'static str, title: String, chart: &impl Draw) -> anyhow::Result<Chart> {
+/// Draws `chart` on a bitmap (encoded as PNG) and as SVG.
+fn render(kind: Kind, chart: &impl Draw) -> Result<Chart, PlotError> {
     register_font();
+    let name = kind.name();
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| PlotError::Draw {
+        chart: name,
+        message: e.to_string(),
+    };
+    // Both backends: fill, draw, present, each failing with the backend's own error type.
+    fn paint<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &impl Draw) -> DResult
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        chart.draw(&root)?;
+        root.present()?;
+        Ok(())
+    }
     let (w, h) = chart.size();
     let mut buf = vec![0u8; w as usize * h as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{name}: {e}"))?;
-        chart.draw(&root).map_err(|e| anyhow!("{name}: {e}"))?;
-        root.present().map_err(|e| anyhow!("{name}: {e}"))?;
-    }
+    paint(
+        BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(),
+        chart,
+    )
+    .map_err(failed)?;
     let mut png = Vec::new();
     {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(&mut png)
             .write_image(&buf, w, h, image::ColorType::Rgb8)
-            .with_context(|| format!("{name}: encoding the PNG"))?;
+            .map_err(|source| PlotError::Png {
+                chart: name,
+                source,
+            })?;
     }
     let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{name}: {e}"))?;
-        chart.draw(&root).map_err(|e| anyhow!("{name}: {e}"))?;
-        root.present().map_err(|e| anyhow!("{name}: {e}"))?;
-    }
+    paint(
+        SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(),
+        chart,
+    )
+    .map_err(failed)?;
     Ok(Chart {
         name,
-        title,
+        title: chart.title(),
         width: w,
         height: h,
         png,
@@ -102,60 +195,85 @@ fn render(name: &'static str, title: String, chart: &impl Draw) -> anyhow::Resul
     })
 }
 
-/// Draws every chart of `data`. `images`: the data set for the sample-image grid (`None`
-/// skips it, or the error that prevented loading it).
+/// Renders `chart` when there is one.
+fn rendered(kind: Kind, chart: Option<impl Draw>) -> Result<Option<Chart>, PlotError> {
+    chart.map(|c| render(kind, &c)).transpose()
+}
+
+/// Draws the chart `kind` of `data`, or `None` when there is nothing to draw. `images`: the
+/// data set for the sample-image grid (only it looks at them).
+fn draw(
+    kind: Kind,
+    data: &SweepData,
+    images: Option<&Cifar10>,
+) -> Result<Option<Chart>, PlotError> {
+    match kind {
+        Kind::LossCurves => rendered(kind, curves::loss_curves(data)),
+        Kind::AllCurves => rendered(kind, curves::all_curves(data)),
+        Kind::Accuracy => rendered(kind, bars::accuracy(data)),
+        Kind::TrainTime => rendered(kind, bars::train_time(data)),
+        Kind::AccuracyVsTime => rendered(kind, scatter::accuracy_vs_time(data)),
+        Kind::Hyperparameters => rendered(kind, scatter::hyperparameters(data)),
+        Kind::ClassAccuracy => rendered(kind, heatmaps::class_accuracy(data)),
+        Kind::Confusion => rendered(kind, heatmaps::confusion(data)),
+        Kind::Samples => match images {
+            Some(set) => rendered(kind, samples::samples(data, set)?),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Draws every chart of `data`, in the order of [`Kind::ALL`]. `images`: the data set for
+/// the sample-image grid (`None` skips it, or the error that prevented loading it).
 pub fn charts(data: &SweepData, images: Option<Result<&Cifar10, String>>) -> Charts {
     let mut out = Charts {
         sweep: data.name.clone(),
         charts: Vec::new(),
         skipped: Vec::new(),
     };
-    let mut add = |name: &'static str, r: anyhow::Result<Option<Chart>>, why: &str| match r {
-        Ok(Some(c)) => out.charts.push(c),
-        Ok(None) => out.skipped.push((name, why.to_string())),
-        Err(e) => out.skipped.push((name, format!("{e:#}"))),
-    };
-    let none_done = "no finished trial";
-    add(
-        "loss_curves",
-        curves::loss_curves(data),
-        "no trial has recorded an epoch",
-    );
-    add(
-        "all_curves",
-        curves::all_curves(data),
-        "fewer than two trials have recorded an epoch",
-    );
-    add("accuracy", bars::accuracy(data), none_done);
-    add("train_time", bars::train_time(data), none_done);
-    add("accuracy_vs_time", scatter::accuracy_vs_time(data), none_done);
-    add(
-        "hyperparameters",
-        scatter::hyperparameters(data),
-        "no numeric hyperparameter varies across trials with a validation accuracy",
-    );
-    add("class_accuracy", heatmaps::class_accuracy(data), none_done);
-    add("confusion", heatmaps::confusion(data), none_done);
-    match images {
-        None => add("samples", Ok(None), "--no-samples"),
-        Some(Err(e)) => out.skipped.push(("samples", e)),
-        Some(Ok(set)) => add("samples", samples::samples(data, set), none_done),
+    for kind in Kind::ALL {
+        let name = kind.name();
+        let set = match &images {
+            Some(Ok(set)) => Some(*set),
+            _ if kind != Kind::Samples => None,
+            None => {
+                out.skipped.push((name, "--no-samples".into()));
+                continue;
+            }
+            Some(Err(e)) => {
+                out.skipped.push((name, e.clone()));
+                continue;
+            }
+        };
+        match draw(kind, data, set) {
+            Ok(Some(c)) => out.charts.push(c),
+            Ok(None) => out.skipped.push((name, kind.nothing_to_draw().into())),
+            Err(e) => out.skipped.push((name, crate::error_chain(&e))),
+        }
     }
     out
 }
 
 /// Writes each chart as `<name>.png` and `<name>.svg` under `dir`; returns the paths.
-pub fn write(charts: &Charts, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let mut paths = Vec::new();
-    for c in &charts.charts {
-        let png = dir.join(format!("{}.png", c.name));
-        let svg = dir.join(format!("{}.svg", c.name));
-        std::fs::write(&png, &c.png).with_context(|| format!("{}", png.display()))?;
-        std::fs::write(&svg, &c.svg).with_context(|| format!("{}", svg.display()))?;
-        paths.push((png, svg));
-    }
-    Ok(paths)
+pub fn write(charts: &Charts, dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, PlotError> {
+    std::fs::create_dir_all(dir).map_err(|source| PlotError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let put = |path: PathBuf, bytes: &[u8]| {
+        std::fs::write(&path, bytes)
+            .map(|()| path.clone())
+            .map_err(|source| PlotError::Write { path, source })
+    };
+    charts
+        .charts
+        .iter()
+        .map(|c| {
+            let png = put(dir.join(format!("{}.png", c.name)), &c.png)?;
+            let svg = put(dir.join(format!("{}.svg", c.name)), c.svg.as_bytes())?;
+            Ok((png, svg))
+        })
+        .collect()
 }
 
 /// The default output folder: `<db dir>/plots/<sweep>`.

@@ -1,20 +1,22 @@
 //! The first test images with the best trial's predictions (`samples`).
 
 use super::style::*;
-use anyhow::Context;
-use super::{render, Chart, DResult, Draw, SweepData, TrialData};
+use super::{DResult, Draw, PlotError, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::element::BitMapElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::PathBuf;
+use trainer::checkpoint::STATE_FILE;
 use trainer::data::Cifar10;
+use trainer::train::Session;
+use trainer::Device;
 
 const SAMPLE_COLS: usize = 8;
 const SAMPLE_ROWS: usize = 5;
 const SCALE: u32 = 3;
 
-struct Samples<'a> {
+pub(super) struct Samples<'a> {
     title: String,
     subtitle: String,
     classes: &'a [String],
@@ -24,33 +26,28 @@ struct Samples<'a> {
 
 /// The checkpoint folder of `t`: the recorded path, else the database's own folder for the
 /// trial (never another database's checkpoints that happen to share the folder).
-fn checkpoint_dir(_data: &SweepData, t: &TrialData) -> Option<PathBuf> {
+fn checkpoint_dir(t: &TrialData) -> Option<PathBuf> {
     let recorded = t.checkpoint.as_ref().map(PathBuf::from);
     [recorded, t.own_checkpoint.clone()]
         .into_iter()
         .flatten()
-        .find(|d| d.join("state.json").is_file())
+        .find(|d| d.join(STATE_FILE).is_file())
 }
 
-pub(super) fn samples(data: &SweepData, set: &Cifar10) -> anyhow::Result<Option<Chart>> {
-    use trainer::data::{make_batch, Normalization};
+/// The grid of the first test images of `set` with the best trial's predictions (its best
+/// weights, on the CPU); `None` without a finished trial.
+pub(super) fn samples<'a>(
+    data: &'a SweepData,
+    set: &Cifar10,
+) -> Result<Option<Samples<'a>>, PlotError> {
     let Some(best) = data.best() else {
         return Ok(None);
     };
-    let dir = checkpoint_dir(data, best).with_context(|| {
-        format!(
-            "trial {}: no checkpoint found (recorded: {})",
-            best.id,
-            best.checkpoint.as_deref().unwrap_or("none")
-        )
+    let dir = checkpoint_dir(best).ok_or_else(|| PlotError::NoCheckpoint {
+        trial: best.id,
+        recorded: best.checkpoint.as_deref().unwrap_or("none").to_string(),
     })?;
-    let meta = trainer::checkpoint::read_meta(&dir)?
-        .with_context(|| format!("{}: no checkpoint state", dir.display()))?;
-    let file = meta
-        .best
-        .as_ref()
-        .map(|b| b.file.clone())
-        .with_context(|| format!("{}: the checkpoint has no best weights", dir.display()))?;
+    let session = Session::from_checkpoint(&dir, &Device::Cpu)?;
     if let Some(sum) = &data.data_checksum {
         if *sum != set.checksum {
             tracing::warn!(
@@ -60,19 +57,9 @@ pub(super) fn samples(data: &SweepData, set: &Cifar10) -> anyhow::Result<Option<
             );
         }
     }
-    let device = trainer::Device::Cpu;
-    let session = trainer::train::Session::new(&meta.config, &device)?;
-    session.load_weights_file(&dir.join(&file))?;
     let n = (SAMPLE_COLS * SAMPLE_ROWS).min(set.test.len());
     let idx: Vec<usize> = (0..n).collect();
-    let (x, _) = make_batch(
-        &set.test,
-        &idx,
-        &Normalization::default(),
-        None::<&mut rand::rngs::StdRng>,
-        &device,
-    )?;
-    let pred: Vec<u32> = session.model.forward_t(&x, false)?.argmax(1)?.to_vec1()?;
+    let pred = session.predict(&set.test, &idx)?;
     let side = 32 * SCALE as usize;
     let images: Vec<(Vec<u8>, usize, usize)> = idx
         .iter()
@@ -103,11 +90,14 @@ pub(super) fn samples(data: &SweepData, set: &Cifar10) -> anyhow::Result<Option<
         classes: &data.classes,
         images,
     };
-    let title = chart.title.clone();
-    render("samples", title, &chart).map(Some)
+    Ok(Some(chart))
 }
 
 impl Draw for Samples<'_> {
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+
     fn size(&self) -> (u32, u32) {
         let rows = self.images.len().div_ceil(SAMPLE_COLS).max(1) as u32;
         (1200, 110 + rows * 172)

@@ -3,13 +3,13 @@
 //! varies (`hyperparameters`).
 
 use super::style::*;
-use super::{render, Chart, DResult, Draw, SweepData, TrialData};
+use super::{DResult, Draw, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
-struct Scatter<'a> {
+pub(super) struct Scatter<'a> {
     sweep: &'a str,
     points: Vec<(&'a TrialData, f64, f64)>,
     archs: Vec<String>,
@@ -17,14 +17,14 @@ struct Scatter<'a> {
     front: Vec<usize>,
 }
 
-pub(super) fn accuracy_vs_time(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn accuracy_vs_time(data: &SweepData) -> Option<Scatter<'_>> {
     let points: Vec<(&TrialData, f64, f64)> = data
         .done()
         .into_iter()
         .filter_map(|t| Some((t, t.train_seconds?, t.test_acc?)))
         .collect();
     if points.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut archs: Vec<String> = Vec::new();
     for (t, _, _) in &points {
@@ -40,11 +40,7 @@ pub(super) fn accuracy_vs_time(data: &SweepData) -> anyhow::Result<Option<Chart>
         archs,
         front,
     };
-    let title = format!(
-        "Test accuracy against training time, with the Pareto front, sweep `{}`",
-        data.name
-    );
-    render("accuracy_vs_time", title, &chart).map(Some)
+    Some(chart)
 }
 
 fn arch(t: &TrialData) -> String {
@@ -56,6 +52,13 @@ fn arch(t: &TrialData) -> String {
 }
 
 impl Draw for Scatter<'_> {
+    fn title(&self) -> String {
+        format!(
+            "Test accuracy against training time, with the Pareto front, sweep `{}`",
+            self.sweep
+        )
+    }
+
     fn size(&self) -> (u32, u32) {
         (1000, 680)
     }
@@ -170,7 +173,7 @@ struct HyperPanel {
     points: Vec<(f64, f64, &'static str)>,
 }
 
-struct Hyper<'a> {
+pub(super) struct Hyper<'a> {
     sweep: &'a str,
     panels: Vec<HyperPanel>,
     y: (f64, f64),
@@ -178,9 +181,9 @@ struct Hyper<'a> {
 
 const HYPER_COLS: usize = 3;
 
-pub(super) fn hyperparameters(data: &SweepData) -> anyhow::Result<Option<Chart>> {
+pub(super) fn hyperparameters(data: &SweepData) -> Option<Hyper<'_>> {
     let Some(first) = data.trials.first() else {
-        return Ok(None);
+        return None;
     };
     let scored: Vec<(&TrialData, f64)> = data
         .trials
@@ -226,7 +229,7 @@ pub(super) fn hyperparameters(data: &SweepData) -> anyhow::Result<Option<Chart>>
         });
     }
     if panels.is_empty() {
-        return Ok(None);
+        return None;
     }
     let y = padded(scored.iter().map(|s| s.1), 0.02)
         .map(|(lo, hi)| (lo.max(0.0), hi.min(1.0)))
@@ -236,14 +239,17 @@ pub(super) fn hyperparameters(data: &SweepData) -> anyhow::Result<Option<Chart>>
         panels,
         y,
     };
-    let title = format!(
-        "Best validation accuracy against each hyperparameter, sweep `{}`",
-        data.name
-    );
-    render("hyperparameters", title, &chart).map(Some)
+    Some(chart)
 }
 
 impl Draw for Hyper<'_> {
+    fn title(&self) -> String {
+        format!(
+            "Best validation accuracy against each hyperparameter, sweep `{}`",
+            self.sweep
+        )
+    }
+
     fn size(&self) -> (u32, u32) {
         let n = self.panels.len();
         let cols = n.min(HYPER_COLS) as u32;
@@ -257,10 +263,7 @@ impl Draw for Hyper<'_> {
     {
         let body = header(
             root,
-            &format!(
-                "Best validation accuracy against each hyperparameter, sweep `{}`",
-                self.sweep
-            ),
+            &self.title(),
             Some("one point per trial (its best epoch); grey: pruned, red: did not finish; log axes for log_uniform dimensions"),
         )?;
         let (w, _) = body.dim_in_pixel();
