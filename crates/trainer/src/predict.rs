@@ -153,10 +153,7 @@ mod tests {
         let device = Device::Cpu;
         let dir = tempfile::tempdir().unwrap();
         let err = Session::from_checkpoint(dir.path(), &device).err().unwrap();
-        assert!(
-            err.to_string().contains("no checkpoint state"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("no checkpoint state"), "{err}");
 
         let session = Session::new(&TrainConfig::default(), &device).unwrap();
         save(&session, dir.path(), false);

@@ -2,11 +2,11 @@
 //! (`train_time`), per trial or as the mean over seeds when seeds repeat.
 
 use super::style::*;
-use crate::report::{duration, mean_std};
 use super::{DResult, Draw, SweepData, TrialData};
+use crate::report::{duration, mean_std};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::{HPos, VPos};
 
 /// One bar: a trial, or the seeds of one configuration (mean, std and each value).
 struct Bar {
@@ -227,7 +227,6 @@ pub(super) fn accuracy(data: &SweepData) -> Option<BarChart> {
     };
     Some(chart)
 }
-
 
 pub(super) fn train_time(data: &SweepData) -> Option<BarChart> {
     let (bars, by_group) = bars(data, |t| t.train_seconds);

@@ -5,7 +5,7 @@ use super::style::*;
 use super::{DResult, Draw, EpochRow, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::{HPos, VPos};
 
 /// At most this many panels (the best trials); the title says when some were left out.
 const MAX_PANELS: usize = 24;
@@ -233,9 +233,6 @@ impl LossCurves<'_> {
     }
 }
 
-
-
-
 pub(super) struct AllCurves<'a> {
     sweep: &'a str,
     /// In drawing order: pruned trials first, the best trial last (on top).
@@ -247,7 +244,6 @@ pub(super) struct AllCurves<'a> {
     acc: (f64, f64),
     pruned: usize,
 }
-
 
 pub(super) fn all_curves(data: &SweepData) -> Option<AllCurves<'_>> {
     let with: Vec<&TrialData> = data

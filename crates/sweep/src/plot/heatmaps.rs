@@ -26,7 +26,6 @@ pub(super) struct Heatmap {
     cell: (u32, u32),
 }
 
-
 impl Heatmap {
     fn label_w(&self) -> u32 {
         let longest = self

@@ -13,10 +13,10 @@ mod samples;
 mod scatter;
 mod style;
 
+pub use data::{ConfusionCell, EpochRow, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
-pub use data::{ConfusionCell, EpochRow, SweepData, TrialData};
 pub use style::register_font;
 use trainer::data::Cifar10;
 

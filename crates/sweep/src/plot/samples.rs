@@ -5,7 +5,7 @@ use super::{DResult, Draw, PlotError, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::element::BitMapElement;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::{HPos, VPos};
 use std::path::PathBuf;
 use trainer::checkpoint::STATE_FILE;
 use trainer::data::Cifar10;

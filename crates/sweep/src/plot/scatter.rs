@@ -6,7 +6,7 @@ use super::style::*;
 use super::{DResult, Draw, SweepData, TrialData};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::{HPos, VPos};
 use serde_json::Value;
 
 pub(super) struct Scatter<'a> {
@@ -162,9 +162,6 @@ impl Draw for Scatter<'_> {
         Ok(())
     }
 }
-
-
-
 
 struct HyperPanel {
     key: String,
