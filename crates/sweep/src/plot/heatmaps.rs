@@ -192,9 +192,7 @@ pub(super) fn class_accuracy(data: &SweepData) -> Option<Heatmap> {
 }
 
 pub(super) fn confusion(data: &SweepData) -> Option<Heatmap> {
-    let Some(best) = data.best() else {
-        return None;
-    };
+    let best = data.best()?;
     let n = data.classes.len();
     if data.confusion.is_empty() {
         return None;

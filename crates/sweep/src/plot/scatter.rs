@@ -179,9 +179,7 @@ pub(super) struct Hyper<'a> {
 const HYPER_COLS: usize = 3;
 
 pub(super) fn hyperparameters(data: &SweepData) -> Option<Hyper<'_>> {
-    let Some(first) = data.trials.first() else {
-        return None;
-    };
+    let first = data.trials.first()?;
     let scored: Vec<(&TrialData, f64)> = data
         .trials
         .iter()
