@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+mod predict;
 pub mod schedule;
 pub mod train;
 

@@ -624,7 +624,8 @@ pub trait Backend {
         train_images: usize,
     ) -> Result<Option<f64>>;
 
-    /// The SQLite backend, for the transitional [`Store::query_strings`].
+    /// The SQLite backend, for its own tests (which edit the file behind the API).
+    #[cfg(test)]
     fn as_sqlite(&self) -> Option<&SqliteBackend> {
         None
     }
@@ -681,20 +682,6 @@ impl Store {
         beside(&self.path, rel)
     }
 
-    /// Runs `sql` and returns column names and rows as display strings.
-    ///
-    /// Transitional: only `plot.rs` still runs SQL of its own, until it reads through the
-    /// typed readers of [`Backend`]; nothing new may use it (and no other backend has it).
-    pub fn query_strings(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
-        match self.backend.as_sqlite() {
-            Some(s) => s.query_strings(sql, params),
-            None => unreachable!("only the SQLite backend runs SQL text"),
-        }
-    }
 }
 
 /// See [`Store::beside`].

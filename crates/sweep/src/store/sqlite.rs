@@ -635,38 +635,6 @@ impl SqliteBackend {
         Ok(&stored == configs)
     }
 
-    /// Runs `sql` and returns column names and rows as display strings.
-    pub fn query_strings(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
-        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
-        let n = names.len();
-        let rows = st
-            .query_map(params, |r| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match r.get_ref(i)? {
-                            rusqlite::types::ValueRef::Null => Value::Null,
-                            rusqlite::types::ValueRef::Integer(v) => Value::from(v),
-                            rusqlite::types::ValueRef::Real(v) => Value::from(v),
-                            rusqlite::types::ValueRef::Text(t) => {
-                                Value::from(String::from_utf8_lossy(t).to_string())
-                            }
-                            rusqlite::types::ValueRef::Blob(b) => {
-                                Value::from(format!("<{} bytes>", b.len()))
-                            }
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<Value>>>()
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        Ok((names, rows))
-    }
 }
 
 impl Backend for SqliteBackend {
@@ -1341,6 +1309,7 @@ impl Backend for SqliteBackend {
             .map_err(|e| self.err(e))
     }
 
+    #[cfg(test)]
     fn as_sqlite(&self) -> Option<&SqliteBackend> {
         Some(self)
     }
