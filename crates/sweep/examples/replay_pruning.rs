@@ -10,8 +10,9 @@
 
 use rusqlite::{Connection, OpenFlags};
 use sweep::prune::{Asha, Direction, Median};
+use sweep::pruner::tie_break;
 use sweep::replay::{replay, Curve};
-use sweep::search::Prune;
+use sweep::search::{Objective, Prune};
 
 struct Trial {
     curve: Curve,
@@ -26,15 +27,20 @@ fn load(path: &str) -> rusqlite::Result<Vec<Trial>> {
     let rows: Vec<(i64, i64, String, Option<f64>)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut ep = db.prepare("SELECT valid_acc FROM epochs WHERE trial_id = ?1 ORDER BY epoch")?;
+    let mut ep =
+        db.prepare("SELECT valid_acc, valid_loss FROM epochs WHERE trial_id = ?1 ORDER BY epoch")?;
     rows.into_iter()
         .map(|(id, epochs, status, test_acc)| {
-            let values = ep
-                .query_map([id], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<f64>>>()?;
+            let rows = ep
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(f64, f64)>>>()?;
             Ok(Trial {
                 curve: Curve {
-                    values,
+                    values: rows.iter().map(|r| r.0).collect(),
+                    tie_breaks: rows
+                        .iter()
+                        .map(|&(acc, loss)| tie_break(Objective::ValidAcc, acc, loss))
+                        .collect(),
                     epochs: epochs as usize,
                     finished: status == "done",
                 },

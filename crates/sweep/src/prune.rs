@@ -79,24 +79,42 @@ pub struct Decision {
 /// ASHA's decision for a trial whose objective at rung `rung` is `value`, given `others`: the
 /// values every other trial recorded at that rung. With fewer than η results at the rung, it
 /// continues; otherwise it continues if it is among the best ⌊n/η⌋ (at least one); a tie with
-/// the last kept value continues.
+/// the last kept value continues. [`asha_by`] breaks such ties with a second metric.
 pub fn asha(rule: &Asha, epoch: usize, value: f64, others: &[f64], dir: Direction) -> Decision {
+    let flat: Vec<(f64, f64)> = others.iter().map(|&v| (v, 0.0)).collect();
+    asha_by(rule, epoch, (value, 0.0), &flat, dir)
+}
+
+/// [`asha`] where each result is (objective, tie-break score): results with the same
+/// objective are ranked by the tie-break (larger is better; NaN worst). At chance level many
+/// trials share one validation accuracy exactly (every image put in one class), and a rule
+/// that lets every tie through (as Optuna's and Ray's do) keeps all of them at the first
+/// rung; the sweep breaks accuracy ties with the validation loss (see [`crate::pruner`]).
+pub fn asha_by(
+    rule: &Asha,
+    epoch: usize,
+    value: (f64, f64),
+    others: &[(f64, f64)],
+    dir: Direction,
+) -> Decision {
     let n = others.len() + 1;
     let Some(rung) = asha_applies(rule, epoch, n) else {
         return go_on(epoch, rule.rung_of(epoch), n);
     };
     let eta = rule.reduction_factor.max(2);
-    let mut scores: Vec<f64> = others.iter().map(|&v| dir.score(v)).collect();
-    scores.push(dir.score(value));
-    scores.sort_by(|a, b| b.total_cmp(a));
+    let key = |(v, t): (f64, f64)| (dir.score(v), Direction::Maximize.score(t));
+    let cmp = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1));
+    let mut scores: Vec<(f64, f64)> = others.iter().map(|&o| key(o)).collect();
+    scores.push(key(value));
+    scores.sort_by(|a, b| cmp(b, a));
     let keep = (n / eta).max(1);
     let cutoff = scores[keep - 1];
     Decision {
         epoch,
         rung: Some(rung),
         compared_with: n,
-        cutoff: Some(unscore(cutoff, dir)),
-        stop: dir.score(value) < cutoff,
+        cutoff: Some(unscore(cutoff.0, dir)),
+        stop: cmp(&key(value), &cutoff).is_lt(),
     }
 }
 
@@ -251,6 +269,30 @@ mod tests {
         };
         let rungs: Vec<usize> = (1..=20).filter(|&e| g2.rung_of(e).is_some()).collect();
         assert_eq!(rungs, vec![2, 4, 8, 16]);
+    }
+
+    /// Six trials at chance accuracy and three above it: with ties let through, all nine go
+    /// on at the first rung; broken by the loss, only the best three do.
+    #[test]
+    fn accuracy_ties_are_broken_by_the_loss() {
+        let chance: Vec<(f64, f64)> = (0..6).map(|i| (0.1, 2.3 + 0.001 * i as f64)).collect();
+        let mut others = chance.clone();
+        others.extend([(0.3, 1.9), (0.25, 2.0)]);
+        let loss_score = |(a, l): (f64, f64)| (a, -l);
+        let ranked: Vec<(f64, f64)> = others.iter().map(|&o| loss_score(o)).collect();
+        let flat: Vec<f64> = others.iter().map(|o| o.0).collect();
+        // Nine results, keep three: the cutoff is a chance-level accuracy.
+        assert!(!asha(&ASHA, 1, 0.1, &flat, Maximize).stop, "ties continue");
+        // With the loss: the best chance-level trial (loss 2.3) is third and goes on, the
+        // others stop.
+        assert!(!asha_by(&ASHA, 1, (0.1, -2.2995), &ranked, Maximize).stop);
+        assert!(asha_by(&ASHA, 1, (0.1, -2.3015), &ranked, Maximize).stop);
+        assert!(
+            !asha_by(&ASHA, 1, (0.4, -2.5), &ranked, Maximize).stop,
+            "accuracy first"
+        );
+        // A NaN tie-break is the worst.
+        assert!(asha_by(&ASHA, 1, (0.1, f64::NAN), &ranked, Maximize).stop);
     }
 
     #[test]

@@ -52,11 +52,10 @@ impl Pruner<'_> {
             return Ok(Some(d));
         }
         let mine = self.values(trial_id, r)?;
-        let others: Vec<Vec<f64>> = self
-            .db
-            .results_at(self.sweep_id, trial_id, r.epoch)?
-            .into_iter()
-            .map(|[acc, loss, secs]| {
+        let raw = self.db.results_at(self.sweep_id, trial_id, r.epoch)?;
+        let others: Vec<Vec<f64>> = raw
+            .iter()
+            .map(|&[acc, loss, secs]| {
                 self.search
                     .objectives
                     .iter()
@@ -81,8 +80,14 @@ impl Pruner<'_> {
                     return Ok(None);
                 }
                 if dirs.len() == 1 {
-                    let firsts: Vec<f64> = others.iter().map(|o| o[0]).collect();
-                    ("asha", prune::asha(a, r.epoch, mine[0], &firsts, dirs[0]))
+                    let o = self.search.objectives[0];
+                    let ranked: Vec<(f64, f64)> = others
+                        .iter()
+                        .zip(&raw)
+                        .map(|(v, &[acc, loss, _])| (v[0], tie_break(o, acc, loss)))
+                        .collect();
+                    let me = (mine[0], tie_break(o, r.valid_acc, r.valid_loss));
+                    ("asha", prune::asha_by(a, r.epoch, me, &ranked, dirs[0]))
                 } else {
                     (
                         "asha-pareto",
@@ -104,5 +109,16 @@ impl Pruner<'_> {
         };
         self.db.record_decision(trial_id, rule, mine[0], &d)?;
         Ok(Some(d))
+    }
+}
+
+/// How results with the same objective are ranked (larger is better): by the other validation
+/// metric, so trials stuck at chance accuracy do not all tie at a rung (see
+/// [`prune::asha_by`]); time has none.
+pub fn tie_break(objective: Objective, valid_acc: f64, valid_loss: f64) -> f64 {
+    match objective {
+        Objective::ValidAcc => prune::Direction::Minimize.score(valid_loss),
+        Objective::ValidLoss => prune::Direction::Maximize.score(valid_acc),
+        Objective::TrainSeconds => 0.0,
     }
 }

@@ -4,7 +4,8 @@
 //! deterministic, so a pruned trial's first epochs are exactly those of its unpruned run, and
 //! the replay gives the decisions a real pruned run on one worker makes: `bench/search_bench.sh`
 //! checks that against a real run, then uses the replay to price ASHA and the median rule on
-//! every seed without training each sweep three times.
+//! every seed without training each sweep three times. Ties are broken as a run breaks them
+//! ([`Curve::tie_breaks`]).
 
 use crate::prune::{self, Direction};
 use crate::search::Prune;
@@ -14,6 +15,8 @@ use crate::search::Prune;
 pub struct Curve {
     /// The objective after each epoch it recorded, epoch 1 first.
     pub values: Vec<f64>,
+    /// The tie-break score after each epoch ([`crate::pruner::tie_break`]).
+    pub tie_breaks: Vec<f64>,
     /// The epochs it was configured for.
     pub epochs: usize,
     /// Whether it finished (a diverged or failed trial does not count as finished for the
@@ -33,17 +36,24 @@ pub fn replay(rule: &Prune, curves: &[Curve], dir: Direction) -> Vec<Option<usiz
                 break;
             }
             // The earlier trials' values at this epoch, as far as each of them got.
-            let others: Vec<f64> = (0..k)
+            let reached: Vec<usize> = (0..k)
                 .filter(|&j| stopped[j].is_none_or(|s| s >= epoch))
-                .filter_map(|j| curves[j].values.get(i).copied())
+                .filter(|&j| curves[j].values.len() > i)
                 .collect();
+            let others: Vec<f64> = reached.iter().map(|&j| curves[j].values[i]).collect();
             let d = match rule {
                 Prune::None => break,
                 Prune::Asha(a) => {
                     if a.rung_of(epoch).is_none() {
                         continue;
                     }
-                    prune::asha(a, epoch, value, &others, dir)
+                    let tb =
+                        |j: usize, i: usize| curves[j].tie_breaks.get(i).copied().unwrap_or(0.0);
+                    let ranked: Vec<(f64, f64)> = reached
+                        .iter()
+                        .map(|&j| (curves[j].values[i], tb(j, i)))
+                        .collect();
+                    prune::asha_by(a, epoch, (value, tb(k, i)), &ranked, dir)
                 }
                 Prune::Median(m) => {
                     if epoch <= m.warmup_epochs {
@@ -73,6 +83,7 @@ mod tests {
     fn curve(values: &[f64]) -> Curve {
         Curve {
             values: values.to_vec(),
+            tie_breaks: Vec::new(),
             epochs: values.len(),
             finished: true,
         }
