@@ -8,7 +8,7 @@
 use crate::grid;
 use crate::search::{Objective, Sampler};
 use crate::spec::SweepSpec;
-use crate::store::{Backend, Claimed, NewTrial, SearchHistory, Store, TrialStatus, Worker};
+use crate::store::{Claimed, NewTrial, SearchHistory, Store, TrialStatus, Worker};
 use crate::tpe::{self, Ended, Observed};
 use crate::Error;
 use serde_json::Value;

@@ -92,7 +92,7 @@ pub fn config_set(spec: &SweepSpec) -> ConfigSet {
 pub fn check_store(spec: &SweepSpec, db: &Path) -> Result<(), Error> {
     crate::store::check_creatable(db)?;
     if let crate::store::Probe::Ours { .. } = crate::store::probe(db)? {
-        Db::open_read_only(db)?
+        Store::open_read_only(db)?
             .check_sweep(&spec.name, &spec.text, &spec.file, &|| config_set(spec))?;
     }
     Ok(())

@@ -7,7 +7,6 @@ use crate::data::{make_batch, ImageSet, Normalization};
 use crate::train::Session;
 use crate::{Error, Result};
 use candle_core::{Device, D};
-use rand::rngs::StdRng;
 use std::path::Path;
 
 /// Images per forward pass: memory stays flat however many images are asked for.
@@ -39,7 +38,7 @@ impl Session {
         let norm = Normalization::default();
         let mut classes = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(PREDICT_BATCH) {
-            let (x, _) = make_batch(set, chunk, &norm, None::<&mut StdRng>, &self.device)?;
+            let (x, _) = make_batch(set, chunk, &norm, None, &self.device)?;
             let logits = self.model.forward_t(&x, false)?;
             classes.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         }
@@ -106,7 +105,7 @@ mod tests {
             &set,
             &idx,
             &Normalization::default(),
-            None::<&mut StdRng>,
+            None,
             &device,
         )
         .unwrap();
