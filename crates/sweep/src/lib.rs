@@ -53,7 +53,10 @@ pub fn exit_code(e: &Error) -> i32 {
             | store::DbError::Folder { .. }
             | store::DbError::Missing { .. }
             | store::DbError::BadPath { .. }
-            | store::DbError::SweepConflict { .. },
+            | store::DbError::SweepConflict { .. }
+            | store::DbError::PgUrl { .. }
+            | store::DbError::PgConnect { .. }
+            | store::DbError::NoCheckpointDir { .. },
         ) => 2,
         Error::Db(
             store::DbError::NoSuchSweep(_)

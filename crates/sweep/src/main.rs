@@ -79,6 +79,10 @@ struct ExecArgs {
     /// Seconds between mid-epoch checkpoints (0 to a year; 0 checkpoints after every batch).
     #[arg(long, default_value = "60", value_parser = parse_checkpoint_every)]
     checkpoint_every: Duration,
+    /// Where trials' checkpoint folders go (default: beside a SQLite database; required with
+    /// a PostgreSQL --db: a folder every worker can reach).
+    #[arg(long, env = "CIFAR_SWEEP_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
     /// Output format of the closing tables.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -299,7 +303,14 @@ fn real_main(cli: Cli) -> Result<i32, Failure> {
             device,
         } => {
             let (spec, plans) = runner::plan(&file, yes)?;
-            let db = if db.db.exists() {
+            // A PostgreSQL database without the schema yet is like a missing file.
+            let known = if sweep::store::is_postgres(&db.db) {
+                let found = sweep::store::probe(&db.db).map_err(Error::from)?;
+                matches!(found, sweep::store::Probe::Ours { .. })
+            } else {
+                db.db.exists()
+            };
+            let db = if known {
                 Some(Store::open_read_only(&db.db).map_err(Error::from)?)
             } else {
                 None
@@ -715,6 +726,12 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
     // checks before minutes spent on the data: the device, then the database (probed, not
     // created), then the data (which may import or download); the database is created last.
     let device = trainer::device::parse(&exec.device).map_err(Error::from)?;
+    if exec.checkpoint_dir.is_none() && sweep::store::is_postgres(&exec.db.db) {
+        return Err(Error::from(sweep::store::DbError::NoCheckpointDir {
+            server: sweep::store::display_url(&exec.db.db.to_string_lossy()),
+        })
+        .into());
+    }
     sweep::store::check_creatable(&exec.db.db).map_err(Error::from)?;
     if let sweep::store::Probe::Ours { .. } =
         sweep::store::probe(&exec.db.db).map_err(Error::from)?
@@ -739,6 +756,7 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> Result<i32, Failure
         yes: exec.yes,
         limit: exec.limit,
         checkpoint_every: exec.checkpoint_every,
+        checkpoint_dir: exec.checkpoint_dir.clone(),
     };
     let summary = runner::run(&spec, &data, &args, stop)?;
     let db = Store::open_existing(&exec.db.db).map_err(Error::from)?;
