@@ -94,6 +94,12 @@ fn bits(line: &str) -> String {
     }
 }
 
+/// Whether the workers have recorded an epoch (the schema may not exist yet).
+fn epochs_recorded(pg: &Postgres) -> bool {
+    pg.psql("SELECT to_regclass('epochs') IS NOT NULL") == "t"
+        && pg.psql("SELECT COUNT(*) FROM epochs") != "0"
+}
+
 #[test]
 fn a_sweep_on_postgres_gives_what_it_gives_on_sqlite() {
     let Some(data) = data_args() else { return };
@@ -173,9 +179,7 @@ fn a_worker_whose_connection_is_killed_reconnects_and_finishes() {
     let ckpt = dir.path().join("ckpt");
     let worker = spawn(pg_run(&file, &pg.url(), &ckpt, &data));
     assert!(
-        wait_until(Duration::from_secs(120), || {
-            pg.psql("SELECT COUNT(*) FROM epochs") != "0"
-        }),
+        wait_until(Duration::from_secs(120), || epochs_recorded(&pg)),
         "no epoch recorded"
     );
     let killed = pg.psql(
@@ -314,9 +318,7 @@ fn three_workers_ride_out_a_postgres_restart() {
         .map(|_| spawn(pg_run(&file, &pg.url(), &ckpt, &data)))
         .collect();
     assert!(
-        wait_until(Duration::from_secs(120), || {
-            pg.psql("SELECT COUNT(*) FROM epochs") != "0"
-        }),
+        wait_until(Duration::from_secs(120), || epochs_recorded(&pg)),
         "no epoch recorded"
     );
     let out = pg.pg_ctl(&["restart"]);

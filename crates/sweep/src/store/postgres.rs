@@ -242,8 +242,15 @@ impl PgBackend {
     fn create_schema(&self) -> Result<()> {
         self.transaction(|tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+            // Read from pg_tables with this statement's snapshot, not with to_regclass: the
+            // latter may answer from this session's catalog cache, filled before the lock
+            // was granted, and miss the schema another worker just committed.
             let exists: bool = tx
-                .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])?
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+                                    WHERE schemaname = current_schema() AND tablename = 'meta')",
+                    &[],
+                )?
                 .get(0);
             if !exists {
                 tx.batch_execute(SCHEMA)?;
