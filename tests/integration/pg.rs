@@ -57,7 +57,7 @@ fn pg_trials(pg: &Postgres) -> Vec<String> {
          FROM trials t ORDER BY t.ordinal",
     )
     .lines()
-    .map(|l| bits(l))
+    .map(bits)
     .collect()
 }
 
@@ -339,5 +339,47 @@ fn three_workers_ride_out_a_postgres_restart() {
     assert_eq!(
         pg.psql("SELECT COUNT(*) FROM (SELECT trial_id, epoch FROM epochs GROUP BY 1, 2) e"),
         "12"
+    );
+}
+
+#[test]
+fn a_server_gone_past_the_retry_bound_stops_the_worker_with_a_clear_error() {
+    let Some(data) = data_args() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "grid.toml", GRID);
+    let ckpt = dir.path().join("ckpt");
+    let mut c = pg_run(&file, &pg.url(), &ckpt, &data);
+    c.env("CIFAR_SWEEP_PG_RETRY_SECS", "2");
+    let worker = spawn(c);
+    assert!(
+        wait_until(Duration::from_secs(120), || epochs_recorded(&pg)),
+        "no epoch recorded"
+    );
+    let out = pg.pg_ctl(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = worker.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&pg.url()) && err.contains("could not be made again within 2 s"),
+        "{err}"
+    );
+    // The trial's checkpoint is there for whoever takes it over.
+    assert!(ckpt.join("checkpoints").is_dir());
+    let out = pg.pg_ctl(&["start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each recorded epoch once.
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) = COUNT(DISTINCT (trial_id, epoch)) FROM epochs"),
+        "t"
     );
 }

@@ -420,7 +420,7 @@ impl PgBackend {
         name: &str,
         spec: &str,
         configs: &dyn Fn() -> ConfigSet,
-    ) -> Result<Result<Option<i64>, (String, Option<String>)>, ::postgres::Error> {
+    ) -> Result<SweepCheck, ::postgres::Error> {
         let Some(row) = c.query_opt(
             "SELECT id, spec, spec_path FROM sweeps WHERE name = $1",
             &[&name],
@@ -447,7 +447,7 @@ impl PgBackend {
         if stored == configs() {
             Ok(Ok(Some(id)))
         } else {
-            Ok(Err((stored_spec, stored_path)))
+            Ok(Err(stored_path))
         }
     }
 
@@ -516,6 +516,10 @@ impl PgBackend {
         self.checkpoints.as_deref()
     }
 }
+
+/// A sweep name checked against a spec: its id when it exists and may take the spec, else
+/// (a conflict) the path its spec was recorded from.
+type SweepCheck = Result<Option<i64>, Option<String>>;
 
 const TRIAL_COLUMNS: &str = "t.id, t.trial_key, t.ordinal, t.status, t.config, t.error, t.device,
      t.best_epoch, t.test_acc, t.test_loss, t.train_seconds, t.images_per_sec, t.checkpoint,
@@ -674,7 +678,7 @@ impl Backend for PgBackend {
             };
             Ok(Ok(id))
         })?;
-        r.map_err(|(_, stored_path)| self.conflict(&s.name, stored_path, &s.spec_path))
+        r.map_err(|stored_path| self.conflict(&s.name, stored_path, &s.spec_path))
     }
 
     fn check_sweep(
@@ -686,7 +690,7 @@ impl Backend for PgBackend {
     ) -> Result<()> {
         self.with_retry(|c| self.check_sweep_on(c, name, spec, configs))?
             .map(drop)
-            .map_err(|(_, stored_path)| self.conflict(name, stored_path, spec_path))
+            .map_err(|stored_path| self.conflict(name, stored_path, spec_path))
     }
 
     fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
@@ -781,18 +785,16 @@ impl Backend for PgBackend {
         // A trial running under this very worker comes first: it is one whose claim
         // committed but whose answer was lost with the connection (a worker claims only
         // when it runs nothing).
-        let pick = format!(
-            "SELECT id, status, worker FROM trials
+        let pick = "SELECT id, status, worker FROM trials
              WHERE sweep_id = $3 AND (status IN ('pending', 'interrupted')
                 OR (status = 'running' AND (worker = $1 OR heartbeat IS NULL
                     OR heartbeat < to_char((now() - make_interval(secs => $4))
                                            AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'))))
              ORDER BY (status = 'running' AND worker = $1) DESC, ordinal
-             LIMIT 1 FOR UPDATE SKIP LOCKED"
-        );
+             LIMIT 1 FOR UPDATE SKIP LOCKED";
         let secs = stale.as_secs_f64();
         let row =
-            self.with_retry(|c| Self::take(c, &pick, &[&worker.id, &device, &sweep_id, &secs]))?;
+            self.with_retry(|c| Self::take(c, pick, &[&worker.id, &device, &sweep_id, &secs]))?;
         row.map(|r| self.claimed(r)).transpose()
     }
 
