@@ -135,6 +135,19 @@ fn a_sweep_on_postgres_gives_what_it_gives_on_sqlite() {
     };
     assert_eq!(statuses(&a), statuses(&b));
     assert!(!statuses(&a).is_empty(), "{a}");
+    // The other readers too.
+    for args in [
+        vec!["show", "1"],
+        vec!["plan", file.to_str().unwrap()],
+        vec!["compare", "search", "search"],
+    ] {
+        let o = bin()
+            .args(&args)
+            .args(["--db", &pg.url()])
+            .output()
+            .unwrap();
+        assert_ok(&o, &format!("{args:?}"));
+    }
     // The views exist and answer.
     assert_eq!(
         pg.psql("SELECT COUNT(*) FROM trial_summary"),
