@@ -251,8 +251,7 @@ fn bad_postgres_input_is_refused_naming_the_server_and_writes_nothing() {
     // Unreachable: a port nobody listens on.
     let url = format!("postgres://cifar@127.0.0.1:{closed}/sweep");
     fails(&url, &ck, &url);
-    // A user the server does not know (the test cluster trusts every known user, so a
-    // wrong password cannot fail here: the unknown user is the refused login).
+    // A user the server does not know (a wrong password: see the next test).
     let url = format!("postgres://nobody:wrong@127.0.0.1:{port}/sweep");
     fails(
         &url,
@@ -395,4 +394,47 @@ fn a_server_gone_past_the_retry_bound_stops_the_worker_with_a_clear_error() {
         pg.psql("SELECT COUNT(*) = COUNT(DISTINCT (trial_id, epoch)) FROM epochs"),
         "t"
     );
+}
+
+#[test]
+fn a_wrong_password_is_refused_naming_the_server_and_never_shown() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    pg.require_password("right horse");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "grid.toml", GRID);
+    let with = |password: &str| {
+        pg.url()
+            .replacen("cifar@", &format!("cifar:{password}@"), 1)
+    };
+    let o = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--db",
+            &with("battery"),
+        ])
+        .args(["--checkpoint-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&pg.url()) && err.contains("password"), "{err}");
+    assert!(!err.contains("battery"), "{err}");
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0"
+    );
+    // The right one (percent-encoded in the URL) is let in: the store is empty, so a reader
+    // is refused for that reason instead.
+    let o = bin()
+        .args(["report", "--db", &with("right%20horse")])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("empty") && !err.contains("horse"), "{err}");
 }
