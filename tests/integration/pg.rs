@@ -148,6 +148,13 @@ fn a_sweep_on_postgres_gives_what_it_gives_on_sqlite() {
             .unwrap();
         assert_ok(&o, &format!("{args:?}"));
     }
+    // The README's queries run unchanged, and those that answer on SQLite answer here.
+    for q in crate::sweep_e2e::readme_queries() {
+        let rows = pg.psql(&q);
+        if !q.contains("diverged") {
+            assert!(!rows.is_empty(), "no rows from:\n{q}");
+        }
+    }
     // The views exist and answer.
     assert_eq!(
         pg.psql("SELECT COUNT(*) FROM trial_summary"),

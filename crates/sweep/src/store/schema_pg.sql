@@ -14,6 +14,15 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
+-- So that the README's queries run unchanged on both stores: SQLite rounds a float to N
+-- places with ROUND(x, N), PostgreSQL only a numeric (this overload is found first for a
+-- double precision argument); SQLite sums a comparison as 0/1, PostgreSQL needs SUM(boolean).
+CREATE FUNCTION round(x DOUBLE PRECISION, places INTEGER) RETURNS NUMERIC
+LANGUAGE sql IMMUTABLE AS $$ SELECT round(x::numeric, places) $$;
+CREATE FUNCTION cifar_sweep_count_true(n BIGINT, b BOOLEAN) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$ SELECT COALESCE(n, 0) + CASE WHEN b THEN 1 ELSE 0 END $$;
+CREATE AGGREGATE sum(BOOLEAN) (SFUNC = cifar_sweep_count_true, STYPE = BIGINT);
+
 -- What the store is: its schema version and random id (checkpoint folders include it).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
