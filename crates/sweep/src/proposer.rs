@@ -1,6 +1,7 @@
 //! TPE during a run: when no recorded trial is left to claim, a worker proposes the next
 //! draw from the sweep's results ([`crate::tpe`]) inside the store's write lock
-//! ([`Backend::propose_and_claim`](crate::store::Backend::propose_and_claim)) and claims it. Proposals are therefore made one at a
+//! ([`Backend::propose_and_claim`](crate::store::Backend::propose_and_claim)) and claims it.
+//! Proposals are therefore made one at a
 //! time across all processes, each from everything recorded before it, and never twice: the
 //! layer (grid point and draw) a proposal fills is taken once it is recorded, and a point
 //! already in the sweep is never proposed again.
