@@ -103,6 +103,8 @@ pub struct Postgres {
     port: u16,
     /// (uid, gid) the server runs as; None for the current user.
     owner: Option<(u32, u32)>,
+    /// The password [`Postgres::require_password`] set, which `psql` passes.
+    password: Option<String>,
 }
 
 impl Postgres {
@@ -150,6 +152,7 @@ impl Postgres {
             bin,
             port: 0,
             owner,
+            password: None,
         };
         run_ok(pg.as_owner("initdb").args([
             "-D",
@@ -246,11 +249,28 @@ impl Postgres {
             .unwrap()
     }
 
+    /// From now on the server asks [`Postgres::USER`] for `password` over TCP
+    /// (scram-sha-256) instead of trusting it; `psql` passes it.
+    pub fn require_password(&mut self, password: &str) {
+        self.psql(&format!("ALTER ROLE {} PASSWORD '{password}'", Self::USER));
+        // Rewritten in place, so the file keeps its owner (the server's user).
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        self.psql("SELECT pg_reload_conf()");
+        self.password = Some(password.to_string());
+    }
+
     /// `psql -c SQL` against the database; its unaligned, header-less output.
     pub fn psql(&self, sql: &str) -> String {
+        let mut c = Command::new(self.bin.join("psql"));
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p);
+        }
         let out = run_ok(
-            Command::new(self.bin.join("psql"))
-                .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            c.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
                 .arg(self.url()),
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()

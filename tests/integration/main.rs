@@ -7,6 +7,7 @@ mod hostile_cli;
 mod hostile_store;
 mod hostile_trainer;
 mod malformed;
+mod pg;
 mod reliability;
 mod search;
 mod slurm;

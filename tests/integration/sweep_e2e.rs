@@ -191,16 +191,8 @@ fn two_trial_sweep_fills_every_table_and_resumes_without_redoing() {
 /// `search`: the database holds a search (a sweep with a `[space]`), so the queries about
 /// searches must return rows too; without one they need only run.
 pub fn readme_queries_run(db: &std::path::Path, search: bool) {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let blocks: Vec<&str> = readme
-        .split("```sql\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .collect();
-    assert!(blocks.len() >= 6, "README has {} SQL queries", blocks.len());
     let c = rusqlite::Connection::open(db).unwrap();
-    for q in blocks {
+    for q in &readme_queries() {
         let mut st = c.prepare(q).unwrap_or_else(|e| panic!("{q}\n{e}"));
         let n = st.column_count();
         let rows = st
@@ -215,6 +207,19 @@ pub fn readme_queries_run(db: &std::path::Path, search: bool) {
             assert!(rows > 0, "no rows from:\n{q}");
         }
     }
+}
+
+/// The README's ```sql blocks.
+pub fn readme_queries() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let blocks: Vec<String> = readme
+        .split("```sql\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect();
+    assert!(blocks.len() >= 6, "README has {} SQL queries", blocks.len());
+    blocks
 }
 
 /// `plan` on a fresh database estimates every trial from a few timed steps (no `-`), gives a

@@ -77,6 +77,10 @@ pub struct ExecArgs {
     /// Seconds between mid-epoch checkpoints (0 to a year; 0 checkpoints after every batch).
     #[arg(long, default_value = "60", value_parser = parse_checkpoint_every)]
     pub checkpoint_every: Duration,
+    /// Where trials' checkpoint folders go (default: beside a SQLite database; required with
+    /// a PostgreSQL --db: a folder every worker can reach).
+    #[arg(long, env = "CIFAR_SWEEP_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Output format of the closing tables.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,

@@ -39,7 +39,16 @@ pub fn run(args: RunCmd) -> anyhow::Result<Exit> {
 
 pub fn plan(args: PlanCmd) -> anyhow::Result<Exit> {
     let (spec, plans) = runner::plan(&args.file, args.yes)?;
-    let db = if args.db.db.exists() {
+    // A PostgreSQL database without the schema yet is like a missing file.
+    let known = if sweep::store::is_postgres(&args.db.db) {
+        matches!(
+            sweep::store::probe(&args.db.db)?,
+            sweep::store::Probe::Ours { .. }
+        )
+    } else {
+        args.db.db.exists()
+    };
+    let db = if known {
         Some(Db::open_read_only(&args.db.db)?)
     } else {
         None
@@ -272,6 +281,12 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     // checks before minutes spent on the data: the device, then the database (probed, not
     // created), then the data (which may import or download); the database is created last.
     let device = trainer::device::parse(&exec.device)?;
+    if exec.checkpoint_dir.is_none() && sweep::store::is_postgres(&exec.db.db) {
+        return Err(Error::from(sweep::store::DbError::NoCheckpointDir {
+            server: sweep::store::display_url(&exec.db.db.to_string_lossy()),
+        })
+        .into());
+    }
     runner::check_store(&spec, &exec.db.db)?;
     for line in plan::forecast(&spec, &device, &exec.db.db)? {
         eprintln!("{line}");
@@ -286,6 +301,7 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
         yes: exec.yes,
         limit: exec.limit,
         checkpoint_every: exec.checkpoint_every,
+        checkpoint_dir: exec.checkpoint_dir.clone(),
     };
     let summary = runner::run(&spec, &data, &args, stop)?;
     let db = Db::open_existing(&exec.db.db)?;

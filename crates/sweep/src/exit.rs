@@ -87,7 +87,10 @@ fn db(e: &DbError) -> Exit {
         | DbError::SweepConflict { .. }
         | DbError::NoSuchSweep(_)
         | DbError::NoSuchTrial(_)
-        | DbError::AmbiguousTrial { .. } => Exit::BadInput,
+        | DbError::AmbiguousTrial { .. }
+        | DbError::PgUrl { .. }
+        | DbError::PgConnect { .. }
+        | DbError::NoCheckpointDir { .. } => Exit::BadInput,
         _ => Exit::Failure,
     }
 }

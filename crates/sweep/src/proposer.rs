@@ -1,6 +1,7 @@
 //! TPE during a run: when no recorded trial is left to claim, a worker proposes the next
 //! draw from the sweep's results ([`crate::tpe`]) inside the store's write lock
-//! ([`Backend::propose_and_claim`]) and claims it. Proposals are therefore made one at a
+//! ([`Backend::propose_and_claim`](crate::store::Backend::propose_and_claim)) and claims it.
+//! Proposals are therefore made one at a
 //! time across all processes, each from everything recorded before it, and never twice: the
 //! layer (grid point and draw) a proposal fills is taken once it is recorded, and a point
 //! already in the sweep is never proposed again.
@@ -38,15 +39,27 @@ pub fn propose_next(
     // `propose` runs inside the store's transaction and cannot return an error: it leaves it
     // here and proposes nothing.
     let mut failure: Option<Error> = None;
-    let claimed = db.propose_and_claim(sweep_id, worker, device, &mut |h: &SearchHistory| {
-        match proposal(spec, s, h, layers, seeds, objective, data_checksum) {
-            Ok(trials) => trials,
-            Err(e) => {
-                failure = Some(e);
-                Vec::new()
-            }
-        }
-    })?;
+    let claimed =
+        db.propose_and_claim(
+            sweep_id,
+            worker,
+            device,
+            &mut |h: &SearchHistory| match proposal(
+                spec,
+                s,
+                h,
+                layers,
+                seeds,
+                objective,
+                data_checksum,
+            ) {
+                Ok(trials) => trials,
+                Err(e) => {
+                    failure = Some(e);
+                    Vec::new()
+                }
+            },
+        )?;
     match failure {
         Some(e) => Err(e),
         None => Ok(claimed),
@@ -66,7 +79,8 @@ fn proposal(
 ) -> Result<Vec<NewTrial>, Error> {
     let layer_of = |ordinal: i64| ordinal as usize / seeds;
     let have: HashSet<usize> = h.trials.iter().map(|t| layer_of(t.ordinal)).collect();
-    let Some(layer) = (0..layers).find(|&l| s.sampler.proposes(l % s.samples) && !have.contains(&l))
+    let Some(layer) =
+        (0..layers).find(|&l| s.sampler.proposes(l % s.samples) && !have.contains(&l))
     else {
         return Ok(Vec::new());
     };

@@ -36,6 +36,8 @@ pub struct RunArgs {
     pub limit: Option<usize>,
     /// Seconds between mid-epoch checkpoints.
     pub checkpoint_every: Duration,
+    /// Where trials' checkpoint folders go; `None`: beside a SQLite database.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -135,7 +137,7 @@ pub fn run(
 ) -> Result<RunSummary, Error> {
     let device = args.device.clone();
     let device_name = trainer::device::name(&device);
-    let db = Store::open(&args.db)?;
+    let db = Store::open_with_checkpoints(&args.db, args.checkpoint_dir.as_deref())?;
     let sweep_id = db.upsert_sweep(
         &NewSweep {
             name: spec.name.clone(),

@@ -42,6 +42,10 @@ pub struct SlurmArgs {
     /// Accept a sweep larger than its `max_trials` limit (the workers get `--yes` too).
     #[arg(long)]
     pub yes: bool,
+    /// Where the workers keep trials' checkpoints: a folder on the cluster's shared
+    /// filesystem (required with a PostgreSQL --db; default beside a SQLite one).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// Everything the batch script says, with every path already absolute.
@@ -64,6 +68,8 @@ pub struct Job {
     /// An absolute SQLite path or a database URL, as `--db` takes it.
     pub db: String,
     pub yes: bool,
+    /// The workers' `--checkpoint-dir`, absolute.
+    pub checkpoint_dir: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,16 @@ pub fn command(file: &Path, db: &Path, args: &SlurmArgs) -> Result<Outcome, Erro
         sweep_file: cwd.join(file),
         db: db_argument(db, &cwd)?,
         yes: args.yes,
+        checkpoint_dir: match &args.checkpoint_dir {
+            Some(d) => Some(utf8(&cwd.join(d), "--checkpoint-dir")?.to_string()),
+            None if crate::store::is_postgres(db) => {
+                return Err(crate::store::DbError::NoCheckpointDir {
+                    server: crate::store::display_url(&db.to_string_lossy()),
+                }
+                .into())
+            }
+            None => None,
+        },
     };
     let text = script(&job)?;
     // sbatch does not create the folder of --output: a missing one loses every log.
@@ -237,6 +253,10 @@ pub fn script(job: &Job) -> Result<String, Error> {
         "--db".to_string(),
         shell_quote(&job.db),
     ];
+    if let Some(d) = &job.checkpoint_dir {
+        command.push("--checkpoint-dir".to_string());
+        command.push(shell_quote(d));
+    }
     if job.yes {
         command.push("--yes".to_string());
     }
@@ -376,6 +396,7 @@ mod tests {
             sweep_file: "/home/me/work/sweeps/lr.toml".into(),
             db: "/home/me/work/results/results.db".into(),
             yes: false,
+            checkpoint_dir: None,
         }
     }
 
@@ -430,6 +451,7 @@ mod tests {
         j.time = Some("04:00:00".into());
         j.yes = true;
         j.db = "postgres://me@db.cluster:5432/sweeps".into();
+        j.checkpoint_dir = Some("/shared/ckpt".into());
         let text = script(&j).unwrap();
         let d = directives(&text);
         for want in [
@@ -442,7 +464,10 @@ mod tests {
             assert!(d.contains(&want), "{want} missing: {d:?}");
         }
         assert!(
-            text.ends_with("--db postgres://me@db.cluster:5432/sweeps --yes --quiet\n"),
+            text.ends_with(
+                "--db postgres://me@db.cluster:5432/sweeps --checkpoint-dir /shared/ckpt --yes \
+                 --quiet\n"
+            ),
             "{text}"
         );
         assert!(!directives(&script(&job()).unwrap())

@@ -192,6 +192,8 @@ impl<'a> Numeric<'a> {
         }
     }
 
+    // The inverse of `to_x` on this dimension's distribution, so it needs `self`.
+    #[allow(clippy::wrong_self_convention)]
     fn from_x(&self, x: f64) -> Value {
         match *self.d {
             Distribution::Uniform { low, high } => Value::from(x.clamp(low, high)),

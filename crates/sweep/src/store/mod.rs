@@ -7,16 +7,20 @@
 //!   implements [`Backend`] and adds an `open` of its own; no caller changes.
 //! - `sqlite.rs`: the SQLite backend (WAL, migrations `schema_v*.sql`, probing files without
 //!   writing them).
+//! - `postgres.rs`: the PostgreSQL backend (`--db postgres://...`, `schema_pg.sql`), shared by
+//!   workers on several machines; lost connections are retried.
 //! - `heartbeat.rs`: who runs a trial ([`Worker`]) and the heartbeat that keeps its claim.
 //!
 //! Every write is one short transaction, so several processes can share a store; claiming a
 //! trial (and [`Backend::propose_and_claim`]) is a single write transaction.
 
 mod heartbeat;
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::{display_url, is_url as is_postgres, PgBackend};
 pub use heartbeat::{hostname, Heartbeat, Worker};
-pub use sqlite::{check_creatable, probe, SqliteBackend, SCHEMA_VERSION};
+pub use sqlite::{SqliteBackend, SCHEMA_VERSION};
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -81,6 +85,26 @@ pub enum DbError {
         stored_path: String,
         new_path: String,
     },
+    #[error("{server}: not a valid PostgreSQL URL ({error}); the form is postgres://USER@HOST:PORT/DATABASE")]
+    PgUrl { server: String, error: String },
+    #[error("{server}: cannot connect to the PostgreSQL server: {error}")]
+    PgConnect { server: String, error: String },
+    #[error(
+        "{server}: the connection to the PostgreSQL server was lost and could not be made \
+         again within {seconds} s (CIFAR_SWEEP_PG_RETRY_SECS): {error}"
+    )]
+    PgLost {
+        server: String,
+        seconds: f64,
+        error: String,
+    },
+    #[error("{server}: {error}")]
+    Postgres { server: String, error: String },
+    #[error(
+        "{server}: a PostgreSQL store has no folder of its own for checkpoints; pass \
+         --checkpoint-dir DIR (a folder every worker can reach)"
+    )]
+    NoCheckpointDir { server: String },
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
     #[error("no trial `{0}` in the database (give its id, or key:PREFIX of its key)")]
@@ -624,8 +648,7 @@ pub trait Backend {
         train_images: usize,
     ) -> Result<Option<f64>>;
 
-    /// The SQLite backend, for its own tests (which edit the file behind the API).
-    #[cfg(test)]
+    /// The SQLite backend, when this is it (its own tests edit the file behind the API).
     fn as_sqlite(&self) -> Option<&SqliteBackend> {
         None
     }
@@ -635,10 +658,13 @@ pub trait Backend {
 /// where it lives, and its schema version.
 pub struct Store {
     backend: Box<dyn Backend>,
-    /// The database file; checkpoint folders are relative to its folder.
+    /// The database file, or a PostgreSQL server's URL (without its password).
     pub path: PathBuf,
     /// The schema version as opened: a read-only open leaves an older database as it is.
     pub version: i64,
+    /// The folder trials' checkpoint folders are relative to: beside a SQLite file unless
+    /// `--checkpoint-dir` says otherwise; a PostgreSQL store has one only when given.
+    checkpoints: Option<PathBuf>,
 }
 
 impl std::ops::Deref for Store {
@@ -648,56 +674,112 @@ impl std::ops::Deref for Store {
     }
 }
 
+/// `--db` as a PostgreSQL URL, when it is one.
+fn url_of(db: &Path) -> Option<&str> {
+    self::postgres::is_url(db).then(|| db.to_str()).flatten()
+}
+
+/// What `db` holds, found out without writing anything: a SQLite file (see
+/// [`sqlite::probe`]) or a PostgreSQL database (connecting to it).
+pub fn probe(db: &Path) -> Result<Probe> {
+    match url_of(db) {
+        Some(url) => PgBackend::probe(url),
+        None => sqlite::probe(db),
+    }
+}
+
+/// Whether `run` could use or create the store `db`, without writing: see
+/// [`sqlite::check_creatable`]; a PostgreSQL database must be reachable, and empty or ours.
+pub fn check_creatable(db: &Path) -> Result<()> {
+    match url_of(db) {
+        Some(url) => PgBackend::probe(url).map(drop),
+        None => sqlite::check_creatable(db),
+    }
+}
+
 impl Store {
     fn sqlite(b: SqliteBackend) -> Store {
         Store {
             path: b.path.clone(),
             version: b.version,
+            checkpoints: Some(b.checkpoints.clone()),
             backend: Box::new(b),
         }
     }
 
-    /// Opens (creating if needed) and migrates the database at `path`: for `run` and `train`
-    /// only. Another program's database is refused, never given our tables.
-    pub fn open(path: &Path) -> Result<Store> {
-        SqliteBackend::open(path).map(Store::sqlite)
+    fn postgres(b: PgBackend) -> Store {
+        Store {
+            path: PathBuf::from(&b.server),
+            version: b.version,
+            checkpoints: b.checkpoints().map(Path::to_path_buf),
+            backend: Box::new(b),
+        }
+    }
+
+    /// Opens (creating if needed) and migrates the store `db`: for `run` and `train` only.
+    /// Another program's database is refused, never given our tables.
+    pub fn open(db: &Path) -> Result<Store> {
+        Self::open_with_checkpoints(db, None)
+    }
+
+    /// [`Store::open`], with trials' checkpoint folders under `checkpoints` (by default
+    /// beside a SQLite file; a PostgreSQL store needs it to claim a trial).
+    pub fn open_with_checkpoints(db: &Path, checkpoints: Option<&Path>) -> Result<Store> {
+        match url_of(db) {
+            Some(url) => PgBackend::open(url, checkpoints).map(Store::postgres),
+            None => SqliteBackend::open(db, checkpoints).map(Store::sqlite),
+        }
     }
 
     /// Opens an existing cifar-sweep database for writing, without creating, migrating or
     /// changing its journal mode (a second connection of a running sweep: the heartbeat).
-    pub fn open_existing(path: &Path) -> Result<Store> {
-        SqliteBackend::open_existing(path).map(Store::sqlite)
+    pub fn open_existing(db: &Path) -> Result<Store> {
+        match url_of(db) {
+            Some(url) => PgBackend::open_existing(url).map(Store::postgres),
+            None => SqliteBackend::open_existing(db).map(Store::sqlite),
+        }
     }
 
     /// Opens an existing cifar-sweep database read-only (report, show, plot, compare): the
-    /// file is never created, migrated or written, and an older schema is read as it is.
-    pub fn open_read_only(path: &Path) -> Result<Store> {
-        SqliteBackend::open_read_only(path).map(Store::sqlite)
+    /// store is never created, migrated or written, and an older schema is read as it is.
+    pub fn open_read_only(db: &Path) -> Result<Store> {
+        match url_of(db) {
+            Some(url) => PgBackend::open_read_only(url).map(Store::postgres),
+            None => SqliteBackend::open_read_only(db).map(Store::sqlite),
+        }
     }
 
-    /// `rel` (read from the database) as a path in the database's folder; `None` when it is
-    /// absolute or leaves the folder (`..`): a hand-edited or foreign database must not make
-    /// us write, or read, anywhere else.
+    /// Whether this store is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.backend.as_sqlite().is_none()
+    }
+
+    /// `rel` (read from the database) as a path in the checkpoints' folder; `None` when it is
+    /// absolute or leaves the folder (`..`), or there is no such folder: a hand-edited or
+    /// foreign database must not make us write, or read, anywhere else.
     pub fn beside(&self, rel: &str) -> Option<PathBuf> {
-        beside(&self.path, rel)
+        under(self.checkpoints.as_deref()?, rel)
     }
 
 }
 
-/// See [`Store::beside`].
-fn beside(db_path: &Path, rel: &str) -> Option<PathBuf> {
+/// The folder a SQLite database's checkpoint folders are relative to: its own.
+fn db_folder(db_path: &Path) -> PathBuf {
+    db_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// `rel` inside `root`, when it is a plain relative path (see [`Store::beside`]).
+fn under(root: &Path, rel: &str) -> Option<PathBuf> {
     let rel = Path::new(rel);
     let plain = !rel.as_os_str().is_empty()
         && rel
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)));
-    plain.then(|| {
-        db_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join(rel)
-    })
+    plain.then(|| root.join(rel))
 }
 
 #[cfg(test)]
@@ -726,6 +808,11 @@ mod tests {
                 TrialStatus::Interrupted
             ]
         );
+    }
+
+    /// `rel` in the folder of the SQLite database `db_path`, as [`Store::beside`] places it.
+    fn beside(db_path: &Path, rel: &str) -> Option<PathBuf> {
+        under(&db_folder(db_path), rel)
     }
 
     #[test]

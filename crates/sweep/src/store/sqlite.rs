@@ -221,6 +221,9 @@ pub struct SqliteBackend {
     pub(super) path: PathBuf,
     /// The schema version as opened: a read-only open leaves an older database as it is.
     pub(super) version: i64,
+    /// The folder trials' checkpoint folders are relative to: the database's own unless
+    /// `--checkpoint-dir` named another.
+    pub(super) checkpoints: PathBuf,
 }
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -229,7 +232,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 impl SqliteBackend {
     /// Opens (creating if needed) and migrates the database at `path`: for `run` and `train`
     /// only. Another program's database is refused, never given our tables.
-    pub fn open(path: &Path) -> Result<SqliteBackend> {
+    pub fn open(path: &Path, checkpoints: Option<&Path>) -> Result<SqliteBackend> {
         probe(path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| DbError::Folder {
@@ -247,6 +250,9 @@ impl SqliteBackend {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
+            checkpoints: checkpoints
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| super::db_folder(path)),
         };
         db.setup()?;
         Ok(db)
@@ -275,6 +281,7 @@ impl SqliteBackend {
             conn,
             path: path.to_path_buf(),
             version,
+            checkpoints: super::db_folder(path),
         })
     }
 
@@ -293,6 +300,7 @@ impl SqliteBackend {
                     conn,
                     path: path.to_path_buf(),
                     version,
+                    checkpoints: super::db_folder(path),
                 }),
                 _ => Err(DbError::Empty {
                     path: path.to_path_buf(),
@@ -522,11 +530,12 @@ impl SqliteBackend {
         previous_status: TrialStatus,
         (key, config, dir): (String, String, String),
     ) -> Result<Claimed> {
-        let checkpoint_dir = super::beside(&self.path, &dir).ok_or_else(|| DbError::BadPath {
-            path: self.path.clone(),
-            what: format!("trial {id}: checkpoint_dir"),
-            value: dir.clone(),
-        })?;
+        let checkpoint_dir =
+            super::under(&self.checkpoints, &dir).ok_or_else(|| DbError::BadPath {
+                path: self.path.clone(),
+                what: format!("trial {id}: checkpoint_dir"),
+                value: dir.clone(),
+            })?;
         Ok(Claimed {
             id,
             key,
@@ -1309,7 +1318,6 @@ impl Backend for SqliteBackend {
             .map_err(|e| self.err(e))
     }
 
-    #[cfg(test)]
     fn as_sqlite(&self) -> Option<&SqliteBackend> {
         Some(self)
     }
@@ -1470,7 +1478,7 @@ mod tests {
         drop(c);
         assert_eq!(probe(&p("blank.db")).unwrap(), Probe::Empty);
 
-        drop(SqliteBackend::open(&p("ours.db")).unwrap());
+        drop(SqliteBackend::open(&p("ours.db"), None).unwrap());
         assert_eq!(
             probe(&p("ours.db")).unwrap(),
             Probe::Ours {
@@ -1513,7 +1521,7 @@ mod tests {
         drop(c);
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(
-            SqliteBackend::open(&path),
+            SqliteBackend::open(&path, None),
             Err(DbError::Foreign { .. })
         ));
         assert!(matches!(
@@ -1532,7 +1540,7 @@ mod tests {
         for round in 0..30 {
             let path = dir.path().join(format!("r{round}.db"));
             std::thread::scope(|s| {
-                s.spawn(|| drop(SqliteBackend::open(&path).unwrap()));
+                s.spawn(|| drop(SqliteBackend::open(&path, None).unwrap()));
                 for _ in 0..3 {
                     s.spawn(|| loop {
                         match probe(&path) {
@@ -1550,7 +1558,7 @@ mod tests {
     fn check_sweep_refuses_other_trials_under_a_recorded_name_without_writing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let db = SqliteBackend::open(&path).unwrap();
+        let db = SqliteBackend::open(&path, None).unwrap();
         let new = |spec: &str, file: &str| NewSweep {
             name: "s".into(),
             description: String::new(),
@@ -1615,7 +1623,7 @@ mod tests {
             )
             .unwrap();
         }
-        let db = SqliteBackend::open(&path).unwrap();
+        let db = SqliteBackend::open(&path, None).unwrap();
         let count = |sql: &str| -> i64 { db.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(count("PRAGMA user_version"), 3);
         assert_eq!(count("SELECT COUNT(*) FROM epochs WHERE trial_id = 7"), 2);
