@@ -10,8 +10,8 @@ use crate::signals;
 use anyhow::Context;
 use std::path::Path;
 use sweep::exit::Exit;
-use sweep::table::Format;
 use sweep::store::Store as Db;
+use sweep::table::Format;
 use sweep::{plan, report, runner, Error};
 
 pub fn run(args: RunCmd) -> anyhow::Result<Exit> {

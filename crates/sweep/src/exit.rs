@@ -1,8 +1,8 @@
 //! The exit statuses of `cifar-sweep` (README, "Exit status") and the one place an error
 //! becomes one.
 
-use crate::store::DbError;
 use crate::spec::SpecError;
+use crate::store::DbError;
 use crate::Error;
 use trainer::data::DataError;
 

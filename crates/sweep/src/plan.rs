@@ -1,12 +1,12 @@
 //! What `plan` and `run --dry-run` list, and the estimate `plan` prints under its table and
 //! `run` before it starts.
 
-use crate::store::{self as db, Store as Db};
 use crate::estimate::{self, Rates, Total};
 use crate::grid::{self, TrialPlan};
 use crate::report;
 use crate::search::Prune;
 use crate::spec::SweepSpec;
+use crate::store::{self as db, Store as Db};
 use crate::table::{int, num, text, Table};
 use crate::Error;
 use std::borrow::Borrow;

@@ -101,14 +101,7 @@ mod tests {
 
         let set = synthetic_records(37, 10, 5);
         let idx: Vec<usize> = (0..set.len()).rev().collect();
-        let (x, _) = make_batch(
-            &set,
-            &idx,
-            &Normalization::default(),
-            None,
-            &device,
-        )
-        .unwrap();
+        let (x, _) = make_batch(&set, &idx, &Normalization::default(), None, &device).unwrap();
         let expected: Vec<u32> = trained
             .model
             .forward_t(&x, false)

@@ -760,7 +760,6 @@ impl Store {
     pub fn beside(&self, rel: &str) -> Option<PathBuf> {
         under(self.checkpoints.as_deref()?, rel)
     }
-
 }
 
 /// The folder a SQLite database's checkpoint folders are relative to: its own.

@@ -17,7 +17,7 @@ use ::postgres::error::SqlState;
 use ::postgres::{Client, GenericClient, NoTls, Row};
 use std::cell::RefCell;
 use std::time::Instant;
-use trainer::train::EpochRecord;
+use trainer::metrics::EpochRecord;
 
 /// The time now as SQLite's `datetime('now')` writes it (UTC, to the second), so that both
 /// stores hold and print times alike and text comparisons order them.

@@ -643,7 +643,6 @@ impl SqliteBackend {
         );
         Ok(&stored == configs)
     }
-
 }
 
 impl Backend for SqliteBackend {
