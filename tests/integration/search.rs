@@ -122,15 +122,11 @@ fn asha_prunes_records_why_and_a_killed_search_resumes_to_the_same_decisions() {
     assert_eq!(snapshot(&db), want, "a killed search decided differently");
 }
 
-#[test]
-fn three_processes_share_one_search_and_each_configuration_runs_once() {
-    let Some(data) = data_args() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "search.toml", SEARCH);
-    let db = dir.path().join("results.db");
+/// Three `run` processes on one database at once; each must succeed.
+fn run_three(file: &Path, db: &Path, data: &[String]) {
     let children: Vec<Child> = (0..3)
         .map(|_| {
-            sweep_command(&file, &db, &data)
+            sweep_command(file, db, data)
                 .arg("--quiet")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -146,6 +142,15 @@ fn three_processes_share_one_search_and_each_configuration_runs_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn three_processes_share_one_search_and_each_configuration_runs_once() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "search.toml", SEARCH);
+    let db = dir.path().join("results.db");
+    run_three(&file, &db, &data);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM trials"), 7);
     assert_eq!(
         query_i64(
@@ -220,24 +225,7 @@ fn tpe_proposes_from_the_results_reproducibly_and_never_twice_across_processes()
     // Three processes on one TPE search: every draw recorded once, no configuration twice,
     // each trial run once.
     let db = dir.path().join("shared/results.db");
-    let children: Vec<Child> = (0..3)
-        .map(|_| {
-            sweep_command(&tpe, &db, &data)
-                .arg("--quiet")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_three(&tpe, &db, &data);
     let shared = configs(&db);
     let ordinals: Vec<i64> = shared.iter().map(|t| t.0).collect();
     assert_eq!(ordinals, (0..13).collect::<Vec<_>>());
