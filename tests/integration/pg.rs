@@ -49,7 +49,7 @@ fn assert_ok(o: &Output, what: &str) {
 }
 
 /// The trials as `ordinal|status|epochs|test_acc` lines, test_acc as its bits.
-fn pg_trials(pg: &Postgres) -> Vec<String> {
+pub(crate) fn pg_trials(pg: &Postgres) -> Vec<String> {
     pg.psql(
         "SELECT t.ordinal || '|' || t.status || '|'
                 || (SELECT COUNT(*) FROM epochs e WHERE e.trial_id = t.id) || '|'
@@ -61,7 +61,7 @@ fn pg_trials(pg: &Postgres) -> Vec<String> {
     .collect()
 }
 
-fn sqlite_trials(db: &Path) -> Vec<String> {
+pub(crate) fn sqlite_trials(db: &Path) -> Vec<String> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut st = c
         .prepare(
@@ -140,6 +140,7 @@ fn a_sweep_on_postgres_gives_what_it_gives_on_sqlite() {
         vec!["show", "1"],
         vec!["plan", file.to_str().unwrap()],
         vec!["compare", "search", "search"],
+        vec!["status", "search"],
     ] {
         let o = bin()
             .args(&args)
@@ -148,6 +149,17 @@ fn a_sweep_on_postgres_gives_what_it_gives_on_sqlite() {
             .unwrap();
         assert_ok(&o, &format!("{args:?}"));
     }
+    // `status` counts the same trials by status on both.
+    let status = |db: &str| {
+        let o = bin()
+            .args(["status", "--db", db, "--format", "json"])
+            .output()
+            .unwrap();
+        assert_ok(&o, "status");
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v[0]["rows"].clone()
+    };
+    assert_eq!(status(&pg.url()), status(lite.to_str().unwrap()));
     // The README's queries run unchanged, and those that answer on SQLite answer here.
     for q in crate::sweep_e2e::readme_queries() {
         let rows = pg.psql(&q);

@@ -102,6 +102,9 @@ pub enum Cmd {
     Compare(CompareCmd),
     /// One trial: config, epochs, per-class accuracy, confusion matrix.
     Show(ShowCmd),
+    /// Where a sweep stands while it runs: trials by status, and which host and process
+    /// holds each running trial (the latest sweep when none is named).
+    Status(StatusCmd),
     /// Train one configuration given by flags, recorded like any sweep.
     Train(TrainCmd),
     /// Write a Slurm job-array script whose tasks each run the sweep as a worker on the
@@ -160,6 +163,15 @@ pub struct ReportCmd {
     pub html: Option<PathBuf>,
     #[command(flatten)]
     pub charts: ChartArgs,
+}
+
+#[derive(Args)]
+pub struct StatusCmd {
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
 }
 
 #[derive(Args)]

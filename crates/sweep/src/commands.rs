@@ -4,7 +4,7 @@
 
 use crate::cli::{
     ChartArgs, CompareCmd, DataCmd, ExecArgs, PlanCmd, PlotCmd, ReportCmd, RunCmd, ShowCmd,
-    SlurmCmd, TrainCmd,
+    SlurmCmd, StatusCmd, TrainCmd,
 };
 use crate::signals;
 use anyhow::Context;
@@ -167,6 +167,14 @@ pub fn show(args: ShowCmd) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+pub fn status(args: StatusCmd) -> anyhow::Result<Exit> {
+    let db = open_for_reading(&args.db.db)?;
+    let name = sweep_or_latest(&db, args.sweep)?;
+    let tables = sweep::status::status_tables(&db, &name)?;
+    print!("{}", report::render(&tables, args.format));
+    Ok(Exit::Success)
+}
+
 pub fn train(args: TrainCmd) -> anyhow::Result<Exit> {
     let name = args.name.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
@@ -308,6 +316,14 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     let tables = report::sweep_tables(&db, &summary.sweep)?;
     print!("{}", report::render(&tables, exec.format));
     if summary.interrupted {
+        // Slurm requeues a preempted task by itself (`--requeue`), but not one that reached
+        // its time limit: that one asks for it, so the trial resumes without anyone watching.
+        if signals::time_limit_hit() {
+            if let Some(job) = sweep::slurm::requeue_self() {
+                eprintln!("time limit: asked Slurm to requeue job {job}; it resumes the trial");
+                return Ok(Exit::Interrupted);
+            }
+        }
         eprintln!("interrupted: run the same command again to resume");
         return Ok(Exit::Interrupted);
     }

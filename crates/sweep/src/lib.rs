@@ -19,6 +19,7 @@ pub mod search;
 pub mod slurm;
 pub mod space;
 pub mod spec;
+pub mod status;
 pub mod store;
 pub mod table;
 pub mod tpe;

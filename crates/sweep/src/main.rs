@@ -18,6 +18,7 @@ fn main() {
         Cmd::Plot(args) => commands::plot(args),
         Cmd::Compare(args) => commands::compare(args),
         Cmd::Show(args) => commands::show(args),
+        Cmd::Status(args) => commands::status(args),
         Cmd::Train(args) => commands::train(args),
         Cmd::Slurm(args) => commands::slurm(args),
         Cmd::Data { cmd } => commands::data(cmd),

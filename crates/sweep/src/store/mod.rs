@@ -315,6 +315,32 @@ pub struct TrialRecord {
     pub pruned_epoch: Option<i64>,
 }
 
+/// A claimed trial and the worker that ran it last, from [`Backend::worker_trials`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerTrial {
+    /// The trial's id.
+    pub id: i64,
+    /// Its position in the sweep (0-based).
+    pub ordinal: i64,
+    /// Its key (the hash of its configuration).
+    pub key: String,
+    /// Where it stands now.
+    pub status: TrialStatus,
+    /// `host:pid:start` of the process that claimed it last ([`Worker`]'s id).
+    pub worker: Option<String>,
+    /// The device it ran on (`cpu`, `cuda:0`).
+    pub device: Option<String>,
+    /// Seconds since the worker's last heartbeat, by the database server's clock (the
+    /// workers' clocks may differ from the reader's).
+    pub heartbeat_age: Option<f64>,
+    /// How many times a worker has claimed it.
+    pub attempts: i64,
+    /// The last epoch recorded (0 before the first).
+    pub epochs_done: i64,
+    /// The epochs its configuration asks for.
+    pub epochs: Option<i64>,
+}
+
 /// One trial found by [`Backend::find_trials`], with its sweep's name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrialDetail {
@@ -634,6 +660,11 @@ pub trait Backend {
     /// The sweep's finished (done) trials with a training time, by id: each with the
     /// validation accuracy of its best epoch.
     fn pareto_inputs(&self, sweep_id: i64) -> Result<Vec<ParetoRow>>;
+
+    /// The sweep's trials that some worker has claimed (running, finished or stopped), in
+    /// ordinal order, with who ran them last and how long ago that worker's heartbeat was:
+    /// `cifar-sweep status`.
+    fn worker_trials(&self, sweep_id: i64) -> Result<Vec<WorkerTrial>>;
 
     /// Average seconds per image of the epochs recorded for `arch` on `device` (at batch size
     /// `batch`, or any with `None`), counting a validation image as `eval_share` of a

@@ -1268,6 +1268,45 @@ impl Backend for PgBackend {
         )
     }
 
+    fn worker_trials(&self, sweep_id: i64) -> Result<Vec<WorkerTrial>> {
+        let rows = self.rows(
+            "SELECT t.id, t.ordinal, t.trial_key, t.status, t.worker, t.device,
+                    EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC')
+                                       - t.heartbeat::timestamp)::float8,
+                    t.attempts,
+                    (SELECT COALESCE(MAX(e.epoch), 0) FROM epochs e WHERE e.trial_id = t.id),
+                    t.epochs
+             FROM trials t WHERE t.sweep_id = $1 AND t.worker IS NOT NULL
+             ORDER BY t.ordinal",
+            &[&sweep_id],
+            |r| {
+                Ok((
+                    r.try_get::<_, String>(3)?,
+                    WorkerTrial {
+                        id: r.try_get(0)?,
+                        ordinal: r.try_get(1)?,
+                        key: r.try_get(2)?,
+                        status: TrialStatus::Pending,
+                        worker: r.try_get(4)?,
+                        device: r.try_get(5)?,
+                        heartbeat_age: r.try_get(6)?,
+                        attempts: r.try_get(7)?,
+                        epochs_done: r.try_get(8)?,
+                        epochs: r.try_get(9)?,
+                    },
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(status, t)| {
+                Ok(WorkerTrial {
+                    status: self.status(&status)?,
+                    ..t
+                })
+            })
+            .collect()
+    }
+
     fn seconds_per_image(
         &self,
         arch: &str,

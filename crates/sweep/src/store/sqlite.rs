@@ -1285,6 +1285,32 @@ impl Backend for SqliteBackend {
         )
     }
 
+    fn worker_trials(&self, sweep_id: i64) -> Result<Vec<WorkerTrial>> {
+        self.rows(
+            "SELECT t.id, t.ordinal, t.trial_key, t.status, t.worker, t.device,
+                    (julianday('now') - julianday(t.heartbeat)) * 86400.0, t.attempts,
+                    (SELECT COALESCE(MAX(e.epoch), 0) FROM epochs e WHERE e.trial_id = t.id),
+                    t.epochs
+             FROM trials t WHERE t.sweep_id = ?1 AND t.worker IS NOT NULL
+             ORDER BY t.ordinal",
+            [sweep_id],
+            |r| {
+                Ok(WorkerTrial {
+                    id: r.get(0)?,
+                    ordinal: r.get(1)?,
+                    key: r.get(2)?,
+                    status: r.get(3)?,
+                    worker: r.get(4)?,
+                    device: r.get(5)?,
+                    heartbeat_age: r.get(6)?,
+                    attempts: r.get(7)?,
+                    epochs_done: r.get(8)?,
+                    epochs: r.get(9)?,
+                })
+            },
+        )
+    }
+
     fn seconds_per_image(
         &self,
         arch: &str,
