@@ -403,6 +403,8 @@ impl Slurm {
         for d in ["state", "spool"] {
             std::fs::create_dir(path(d)).unwrap();
         }
+        // OverSubscribe=FORCE:4: up to four tasks share a core, so that a 3-task array runs
+        // at once on a 2-core machine, as it would on a cluster's nodes side by side.
         let conf = format!(
             "# A single-node cluster for cifar-sweep's tests.\n\
              ClusterName=cifartest\n\
@@ -430,7 +432,8 @@ impl Slurm {
              AccountingStorageType=accounting_storage/none\n\
              MailProg=/bin/true\n\
              {node_line} NodeAddr=127.0.0.1 State=UNKNOWN\n\
-             PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
+             PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP \
+             OverSubscribe=FORCE:4\n",
             node = slurm.node,
             ctld_port = free_port(),
             d_port = free_port(),

@@ -40,6 +40,16 @@ fn inherited_ignores() -> Vec<i32> {
 #[cfg(not(unix))]
 fn ignore_again(_: &[i32]) {}
 
+/// Set when the first stop request was SIGUSR1 (Slurm's time-limit warning): the run then
+/// asks Slurm to requeue its task once the trial is saved (see [`time_limit_hit`]).
+static TIME_LIMIT: AtomicBool = AtomicBool::new(false);
+
+/// Whether the run was stopped by SIGUSR1, the time limit's warning, rather than by an
+/// interrupt (which is the user's or the scheduler's wish to stop, and is not requeued).
+pub fn time_limit_hit() -> bool {
+    TIME_LIMIT.load(Ordering::SeqCst)
+}
+
 /// Signals this close together are one request delivered twice (see [`stop_on_interrupt`]).
 const SAME_SIGNAL: Duration = Duration::from_millis(250);
 
@@ -65,6 +75,7 @@ impl Stopper {
         match *first {
             None => {
                 *first = Some(Instant::now());
+                TIME_LIMIT.store(matches!(why, Request::TimeLimit), Ordering::SeqCst);
                 self.stop.store(true, Ordering::SeqCst);
                 eprintln!(
                     "\n{}",

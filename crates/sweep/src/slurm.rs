@@ -104,6 +104,37 @@ impl SlurmError {
     }
 }
 
+/// Inside a Slurm task (`SLURM_JOB_ID` set), `scontrol requeue` of this task: it goes back to
+/// the queue and, started again, resumes the trial this worker saved. Returns the job id
+/// requeued; `None` outside Slurm or when scontrol refused (said in the log: the trial is
+/// saved as interrupted either way, and any later worker resumes it).
+pub fn requeue_self() -> Option<String> {
+    let job = std::env::var("SLURM_JOB_ID").ok()?;
+    if job.is_empty() || !job.bytes().all(|b| b.is_ascii_digit()) {
+        tracing::warn!("SLURM_JOB_ID {job:?} is not a job id: not requeued");
+        return None;
+    }
+    match std::process::Command::new("scontrol")
+        .args(["requeue", &job])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => Some(job),
+        Ok(out) => {
+            tracing::warn!(
+                "scontrol requeue {job}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("scontrol requeue {job}: {e}");
+            None
+        }
+    }
+}
+
 /// What [`command`] did.
 #[derive(Debug)]
 pub struct Outcome {
