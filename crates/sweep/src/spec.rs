@@ -79,7 +79,7 @@ pub const DEFAULT_MAX_TRIALS: usize = 500;
 pub struct Pos {
     /// 1-based; 0 when the error is about no place in the file (it could not be read).
     pub line: usize,
-    /// 1-based, in characters.
+    /// 1-based, in bytes from the start of the line.
     pub col: usize,
 }
 

@@ -381,7 +381,7 @@ pub struct Finished<'a> {
     pub best_valid_loss: f64,
     /// The evaluation of the best epoch's weights on the test set.
     pub test: &'a TestReport,
-    /// Training time over all epochs, in seconds (evaluation on the test set excluded).
+    /// The sum of its epochs' wall times (training and validation), in seconds.
     pub train_seconds: f64,
     /// Class names by index, for the per-class rows.
     pub classes: &'a [String],
@@ -442,9 +442,11 @@ pub struct TrialRecord {
     pub test_acc: Option<f64>,
     /// Test loss of the best epoch's weights; only for `done` trials.
     pub test_loss: Option<f64>,
-    /// Training time over all epochs, in seconds; only for finished trials.
+    /// The sum of its epochs' wall times, in seconds; only for finished (done or pruned)
+    /// trials.
     pub train_seconds: Option<f64>,
-    /// Training images per second over the whole run; only for finished trials.
+    /// The mean of its epochs' training images per second; only for finished (done or
+    /// pruned) trials.
     pub images_per_sec: Option<f64>,
     /// The checkpoint folder recorded when the trial finished.
     pub checkpoint: Option<String>,
