@@ -50,6 +50,8 @@ fn trials(db: &Store, sweep: &str) -> Result<Vec<Trial>, DbError> {
 
 /// What a comparison found.
 pub struct Comparison {
+    /// The per-trial comparison, then (when trials repeat over seeds) the means over seeds per
+    /// configuration.
     pub tables: Vec<Table>,
     /// Regressions and newly failing trials: any makes the comparison fail.
     pub problems: Vec<String>,

@@ -21,8 +21,11 @@ const CALIBRATION_STEPS: usize = 3;
 /// Seconds per image for one (architecture, batch size) on one device.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rates {
+    /// Seconds per training image (forward and backward).
     pub train: f64,
+    /// Seconds per evaluated image (forward only: validation and test).
     pub eval: f64,
+    /// Whether the rate was measured from recorded epochs or from timed steps.
     pub source: Source,
 }
 
@@ -160,13 +163,17 @@ pub fn rate_of<'a>(
 /// A sweep's estimate, summed over its trials.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Total {
+    /// How many trials the estimate covers.
     pub trials: usize,
+    /// Expected seconds for all trials run in full.
     pub seconds: f64,
     /// Trials estimated from recorded epochs (the others from timed steps).
     pub from_history: usize,
     /// Seconds expected with the sweep's ASHA pruning, when it has some.
     pub pruned_seconds: Option<f64>,
+    /// Epochs of all trials run in full.
     pub epochs: f64,
+    /// Expected epochs with the sweep's ASHA pruning (0 without it).
     pub pruned_epochs: f64,
 }
 

@@ -10,6 +10,7 @@ use trainer::data::DataError;
 /// gates test them, so a variant's value never changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
+    /// Everything asked for was done.
     Success = 0,
     /// Anything that is not the user's input to fix: I/O, the database engine, a bug.
     Failure = 1,
@@ -24,6 +25,7 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The number the process exits with.
     pub fn code(self) -> i32 {
         self as i32
     }

@@ -10,6 +10,7 @@ use trainer::TrainConfig;
 pub struct TrialPlan {
     /// 0-based position in the sweep.
     pub ordinal: usize,
+    /// The trial's full training configuration (the sweep's defaults with its settings applied).
     pub config: TrainConfig,
     /// The keys that vary across the sweep and their values here, in grid order.
     pub swept: Vec<(String, Value)>,

@@ -33,6 +33,39 @@ pub fn legacy_checkpoint_dir(sweep: &str, key: &str) -> String {
     format!("{CHECKPOINTS}/{sweep}/{key}")
 }
 
+/// [`checkpoint_dir`] as an SQL expression, for the statement that fixes a trial's folder at
+/// its first claim (the backends' claim is one `UPDATE`, so the folder is built in SQL):
+/// `store_id`, `sweep` and `key` are SQL expressions of text, such as a column or a
+/// subquery. Made by [`checkpoint_dir`] itself, so the layout is spelled only there.
+pub fn checkpoint_dir_sql(store_id: &str, sweep: &str, key: &str) -> String {
+    sql_concat(checkpoint_dir(
+        &sql_part(store_id),
+        &sql_part(sweep),
+        &sql_part(key),
+    ))
+}
+
+/// [`legacy_checkpoint_dir`] as an SQL expression over the SQL expressions `sweep` and
+/// `key`: how a version-1 database's trials, which recorded no folder, are read.
+pub fn legacy_checkpoint_dir_sql(sweep: &str, key: &str) -> String {
+    sql_concat(legacy_checkpoint_dir(&sql_part(sweep), &sql_part(key)))
+}
+
+/// The SQL expression `expr` as a part of a path that [`sql_concat`] turns into SQL: it
+/// closes the string literal around it, concatenates `expr` and opens a new literal.
+fn sql_part(expr: &str) -> String {
+    format!("' || {expr} || '")
+}
+
+/// A path made of [`sql_part`]s and plain text (the layout's folder names and `/`, which hold
+/// no quote) as one SQL string concatenation, without the empty literals at its ends.
+fn sql_concat(path: String) -> String {
+    debug_assert!(!CHECKPOINTS.contains('\''));
+    let sql = format!("'{path}'");
+    let sql = sql.strip_prefix("'' || ").unwrap_or(&sql);
+    sql.strip_suffix(" || ''").unwrap_or(sql).to_string()
+}
+
 /// The default folder of a sweep's charts: `plots/<sweep>` beside the database at `db`.
 pub fn plots_dir(db: &Path, sweep: &str) -> PathBuf {
     db.parent()
@@ -60,6 +93,18 @@ mod tests {
         assert_eq!(
             legacy_checkpoint_dir("grid", "6f3a"),
             "checkpoints/grid/6f3a"
+        );
+    }
+
+    #[test]
+    fn checkpoint_folders_as_sql() {
+        assert_eq!(
+            checkpoint_dir_sql("(SELECT id)", "s.name", "t.trial_key"),
+            "'checkpoints/' || (SELECT id) || '/' || s.name || '/' || t.trial_key"
+        );
+        assert_eq!(
+            legacy_checkpoint_dir_sql("s.name", "trial_key"),
+            "'checkpoints/' || s.name || '/' || trial_key"
         );
     }
 }

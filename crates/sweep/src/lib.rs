@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! The sweep orchestrator: sweep files, grid expansion, the results database, the run loop
 //! and the reports. The `cifar-sweep` binary is a thin layer over this crate.
 
@@ -28,19 +30,26 @@ pub mod tpe;
 /// maps them to the process's exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A sweep file that does not parse or check.
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    /// The results store failed or refused (see [`store::DbError`]).
     #[error(transparent)]
     Db(#[from] store::DbError),
+    /// Training or evaluating a trial failed.
     #[error(transparent)]
     Trainer(#[from] trainer::Error),
+    /// The CIFAR-10 data could not be found, read or verified.
     #[error(transparent)]
     Data(#[from] trainer::data::DataError),
+    /// Content of the database that a reader cannot use, such as a stored config that no longer
+    /// decodes or a sweep that vanished between two reads.
     #[error("corrupt database content: {0}")]
     Corrupt(String),
     /// A command-line value or a named thing the command refuses (the message says which).
     #[error("{0}")]
     BadArgument(String),
+    /// Submitting the workers to Slurm failed (`slurm`).
     #[error(transparent)]
     Slurm(#[from] slurm::SlurmError),
 }

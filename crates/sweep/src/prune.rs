@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Whether larger or smaller is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
+    /// Larger is better (accuracy).
     Maximize,
+    /// Smaller is better (loss, time).
     Minimize,
 }
 
@@ -33,7 +35,10 @@ impl Direction {
 /// Asynchronous successive halving: rungs at `grace · η^k` epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Asha {
+    /// η (`reduction_factor` in the sweep file): each rung keeps the best 1/η of the trials that
+    /// reached it, and rungs are η times further apart (values below 2 count as 2).
     pub reduction_factor: usize,
+    /// The first rung's epoch (`grace_epochs`; 0 counts as 1).
     pub grace_epochs: usize,
 }
 
@@ -58,7 +63,9 @@ impl Asha {
 /// trial whose objective is worse than the median of the other trials at the same epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Median {
+    /// No trial is stopped at or before this epoch (`warmup_epochs`).
     pub warmup_epochs: usize,
+    /// No trial is stopped before this many trials have finished (`startup_trials`).
     pub startup_trials: usize,
 }
 
@@ -66,6 +73,7 @@ pub struct Median {
 /// with the trial so a report can show why it stopped and a resumed run can replay it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The epoch (1-based) after which the rule decided.
     pub epoch: usize,
     /// The ASHA rung (0-based), if the rule is ASHA.
     pub rung: Option<usize>,
@@ -73,6 +81,7 @@ pub struct Decision {
     pub compared_with: usize,
     /// The value to beat (ASHA: the worst value still kept; median: the median).
     pub cutoff: Option<f64>,
+    /// Whether the trial stops here.
     pub stop: bool,
 }
 

@@ -10,8 +10,11 @@ use trainer::metrics::EpochRecord;
 
 /// A sweep's pruning rule, bound to its store.
 pub struct Pruner<'a> {
+    /// The store the other trials' results are read from and decisions are written to.
     pub db: &'a Store,
+    /// The sweep whose trials are compared.
     pub sweep_id: i64,
+    /// The sweep's `[search]` settings: the objective and the rule.
     pub search: &'a Search,
 }
 

@@ -9,6 +9,7 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
+/// `secs` as a person reads it: `1h02m`, `3m05s`, or `12.3s` under a minute.
 pub fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
     if s >= 3600 {

@@ -24,11 +24,17 @@ use trainer::TrainConfig;
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
+/// How `run` runs a sweep: the command line's options.
 pub struct RunArgs {
+    /// The results store: a SQLite file or a PostgreSQL URL (`--db`).
     pub db: PathBuf,
+    /// The device trials train on.
     pub device: trainer::Device,
+    /// Where the CIFAR-10 data comes from (the command loads it before [`run`]).
     pub data: DataSource,
+    /// No progress bars (`--quiet`).
     pub quiet: bool,
+    /// Put failed and diverged trials back in the queue before running (`--retry-failed`).
     pub retry_failed: bool,
     /// Run sweeps larger than their `max_trials`.
     pub yes: bool,
@@ -43,12 +49,18 @@ pub struct RunArgs {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunSummary {
+    /// The sweep's name.
     pub sweep: String,
+    /// Trials this run claimed and started on, whatever came of them (an interrupted one
+    /// included; not the already-stopped ones it only marked pruned); `--limit` counts these.
     pub ran: usize,
+    /// Trials that failed, with their error.
     pub failed: Vec<(i64, String)>,
+    /// Trials whose loss became NaN or infinite.
     pub diverged: Vec<i64>,
     /// Trials a pruning rule stopped early.
     pub pruned: Vec<i64>,
+    /// Whether a signal stopped the run; the current trial was saved and a later run resumes it.
     pub interrupted: bool,
 }
 

@@ -39,7 +39,9 @@ pub const KEYS: &[&str] = &[
 /// A metric that pruning and "best" are judged on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Objective {
+    /// Validation accuracy (`valid_acc`): larger is better.
     ValidAcc,
+    /// Validation loss (`valid_loss`, the default): smaller is better.
     ValidLoss,
     /// Training seconds so far: with an accuracy, the accuracy-against-time trade-off.
     TrainSeconds,
@@ -57,10 +59,12 @@ impl Objective {
         }
     }
 
+    /// The objective's name in a sweep file (`valid_acc`, ...).
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
 
+    /// Whether larger or smaller values are better.
     pub fn direction(self) -> Direction {
         match self {
             Objective::ValidAcc => Direction::Maximize,
@@ -72,8 +76,11 @@ impl Objective {
 /// How hopeless trials are stopped early.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Prune {
+    /// No pruning: every trial runs all its epochs (`kind = "none"`, or no `[prune]`).
     None,
+    /// Asynchronous successive halving.
     Asha(Asha),
+    /// The median rule.
     Median(Median),
 }
 
@@ -99,9 +106,13 @@ impl Sampler {
 /// A sampled space and how many draws to take from it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampling {
+    /// Draws from the space for every grid point (`samples`).
     pub samples: usize,
+    /// How draws are chosen (`sampler`).
     pub sampler: Sampler,
+    /// The sampler's seed (`sampler_seed`, 0 by default): draw `i` is a pure function of it and `i`.
     pub seed: u64,
+    /// The `[space]`: one distribution per key.
     pub space: Space,
     /// Where each dimension was written (same order as `space.dims`).
     pub pos: Vec<Pos>,
@@ -110,9 +121,11 @@ pub struct Sampling {
 /// Everything search-related in a sweep file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Search {
+    /// The sampled `[space]` and its draws; `None` for a plain grid.
     pub sampling: Option<Sampling>,
     /// One objective, or several (Pareto).
     pub objectives: Vec<Objective>,
+    /// The early stopping rule (`[prune]`).
     pub prune: Prune,
 }
 

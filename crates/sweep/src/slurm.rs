@@ -53,43 +53,70 @@ pub struct SlurmArgs {
 pub struct Job {
     /// The sweep's name: the job's name, and so `%x` in the log file names.
     pub name: String,
+    /// Array tasks (`--array=0-(N-1)`), each a worker claiming trials from the store.
     pub workers: u32,
+    /// GPUs per worker (`--gres=gpu:G`); 0 asks for none.
     pub gpus_per_worker: u32,
+    /// CPU cores per worker (`--cpus-per-task`); `None`: the cluster's default.
     pub cpus_per_worker: Option<u32>,
+    /// The partition (queue); `None`: the cluster's default.
     pub partition: Option<String>,
+    /// Time limit per task, in Slurm's format; `None`: the partition's default.
     pub time: Option<String>,
     /// The tasks' working folder (`--chdir`): where the command was typed, so that relative
     /// settings in the environment (`CIFAR10_DATA_DIR=data`) mean what they meant there.
     pub workdir: PathBuf,
+    /// The folder the tasks' log files go to ([`LOGS_DIR`] beside the script).
     pub logs: PathBuf,
     /// This `cifar-sweep` binary.
     pub program: PathBuf,
+    /// The sweep file the workers run.
     pub sweep_file: PathBuf,
     /// An absolute SQLite path or a database URL, as `--db` takes it.
     pub db: String,
+    /// Whether the workers get `--yes` (a sweep larger than its `max_trials`).
     pub yes: bool,
     /// The workers' `--checkpoint-dir`, absolute.
     pub checkpoint_dir: Option<String>,
 }
 
+/// What can go wrong writing or submitting the batch script (the sweep file's own errors are
+/// [`crate::spec::SpecError`]s).
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
+    /// `sbatch` is not on PATH: this is not a Slurm login node.
     #[error(
         "`sbatch` was not found on PATH: run this on a Slurm login node, or submit {} there \
          with `sbatch`", script.display()
     )]
-    NoSbatch { script: PathBuf },
+    NoSbatch {
+        /// The batch script, written and left for the user to submit.
+        script: PathBuf,
+    },
+    /// `sbatch` ran and failed.
     #[error("sbatch {}: {status}: {stderr}", script.display())]
     Sbatch {
+        /// The batch script submitted.
         script: PathBuf,
+        /// How it exited.
         status: String,
+        /// What it printed on stderr.
         stderr: String,
     },
+    /// `sbatch` succeeded but its output has no job id in it.
     #[error("sbatch {}: printed no job id: {stdout:?}", script.display())]
-    NoJobId { script: PathBuf, stdout: String },
+    NoJobId {
+        /// The batch script submitted.
+        script: PathBuf,
+        /// What `sbatch` printed.
+        stdout: String,
+    },
+    /// Writing the script or creating the logs folder failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -138,8 +165,11 @@ pub fn requeue_self() -> Option<String> {
 /// What [`command`] did.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The batch script written.
     pub script: PathBuf,
+    /// The folder the tasks' logs go to.
     pub logs: PathBuf,
+    /// Array tasks in the job.
     pub workers: u32,
     /// The job id, when submitted.
     pub job_id: Option<String>,

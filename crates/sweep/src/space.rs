@@ -15,19 +15,29 @@ use serde_json::Value;
 /// One dimension of a space. Bounds are values, never exponents (`log_uniform = [1e-4, 0.3]`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Distribution {
+    /// Evenly spread between the bounds (`uniform = [low, high]`).
     Uniform {
+        /// The lower bound (included).
         low: f64,
+        /// The upper bound (above `low`).
         high: f64,
     },
+    /// Evenly spread in the logarithm between the bounds (`log_uniform = [low, high]`): for
+    /// rates and other scales.
     LogUniform {
+        /// The lower bound, above 0.
         low: f64,
+        /// The upper bound (above `low`).
         high: f64,
     },
     /// Integers from `low` to `high`, both included.
     IntUniform {
+        /// The smallest value.
         low: i64,
+        /// The largest value (at least `low`).
         high: i64,
     },
+    /// One of the listed values, each as likely (`choice = [...]`); they may be of any JSON type.
     Choice(Vec<Value>),
 }
 
@@ -121,6 +131,7 @@ impl Distribution {
 /// A search space: named dimensions, drawn in this order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Space {
+    /// Each dimension's key (a training setting, such as `lr`) and its distribution.
     pub dims: Vec<(String, Distribution)>,
 }
 

@@ -19,10 +19,15 @@ use toml_edit::{ImDocument, TableLike};
 /// The type of a hyperparameter, for checking values before anything runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
+    /// Any string (`arch`).
     Str,
+    /// A non-negative integer.
     Int,
+    /// A finite number (an integer is accepted too).
     Float,
+    /// `true` or `false`.
     Bool,
+    /// One of the listed words.
     Choice(&'static [&'static str]),
 }
 
@@ -72,7 +77,9 @@ pub const DEFAULT_MAX_TRIALS: usize = 500;
 /// A position in the sweep file (1-based).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pos {
+    /// 1-based; 0 when the error is about no place in the file (it could not be read).
     pub line: usize,
+    /// 1-based, in bytes from the start of the line.
     pub col: usize,
 }
 
@@ -89,10 +96,13 @@ impl Pos {
 /// A sweep file that cannot be used, located in the file.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub struct SpecError {
+    /// The sweep file's path, as given.
     pub file: String,
+    /// Where in the file (line 0: nowhere in particular).
     pub pos: Pos,
     /// The key the error is about, as a path (`grid.lr[1]`), if any.
     pub key: Option<String>,
+    /// What is wrong, and where it helps, what to write instead.
     pub message: String,
 }
 
@@ -114,38 +124,54 @@ impl fmt::Display for SpecError {
 /// One `key = value` with where it was written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setting {
+    /// The hyperparameter's name (a key of [`HYPERPARAMETERS`]).
     pub key: String,
     /// The key as a path in the file, for messages (`base.lr`, `grid.lr[1]`).
     pub path: String,
+    /// The value as written, type-checked.
     pub value: Value,
+    /// Where the value was written.
     pub pos: Pos,
 }
 
+/// One `[grid]` key and its list of values: the grid is the cartesian product of its axes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GridAxis {
+    /// The hyperparameter's name.
     pub key: String,
+    /// Its values, in the order written (each with its own position).
     pub values: Vec<Setting>,
 }
 
 /// A parsed, type-checked sweep file (not yet expanded; see [`crate::grid::expand`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepSpec {
+    /// The sweep file's path, as given (used in messages and stored with the sweep).
     pub file: String,
     /// The file's text, stored with the sweep.
     pub text: String,
+    /// The sweep's name (`name`, required): its identity in the database unless `--name` says
+    /// otherwise.
     pub name: String,
+    /// `description`, empty when absent.
     pub description: String,
     /// `[data]` then `[base]` settings, in that order (later wins).
     pub base: Vec<Setting>,
+    /// The `[grid]` axes, in the order written (the last varies fastest).
     pub grid: Vec<GridAxis>,
+    /// The `[[trials]]` tables: extra trials, each `[base]` plus its own settings.
     pub trials: Vec<Vec<Setting>>,
+    /// `seeds`: every trial runs once per seed (empty: each trial's own `seed`).
     pub seeds: Vec<Setting>,
+    /// `max_trials` ([`DEFAULT_MAX_TRIALS`] when absent): a larger sweep needs `--yes`.
     pub max_trials: usize,
     /// A sampled space, the objective(s) and pruning (see [`crate::search`]).
     pub search: crate::search::Search,
 }
 
 impl SweepSpec {
+    /// A [`SpecError`] in this sweep's file at `pos`, about `key` (a path such as `grid.lr[1]`)
+    /// when given; for checks made after parsing (grid expansion).
     pub fn error(&self, pos: Pos, key: Option<&str>, message: impl Into<String>) -> SpecError {
         SpecError {
             file: self.file.clone(),
@@ -176,6 +202,7 @@ pub(crate) fn unknown_key(word: &str, candidates: &[&str], what: &str) -> String
     }
 }
 
+/// The type of hyperparameter `key`; `None` when no trial setting has that name.
 pub fn kind_of(key: &str) -> Option<Kind> {
     HYPERPARAMETERS
         .iter()

@@ -2,7 +2,14 @@
 
 use serde_json::{Map, Value};
 
+/// How a [`Table`] is printed (`--format`): `Table`, aligned columns under a title and a rule,
+/// for a terminal; `Markdown`, a Markdown table under a `###` heading; `Csv`, the typed values
+/// as CSV (a header line, no title; absent values are empty fields); `Json`, an object
+/// `{"title": ..., "rows": [{header: value, ...}, ...]}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+// The variants are described above, not in doc comments of their own: clap turns a
+// variant's doc comment into help text for `--format`, which would change `--help`.
+#[allow(missing_docs)]
 pub enum Format {
     Table,
     Markdown,
@@ -10,18 +17,24 @@ pub enum Format {
     Json,
 }
 
+/// A titled table of rows, each cell kept both as display text and as a typed JSON value.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
+    /// Printed above the table (the heading in Markdown).
     pub title: String,
+    /// Column names; also the keys of each row in JSON.
     pub headers: Vec<String>,
     /// Cells as display text; `json` keeps typed values for the JSON format.
     pub rows: Vec<Vec<String>>,
+    /// The same cells as typed values (numbers stay numbers; `null` for absent), one row per
+    /// row of `rows`.
     pub json: Vec<Vec<Value>>,
     /// Right-align these columns (numbers).
     pub right: Vec<bool>,
 }
 
 impl Table {
+    /// An empty table with these column names, every column left-aligned.
     pub fn new(title: impl Into<String>, headers: &[&str]) -> Self {
         Self {
             title: title.into(),
@@ -31,6 +44,8 @@ impl Table {
         }
     }
 
+    /// Adds a row of (display text, typed value) cells, as [`text`], [`int`] and [`num`] make
+    /// them; a column with a number in it becomes right-aligned.
     pub fn push(&mut self, cells: Vec<(String, Value)>) {
         for (i, (_, v)) in cells.iter().enumerate() {
             if v.is_number() && i < self.right.len() {
@@ -42,6 +57,7 @@ impl Table {
         self.json.push(json);
     }
 
+    /// The table as text in `format`.
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.text(),
@@ -51,6 +67,7 @@ impl Table {
         }
     }
 
+    /// The table as the JSON value [`Format::Json`] prints.
     pub fn to_json(&self) -> Value {
         let rows: Vec<Value> = self
             .json
@@ -170,11 +187,13 @@ pub fn num(v: Option<f64>, text: impl Fn(f64) -> String) -> (String, Value) {
     }
 }
 
+/// A text cell.
 pub fn text(s: impl Into<String>) -> (String, Value) {
     let s = s.into();
     (s.clone(), Value::from(s))
 }
 
+/// An integer cell; `-` (and `null`) when absent.
 pub fn int(v: Option<i64>) -> (String, Value) {
     match v {
         Some(x) => (x.to_string(), Value::from(x)),

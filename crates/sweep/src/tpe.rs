@@ -45,10 +45,18 @@ pub struct Observed {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Ended {
     /// Ran all its epochs; `score` is its best epoch's.
-    Finished { score: f64 },
+    Finished {
+        /// Its best epoch's objective, as a score.
+        score: f64,
+    },
     /// Stopped early by a pruning rule after `epoch` epochs; `score` is its best so far.
     /// Ranked below every finished trial, the longer-running first (as Optuna does).
-    Pruned { epoch: usize, score: f64 },
+    Pruned {
+        /// The last epoch it ran (1-based).
+        epoch: usize,
+        /// Its best objective up to then, as a score.
+        score: f64,
+    },
 }
 
 /// Sorts `observed` best first: finished trials by score, then pruned ones by how far they

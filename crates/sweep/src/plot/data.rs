@@ -8,28 +8,43 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// One recorded epoch of a trial, as the charts draw it.
 pub struct EpochRow {
+    /// 1-based.
     pub epoch: i64,
+    /// Mean training loss over the epoch; NaN when none was recorded (the loss was not finite).
     pub train_loss: f64,
+    /// Validation loss after the epoch; NaN when none was recorded.
     pub valid_loss: f64,
+    /// Validation accuracy (a fraction) after the epoch; NaN when none was recorded.
     pub valid_acc: f64,
 }
 
+/// A trial of the sweep with everything its charts need.
 pub struct TrialData {
+    /// The trial's row id (`#id` in labels).
     pub id: i64,
+    /// The trial's key.
     pub key: String,
+    /// Its status word (`done`, `pruned`, ...; see [`crate::store::TrialStatus`]).
     pub status: String,
+    /// Its resolved configuration, key by key.
     pub config: BTreeMap<String, Value>,
     /// `#id` and the hyperparameters that vary across the sweep.
     pub label: String,
     /// The same without the seed: identical for the seeds of one configuration.
     pub group: String,
+    /// The epoch (1-based) whose weights were tested.
     pub best_epoch: Option<i64>,
+    /// Test accuracy (a fraction); `None` unless the trial is done.
     pub test_acc: Option<f64>,
+    /// Training time over all epochs, in seconds; `None` until it finished.
     pub train_seconds: Option<f64>,
+    /// The checkpoint folder recorded when it finished, as shown to the user then.
     pub checkpoint: Option<String>,
     /// The database's own checkpoint folder for the trial (schema 2), in its folder.
     pub own_checkpoint: Option<PathBuf>,
+    /// Its recorded epochs in order.
     pub epochs: Vec<EpochRow>,
     /// Per-class test accuracy (empty when the trial did not finish).
     pub class_acc: Vec<f64>,
@@ -48,10 +63,15 @@ impl TrialData {
     }
 }
 
+/// A sweep as the charts see it (read once by [`SweepData::load`]).
 pub struct SweepData {
+    /// The sweep's name.
     pub name: String,
+    /// The database it was read from (a PostgreSQL server's URL without its password).
     pub db_path: PathBuf,
+    /// The SHA-256 of the data the sweep ran on: the sample grid warns when its data differs.
     pub data_checksum: Option<String>,
+    /// Class names by index (the sweep's recorded ones, else CIFAR-10's).
     pub classes: Vec<String>,
     /// Best test accuracy first, then the unfinished trials in sweep order.
     pub trials: Vec<TrialData>,
@@ -67,8 +87,11 @@ pub struct SweepData {
 /// One cell of a confusion matrix: how many test images of class `truth` were predicted as
 /// `predicted`.
 pub struct ConfusionCell {
+    /// Row: the images' label.
     pub truth: i64,
+    /// Column: the predicted class.
     pub predicted: i64,
+    /// How many test images.
     pub count: i64,
 }
 
@@ -156,6 +179,7 @@ impl SweepData {
             .collect()
     }
 
+    /// The done trial with the best test accuracy; `None` when no trial is done.
     pub fn best(&self) -> Option<&TrialData> {
         self.done().into_iter().next()
     }

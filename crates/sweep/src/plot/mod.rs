@@ -26,34 +26,53 @@ pub struct Chart {
     pub name: &'static str,
     /// What it shows, for captions.
     pub title: String,
+    /// Width in pixels (of the PNG; the SVG's user units are the same).
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// The chart as a PNG file's bytes.
     pub png: Vec<u8>,
+    /// The same chart as SVG text.
     pub svg: String,
 }
 
 /// The charts of a sweep, and the kinds that could not be drawn (with the reason).
 pub struct Charts {
+    /// The sweep's name.
     pub sweep: String,
+    /// The charts drawn, in the order of [`Kind::ALL`].
     pub charts: Vec<Chart>,
+    /// The charts not drawn: each kind's file stem and why (nothing to draw, `--no-samples`, or
+    /// the error).
     pub skipped: Vec<(&'static str, String)>,
 }
 
 /// Every chart kind, in the order they are drawn: the list that [`charts`] walks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// Loss per epoch, one panel per trial (`loss_curves`).
     LossCurves,
+    /// Every trial's curves on one chart, pruned ones greyed (`all_curves`).
     AllCurves,
+    /// Test accuracy per trial, or mean over seeds, as bars (`accuracy`).
     Accuracy,
+    /// Training time per trial, or mean over seeds, as bars (`train_time`).
     TrainTime,
+    /// Test accuracy against training time, with its Pareto front (`accuracy_vs_time`).
     AccuracyVsTime,
+    /// Best validation accuracy against each hyperparameter that varies (`hyperparameters`).
     Hyperparameters,
+    /// Per-class test accuracy of the trials, as a heatmap (`class_accuracy`).
     ClassAccuracy,
+    /// The best trial's confusion matrix (`confusion`).
     Confusion,
+    /// The first test images with the best trial's predictions (`samples`); needs the data set
+    /// and the best trial's checkpoint.
     Samples,
 }
 
 impl Kind {
+    /// Every kind, in the order they are drawn.
     pub const ALL: [Kind; 9] = [
         Kind::LossCurves,
         Kind::AllCurves,
@@ -101,31 +120,47 @@ pub enum PlotError {
     /// kept as text).
     #[error("{chart}: {message}")]
     Draw {
+        /// The chart's file stem.
         chart: &'static str,
+        /// plotters' error text.
         message: String,
     },
+    /// The PNG encoder failed on a rendered chart.
     #[error("{chart}: encoding the PNG")]
     Png {
+        /// The chart's file stem.
         chart: &'static str,
+        /// The encoder's error.
         #[source]
         source: image::ImageError,
     },
+    /// The output folder could not be created.
     #[error("{}: cannot create", path.display())]
     CreateDir {
+        /// The folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A chart file could not be written.
     #[error("{}", path.display())]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The best trial's checkpoint folder is neither where it was recorded nor beside the
     /// database.
     #[error("trial {trial}: no checkpoint found (recorded: {recorded})")]
-    NoCheckpoint { trial: i64, recorded: String },
+    NoCheckpoint {
+        /// The best trial's row id.
+        trial: i64,
+        /// The checkpoint folder its row records.
+        recorded: String,
+    },
     /// Loading the best trial's weights or predicting with them.
     #[error(transparent)]
     Trainer(#[from] trainer::Error),

@@ -13,10 +13,12 @@ use std::time::Duration;
 /// ticks since boot (Linux; 0 elsewhere), so that a later process that happens to get the
 /// same pid is not mistaken for the worker.
 pub struct Worker {
+    /// The `host:pid:start` text, as stored in the trial's `worker` column.
     pub id: String,
 }
 
 impl Worker {
+    /// This process as a worker.
     pub fn current() -> Self {
         let pid = std::process::id();
         Worker {
@@ -80,6 +82,8 @@ fn process_start(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// This machine's name (from `/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
+/// `localhost`): the host part of a [`Worker`] id, and the host a sweep records.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

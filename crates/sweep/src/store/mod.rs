@@ -27,92 +27,176 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use trainer::metrics::{EpochRecord, TestReport};
 
+/// Why a store could not be opened, read or written. The `Display` text is what the user sees:
+/// it names the database (or server) and, where there is one, what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The file at `path` is not a SQLite database, or is one whose header is damaged.
     #[error(
         "{path}: not a SQLite database (or it is corrupt); move it aside or pass another --db"
     )]
-    NotADatabase { path: PathBuf },
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database's schema is newer than [`SCHEMA_VERSION`]: a newer cifar-sweep wrote it.
     #[error(
         "{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION}); \
          use a newer cifar-sweep or another --db"
     )]
-    TooNew { path: PathBuf, found: i64 },
+    TooNew {
+        /// The database file, or the PostgreSQL server's URL.
+        path: PathBuf,
+        /// The schema version it records.
+        found: i64,
+    },
+    /// The folder that would hold the database could not be created.
     #[error("{path}: cannot create the database folder: {source}")]
     Folder {
+        /// The folder (or the path in it that is in the way).
         path: PathBuf,
+        /// Why it could not be created.
         #[source]
         source: std::io::Error,
     },
+    /// A database (SQLite or PostgreSQL) that is not ours: we never add our tables to it.
     #[error(
         "{path}: a SQLite database of another program (tables: {tables}), not a cifar-sweep \
          results database; pass another --db"
     )]
-    Foreign { path: PathBuf, tables: String },
+    Foreign {
+        /// The database file, or the PostgreSQL server's URL.
+        path: PathBuf,
+        /// What was found instead (the table names), to help the user recognise it.
+        tables: String,
+    },
+    /// A database without any tables, opened by a command that only reads.
     #[error(
         "{path}: empty, not a cifar-sweep results database yet (only `run` and `train` create \
          one); pass another --db"
     )]
-    Empty { path: PathBuf },
+    Empty {
+        /// The database file, or the PostgreSQL server's URL.
+        path: PathBuf,
+    },
+    /// A file system error on the database's file or folder, other than SQLite's own.
     #[error("{path}: {source}")]
     Io {
+        /// The path the operation was on.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     // The SQLite error is part of the message and deliberately not a `source`: rusqlite's error
     // repeats its own source's text, so a chain printer (`{:#}`) said it three times.
+    /// An error from SQLite itself.
     #[error("{path}: {error}")]
     Sqlite {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error, shown in the message (see the comment above).
         error: rusqlite::Error,
     },
+    /// The database file does not exist, for a command that only reads.
     #[error("{path}: no results database yet; run a sweep first")]
-    Missing { path: PathBuf },
+    Missing {
+        /// The path given as `--db`.
+        path: PathBuf,
+    },
+    /// A path stored in the database (a trial's checkpoint folder) is absolute or leaves its
+    /// folder, so it is not used (see [`Store::beside`]).
     #[error("{path}: {what} is {value:?}, which is not a plain relative path; was the database edited by hand?")]
     BadPath {
+        /// The database file, or the PostgreSQL server's URL.
         path: PathBuf,
+        /// Which value it was, such as `trial 12: checkpoint_dir`.
         what: String,
+        /// The stored text.
         value: String,
     },
+    /// Sweep `name` is already recorded from another sweep file with other trials
+    /// (see [`Backend::upsert_sweep`]).
     #[error(
         "{path}: sweep `{name}` was recorded from {stored_path} and {new_path} describes other \
          trials under the same name; run it under another name (--name NAME) or use another --db"
     )]
     SweepConflict {
+        /// The database file, or the PostgreSQL server's URL.
         path: PathBuf,
+        /// The sweep's name, as given by the file or `--name`.
         name: String,
+        /// The sweep file the recorded sweep came from.
         stored_path: String,
+        /// The sweep file of this run.
         new_path: String,
     },
+    /// `--db` looks like a PostgreSQL URL but does not parse as one.
     #[error("{server}: not a valid PostgreSQL URL ({error}); the form is postgres://USER@HOST:PORT/DATABASE")]
-    PgUrl { server: String, error: String },
+    PgUrl {
+        /// The URL as given, without its password.
+        server: String,
+        /// Why it does not parse.
+        error: String,
+    },
+    /// The PostgreSQL server could not be reached, or refused us, on the first connection.
     #[error("{server}: cannot connect to the PostgreSQL server: {error}")]
-    PgConnect { server: String, error: String },
+    PgConnect {
+        /// The server's URL, without its password.
+        server: String,
+        /// The connection error.
+        error: String,
+    },
+    /// The connection was lost and every reconnection failed until the retry window
+    /// (`CIFAR_SWEEP_PG_RETRY_SECS`) ran out.
     #[error(
         "{server}: the connection to the PostgreSQL server was lost and could not be made \
          again within {seconds} s (CIFAR_SWEEP_PG_RETRY_SECS): {error}"
     )]
     PgLost {
+        /// The server's URL, without its password.
         server: String,
+        /// How long reconnecting was tried, in seconds.
         seconds: f64,
+        /// The last connection error.
         error: String,
     },
+    /// An error the PostgreSQL server answered a statement with (or a value it returned that we
+    /// cannot read, such as an unknown status word).
     #[error("{server}: {error}")]
-    Postgres { server: String, error: String },
+    Postgres {
+        /// The server's URL, without its password.
+        server: String,
+        /// The server's error, or what could not be read.
+        error: String,
+    },
+    /// A PostgreSQL store was asked to claim a trial without `--checkpoint-dir`: the database has
+    /// no folder that every worker shares.
     #[error(
         "{server}: a PostgreSQL store has no folder of its own for checkpoints; pass \
          --checkpoint-dir DIR (a folder every worker can reach)"
     )]
-    NoCheckpointDir { server: String },
+    NoCheckpointDir {
+        /// The server's URL, without its password.
+        server: String,
+    },
+    /// A sweep name that is not in the database.
     #[error("no sweep named `{0}` in the database")]
     NoSuchSweep(String),
+    /// A trial reference ([`TrialRef`]) that matches no trial.
     #[error("no trial `{0}` in the database (give its id, or key:PREFIX of its key)")]
     NoSuchTrial(String),
+    /// A key prefix that matches several trials.
     #[error("`{given}` is the start of several trials' keys: {matches}; give more of the key")]
-    AmbiguousTrial { given: String, matches: String },
+    AmbiguousTrial {
+        /// The prefix as the user gave it.
+        given: String,
+        /// The first ten matching trials (id, key, sweep), comma-separated.
+        matches: String,
+    },
 }
 
+/// The store's results: [`DbError`] unless said otherwise.
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
 /// What a database path holds, as [`probe`] found it.
@@ -123,23 +207,35 @@ pub enum Probe {
     /// A 0-byte file, or a SQLite database without tables: `run` may create the schema in it.
     Empty,
     /// A cifar-sweep database at schema `version` (at most [`SCHEMA_VERSION`]).
-    Ours { version: i64 },
+    Ours {
+        /// The schema version recorded in the file.
+        version: i64,
+    },
 }
 
 /// A trial's state, stored as its lower-case name (the `status` column's CHECK constraint
 /// lists the same words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TrialStatus {
+    /// Not run yet.
     Pending,
+    /// Claimed by a worker, which keeps a heartbeat on it.
     Running,
+    /// Trained and evaluated on the test set.
     Done,
+    /// Training stopped with an error (kept in the trial's `error`).
     Failed,
+    /// The loss became NaN or infinite.
     Diverged,
+    /// Its worker stopped before it finished (Ctrl-C, a signal, a lost claim); a later run resumes
+    /// it from its checkpoint.
     Interrupted,
+    /// Stopped early by a pruning rule (see [`crate::prune`]); not evaluated on the test set.
     Pruned,
 }
 
 impl TrialStatus {
+    /// Every status, in the order used by status counts and listings.
     pub const ALL: [TrialStatus; 7] = [
         TrialStatus::Pending,
         TrialStatus::Running,
@@ -172,6 +268,7 @@ impl TrialStatus {
         }
     }
 
+    /// Whether the status is one of [`SETTLED`](Self::SETTLED).
     pub fn is_settled(self) -> bool {
         Self::SETTLED.contains(&self)
     }
@@ -210,6 +307,7 @@ impl std::str::FromStr for TrialStatus {
 pub struct ConfigSet(Vec<[u8; 16]>);
 
 impl ConfigSet {
+    /// The set of the given configurations (each digested as its JSON text).
     pub fn new(configs: impl IntoIterator<Item = Value>) -> Self {
         use sha2::{Digest, Sha256};
         let mut v: Vec<[u8; 16]> = configs
@@ -229,13 +327,21 @@ impl ConfigSet {
 
 /// What a sweep row is created from.
 pub struct NewSweep {
+    /// The sweep's name: its identity in the database.
     pub name: String,
+    /// The sweep file's `description` (empty when it has none).
     pub description: String,
+    /// The sweep file's text, kept as it was.
     pub spec: String,
+    /// The sweep file's path, as given on the command line.
     pub spec_path: String,
+    /// The host that runs the sweep (see [`hostname`]).
     pub host: String,
+    /// The git revision (12 hex digits) of the working folder, when it is a git checkout.
     pub git_rev: Option<String>,
+    /// The device the sweep runs on, as [`trainer::device::name`] spells it.
     pub device: String,
+    /// The SHA-256 of the data set's files, so results on other data can be told apart.
     pub data_checksum: String,
 }
 
@@ -243,18 +349,25 @@ pub struct NewSweep {
 /// its resolved configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTrial {
+    /// A hash of the resolved config and the data checksum: unique in the sweep, the same on a
+    /// re-run, so a trial is never added twice.
     pub key: String,
+    /// Its position in the expanded sweep (claims go in this order).
     pub ordinal: usize,
+    /// The resolved training configuration, as stored (JSON).
     pub config: Value,
 }
 
 /// A trial taken by this worker ([`Backend::claim_next`], [`Backend::propose_and_claim`]).
 #[derive(Debug)]
 pub struct Claimed {
+    /// The trial's row id.
     pub id: i64,
+    /// The trial's key (see [`NewTrial::key`]).
     pub key: String,
     /// The stored configuration, JSON.
     pub config: String,
+    /// The status before the claim: `pending` for a fresh start, else a resume from checkpoint.
     pub previous_status: TrialStatus,
     /// Where this trial's checkpoints live: this database's own folder for it.
     pub checkpoint_dir: PathBuf,
@@ -262,9 +375,13 @@ pub struct Claimed {
 
 /// A finished trial's results ([`Backend::finish_trial`]).
 pub struct Finished<'a> {
+    /// The epoch (1-based) with the lowest validation loss, whose weights were tested.
     pub best_epoch: usize,
+    /// That epoch's validation loss.
     pub best_valid_loss: f64,
+    /// The evaluation of the best epoch's weights on the test set.
     pub test: &'a TestReport,
+    /// The sum of its epochs' wall times (training and validation), in seconds.
     pub train_seconds: f64,
     /// Class names by index, for the per-class rows.
     pub classes: &'a [String],
@@ -275,18 +392,29 @@ pub struct Finished<'a> {
 /// A sweep row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepRecord {
+    /// The sweep's row id.
     pub id: i64,
+    /// The sweep's name.
     pub name: String,
+    /// The sweep file's `description`.
     pub description: String,
     /// The sweep file's text.
     pub spec: String,
+    /// The sweep file's path as given on the command line (`None` for rows older than the column).
     pub spec_path: Option<String>,
+    /// The host that last ran the sweep.
     pub host: Option<String>,
+    /// The git revision that last ran it, when it ran from a git checkout.
     pub git_rev: Option<String>,
+    /// The device the sweep last ran on.
     pub device: Option<String>,
+    /// The SHA-256 of the data it last ran on.
     pub data_checksum: Option<String>,
+    /// When the sweep was first recorded, UTC, as `YYYY-MM-DD HH:MM:SS`.
     pub created_at: String,
+    /// When a run of it last started (same format).
     pub started_at: Option<String>,
+    /// When a run left none of its trials open ([`Backend::finish_sweep`]); `None` until then.
     pub finished_at: Option<String>,
 }
 
@@ -294,17 +422,31 @@ pub struct SweepRecord {
 /// strict to be with one that no longer decodes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrialRecord {
+    /// The trial's row id (what users give to `show`).
     pub id: i64,
+    /// The trial's key (see [`NewTrial::key`]).
     pub key: String,
+    /// Its position in the expanded sweep.
     pub ordinal: i64,
+    /// Where the trial stands.
     pub status: TrialStatus,
+    /// The resolved configuration, JSON.
     pub config: String,
+    /// Why it failed or diverged, when it did.
     pub error: Option<String>,
+    /// The device it last ran on.
     pub device: Option<String>,
+    /// The epoch (1-based) with the lowest validation loss, once known.
     pub best_epoch: Option<i64>,
+    /// Test accuracy (a fraction, 0 to 1) of the best epoch's weights; only for `done` trials.
     pub test_acc: Option<f64>,
+    /// Test loss of the best epoch's weights; only for `done` trials.
     pub test_loss: Option<f64>,
+    /// The sum of its epochs' wall times, in seconds; only for finished (done or pruned)
+    /// trials.
     pub train_seconds: Option<f64>,
+    /// The mean of its epochs' training images per second; only for finished (done or
+    /// pruned) trials.
     pub images_per_sec: Option<f64>,
     /// The checkpoint folder recorded when the trial finished.
     pub checkpoint: Option<String>,
@@ -344,13 +486,16 @@ pub struct WorkerTrial {
 /// One trial found by [`Backend::find_trials`], with its sweep's name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrialDetail {
+    /// The name of the sweep the trial belongs to.
     pub sweep: String,
+    /// The trial itself.
     pub trial: TrialRecord,
 }
 
 /// How a user names a trial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrialRef {
+    /// Its row id.
     Id(i64),
     /// The start of its key (taken literally: no wildcards).
     KeyPrefix(String),
@@ -359,31 +504,47 @@ pub enum TrialRef {
 /// One recorded epoch. A value SQLite could not keep (NaN is stored as NULL) is `None`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochRow {
+    /// 1-based.
     pub epoch: i64,
+    /// Mean training loss over the epoch.
     pub train_loss: Option<f64>,
+    /// Training accuracy over the epoch (a fraction).
     pub train_acc: Option<f64>,
+    /// Validation loss after the epoch.
     pub valid_loss: Option<f64>,
+    /// Validation accuracy after the epoch (a fraction).
     pub valid_acc: Option<f64>,
+    /// The learning rate at the start of the epoch.
     pub lr: Option<f64>,
+    /// Wall time of the epoch, training and validation.
     pub seconds: Option<f64>,
+    /// Training images per second.
     pub images_per_sec: Option<f64>,
 }
 
 /// A trial's test accuracy on one class.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassRow {
+    /// The class's index in the data set (0 to 9 for CIFAR-10).
     pub class_index: i64,
+    /// The class's name, such as `airplane`.
     pub class_name: String,
+    /// Test images of the class predicted correctly.
     pub correct: i64,
+    /// Test images of the class.
     pub total: i64,
+    /// `correct / total`.
     pub accuracy: f64,
 }
 
 /// One cell of a trial's confusion matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfusionCell {
+    /// Row: the image's label.
     pub true_class: i64,
+    /// Column: what the model predicted.
     pub predicted_class: i64,
+    /// Test images with that label and that prediction.
     pub count: i64,
 }
 
@@ -391,24 +552,37 @@ pub struct ConfusionCell {
 /// ([`Backend::sweep_class_accuracy`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepClassRow {
+    /// The trial's row id.
     pub trial_id: i64,
+    /// The trial's architecture, from its config.
     pub arch: Option<String>,
+    /// The trial's overall test accuracy.
     pub test_acc: Option<f64>,
+    /// The class's index in the data set.
     pub class_index: i64,
+    /// The trial's test accuracy on that class (a fraction).
     pub accuracy: f64,
 }
 
 /// A pruning decision as recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecisionRow {
+    /// The trial's row id.
     pub trial_id: i64,
+    /// The epoch (1-based) after which the rule decided.
     pub epoch: i64,
+    /// The rule's name: `asha`, `median` or `asha-pareto`.
     pub rule: String,
+    /// The ASHA rung (0-based); `None` for the median rule.
     pub rung: Option<i64>,
     /// The trial's (first) objective then.
     pub value: Option<f64>,
+    /// How many trials' results at that epoch (this one included) the decision used.
     pub compared_with: i64,
+    /// The value to beat (ASHA: the worst value still kept; median: the median); `None` when
+    /// there were too few results to compare.
     pub cutoff: Option<f64>,
+    /// Whether the trial was stopped.
     pub stop: bool,
 }
 
@@ -416,32 +590,45 @@ pub struct DecisionRow {
 /// last epoch).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrunedRow {
+    /// The trial's row id.
     pub trial_id: i64,
+    /// The last epoch it ran.
     pub pruned_epoch: Option<i64>,
     /// The epochs it was planned to run.
     pub epochs: Option<i64>,
+    /// The rule that stopped it, as in [`DecisionRow::rule`].
     pub rule: Option<String>,
+    /// As in [`DecisionRow::rung`].
     pub rung: Option<i64>,
+    /// As in [`DecisionRow::value`].
     pub value: Option<f64>,
+    /// As in [`DecisionRow::cutoff`].
     pub cutoff: Option<f64>,
+    /// As in [`DecisionRow::compared_with`].
     pub compared_with: Option<i64>,
 }
 
 /// A sweep's training, in epochs: run so far, and planned without pruning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpochWork {
+    /// Epochs recorded over all the sweep's trials.
     pub ran: i64,
+    /// The sum of the trials' configured `epochs`; `None` when no trial has one.
     pub planned: Option<i64>,
 }
 
 /// A finished trial's point for the accuracy-against-time front.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParetoRow {
+    /// The trial's row id.
     pub trial_id: i64,
     /// The validation accuracy of its best epoch.
     pub valid_acc: Option<f64>,
+    /// Training time over all its epochs, in seconds.
     pub train_seconds: f64,
+    /// Its test accuracy (a fraction).
     pub test_acc: Option<f64>,
+    /// The epoch (1-based) whose weights were tested.
     pub best_epoch: Option<i64>,
 }
 
@@ -449,6 +636,7 @@ pub struct ParetoRow {
 /// inside [`Backend::propose_and_claim`]'s transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchHistory {
+    /// The sweep's row id.
     pub sweep_id: i64,
     /// Every trial of the sweep, whatever its status, in ordinal order: the sampler chooses
     /// (typically `done` and `pruned` as observations, `running` as points being evaluated).
@@ -457,11 +645,16 @@ pub struct SearchHistory {
     pub next_ordinal: usize,
 }
 
+/// One trial of a [`SearchHistory`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryTrial {
+    /// The trial's row id.
     pub id: i64,
+    /// The trial's key (see [`NewTrial::key`]).
     pub key: String,
+    /// Its position in the sweep.
     pub ordinal: i64,
+    /// Where it stands: a sampler learns from `done` and `pruned` ones.
     pub status: TrialStatus,
     /// The stored configuration, JSON.
     pub config: String,
@@ -498,6 +691,8 @@ pub trait Backend {
         configs: &dyn Fn() -> ConfigSet,
     ) -> Result<()>;
 
+    /// Marks the sweep finished now (its `finished_at`): the run loop calls it when no trial of
+    /// the sweep is left open.
     fn finish_sweep(&self, sweep_id: i64) -> Result<()>;
 
     /// The id of sweep `name` ([`DbError::NoSuchSweep`] when there is none).
@@ -510,6 +705,7 @@ pub trait Backend {
     /// a series such as `nightly-<date>`).
     fn sweep_before(&self, name: &str, prefix: &str) -> Result<Option<String>>;
 
+    /// Sweep `sweep_id`'s row; `None` when there is none.
     fn sweep(&self, sweep_id: i64) -> Result<Option<SweepRecord>>;
 
     // --- Trials: the run loop's writes.

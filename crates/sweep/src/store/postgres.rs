@@ -366,14 +366,17 @@ impl PgBackend {
         params: &[&(dyn ::postgres::types::ToSql + Sync)],
     ) -> Result<Option<Row>, ::postgres::Error> {
         // The folder is fixed at the first claim, as in SQLite (schema_v2.sql).
+        let dir = crate::layout::checkpoint_dir_sql(
+            "(SELECT value FROM meta WHERE key = 'store_id')",
+            "(SELECT name FROM sweeps s WHERE s.id = t.sweep_id)",
+            "t.trial_key",
+        );
         let sql = format!(
             "WITH pick AS ({pick})
              UPDATE trials t SET status = 'running', worker = $1, device = $2,
                  heartbeat = {NOW}, attempts = t.attempts + 1,
                  started_at = COALESCE(t.started_at, {NOW}),
-                 checkpoint_dir = COALESCE(t.checkpoint_dir,
-                     'checkpoints/' || (SELECT value FROM meta WHERE key = 'store_id') || '/'
-                     || (SELECT name FROM sweeps s WHERE s.id = t.sweep_id) || '/' || t.trial_key)
+                 checkpoint_dir = COALESCE(t.checkpoint_dir, {dir})
              FROM pick WHERE t.id = pick.id
              RETURNING t.id, t.trial_key, t.config, t.checkpoint_dir, pick.status, pick.worker"
         );

@@ -477,10 +477,12 @@ impl SqliteBackend {
     /// came with version 3.
     fn trial_columns(&self) -> String {
         let dir = if self.version >= 2 {
-            "t.checkpoint_dir"
+            "t.checkpoint_dir".to_string()
         } else {
-            "'checkpoints/' || (SELECT name FROM sweeps WHERE sweeps.id = t.sweep_id) || '/'
-             || t.trial_key"
+            crate::layout::legacy_checkpoint_dir_sql(
+                "(SELECT name FROM sweeps WHERE sweeps.id = t.sweep_id)",
+                "t.trial_key",
+            )
         };
         let pruned = if self.version >= 3 {
             "t.pruned_epoch"
@@ -503,14 +505,19 @@ impl SqliteBackend {
         worker: &Worker,
         device: &str,
     ) -> Result<(String, String, String)> {
+        let dir = crate::layout::checkpoint_dir_sql(
+            "(SELECT value FROM meta WHERE key = 'store_id')",
+            "(SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id)",
+            "trial_key",
+        );
         tx.execute(
-            "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
-             heartbeat = datetime('now'), attempts = attempts + 1,
-             started_at = COALESCE(started_at, datetime('now')),
-             checkpoint_dir = COALESCE(checkpoint_dir,
-                 'checkpoints/' || (SELECT value FROM meta WHERE key = 'store_id') || '/'
-                 || (SELECT name FROM sweeps WHERE sweeps.id = trials.sweep_id) || '/' || trial_key)
-             WHERE id = ?1",
+            &format!(
+                "UPDATE trials SET status = 'running', worker = ?2, device = ?3,
+                 heartbeat = datetime('now'), attempts = attempts + 1,
+                 started_at = COALESCE(started_at, datetime('now')),
+                 checkpoint_dir = COALESCE(checkpoint_dir, {dir})
+                 WHERE id = ?1"
+            ),
             params![id, worker.id, device],
         )
         .map_err(|e| self.err(e))?;
