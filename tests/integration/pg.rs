@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 /// Six trials of two epochs: enough for six workers to share.
-const GRID: &str = r#"name = "pg"
+pub(crate) const GRID: &str = r#"name = "pg"
 [data]
 train_subset = 320
 test_subset = 200

@@ -253,21 +253,13 @@ fn a_job_array_of_two_workers_runs_every_trial_once() {
     );
 }
 
-/// Six trials long enough (1,600 images, 2 epochs) that three tasks starting a moment apart
-/// all get work.
-const SIX: &str = r#"name = "six"
-[data]
-train_subset = 1600
-test_subset = 200
-[base]
-arch = "lenet"
-epochs = 2
-batch_size = 16
-momentum = 0.9
-[grid]
-lr = [0.03, 0.02, 0.01]
-seed = [1, 2]
-"#;
+/// pg.rs's six trials (lr x seed), long enough (1,600 images, 2 epochs) that three tasks
+/// starting a moment apart all get work.
+fn six() -> String {
+    crate::pg::GRID
+        .replace("name = \"pg\"", "name = \"six\"")
+        .replace("train_subset = 320", "train_subset = 1600")
+}
 
 /// The cluster setup of the issue: a 3-task array on one real PostgreSQL, checkpoints in a
 /// shared folder. Every trial runs once, no epoch twice, each task runs at least one trial;
@@ -275,7 +267,7 @@ seed = [1, 2]
 #[test]
 fn three_array_tasks_share_a_postgres_sweep_and_status_names_their_hosts() {
     let t0 = Instant::now();
-    let Some(a) = Array::submit_to(SIX, 3, true) else {
+    let Some(a) = Array::submit_to(&six(), 3, true) else {
         return;
     };
     let mut seen_running = Vec::new();
