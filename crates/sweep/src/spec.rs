@@ -50,6 +50,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("valid_fraction", Kind::Float),
     ("train_subset", Kind::Int),
     ("test_subset", Kind::Int),
+    ("activation", Kind::Choice(&["relu", "gelu"])),
 ];
 
 /// The keys `[data]` accepts.
@@ -700,8 +701,8 @@ mod tests {
 
     #[test]
     fn hyperparameters_are_exactly_the_train_config_fields_with_their_types() {
-        let Value::Object(fields) = serde_json::to_value(trainer::TrainConfig::default()).unwrap()
-        else {
+        // Every field, those serialised only when not at their default included.
+        let Value::Object(fields) = trainer::TrainConfig::default().to_json_full() else {
             panic!("TrainConfig serialises to an object");
         };
         let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();

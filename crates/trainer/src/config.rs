@@ -29,6 +29,26 @@ pub enum ScheduleKind {
     Onecycle,
 }
 
+/// The nonlinearity after the convolutions and hidden linear layers (see
+/// [`crate::models::activate`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(x, 0)`, fused into the preceding op on the CPU.
+    #[default]
+    Relu,
+    /// `x * Phi(x)` with the exact (erf) normal CDF, PyTorch's `nn.GELU()`.
+    Gelu,
+}
+
+/// `serde(skip_serializing_if)`: the fields added after the first results were recorded are
+/// left out of the serialised config while they hold their default, so the JSON (and so the
+/// trial identity the sweep crate hashes from it) of every configuration that does not use
+/// them is what it was before they existed.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// Every hyperparameter of a run. Defaults follow the tutorial: SGD, lr 0.01, batch 20,
 /// 30 epochs, a 20% validation split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +92,10 @@ pub struct TrainConfig {
     pub train_subset: Option<usize>,
     /// Evaluate on only the first N test images; for smoke runs.
     pub test_subset: Option<usize>,
+    /// The activation function of every model (`relu` is the tutorial's; airbench's airnet
+    /// recipe uses `gelu`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub activation: Activation,
 }
 
 impl Default for TrainConfig {
@@ -96,11 +120,30 @@ impl Default for TrainConfig {
             valid_fraction: 0.2,
             train_subset: None,
             test_subset: None,
+            activation: Activation::Relu,
         }
     }
 }
 
 impl TrainConfig {
+    /// The fields serialised only when they differ from their default (see `is_default`),
+    /// in declaration order. [`TrainConfig::to_json_full`] adds them back.
+    pub const OPTIONAL_FIELDS: &'static [&'static str] = &["activation"];
+
+    /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
+    /// included even at their defaults (for readers that look fields up by name; the
+    /// trial identity uses the plain serialised form).
+    pub fn to_json_full(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        if let serde_json::Value::Object(m) = &mut v {
+            let mut put = |k: &str, x: serde_json::Value| {
+                m.entry(k.to_string()).or_insert(x);
+            };
+            put("activation", serde_json::json!(self.activation));
+        }
+        v
+    }
+
     /// Checks every value that would otherwise fail (or silently misbehave) mid-run, except
     /// `arch`: the architecture is checked against the models registry by whoever builds
     /// the model ([`crate::train::Session::new`], the sweep file parser), so that the
@@ -187,5 +230,62 @@ impl TrainConfig {
             return Err(("test_subset", "test_subset must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every optional field set away from its default.
+    fn all_optional_set() -> TrainConfig {
+        TrainConfig {
+            activation: Activation::Gelu,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn optional_fields_are_left_out_at_their_default_and_kept_otherwise() {
+        let keys = |v: serde_json::Value| -> Vec<String> {
+            let serde_json::Value::Object(m) = v else {
+                panic!("an object")
+            };
+            m.keys().cloned().collect()
+        };
+        let plain = keys(serde_json::to_value(TrainConfig::default()).unwrap());
+        for f in TrainConfig::OPTIONAL_FIELDS {
+            assert!(
+                !plain.iter().any(|k| k == f),
+                "{f} serialised at its default"
+            );
+        }
+        // The JSON of a default config is the one recorded before the optional fields
+        // existed, so trial identities do not change.
+        assert_eq!(plain.len(), 19);
+        let set = keys(serde_json::to_value(all_optional_set()).unwrap());
+        let full = keys(TrainConfig::default().to_json_full());
+        assert_eq!(set.len(), plain.len() + TrainConfig::OPTIONAL_FIELDS.len());
+        let mut a = set.clone();
+        let mut b = full.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "to_json_full names every field");
+        // Both forms read back to the same config, and an old config (without the fields)
+        // reads as their defaults.
+        for c in [TrainConfig::default(), all_optional_set()] {
+            let back: TrainConfig = serde_json::from_value(c.to_json_full()).unwrap();
+            assert_eq!(back, c);
+            let back: TrainConfig =
+                serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        let old: TrainConfig = serde_json::from_str(r#"{"arch": "cnn3", "lr": 0.1}"#).unwrap();
+        assert_eq!(old.activation, Activation::Relu);
+        let e = serde_json::from_str::<TrainConfig>(r#"{"activation": "tanh"}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("relu") && e.to_string().contains("gelu"),
+            "{e}"
+        );
     }
 }

@@ -8,7 +8,7 @@ mod layers;
 mod lenet;
 mod vgg6;
 
-pub use layers::{Conv2d, Dropout, DropoutRng, Linear};
+pub use layers::{activate, batch_norm_act, Conv2d, Dropout, DropoutRng, Linear};
 
 use crate::{Error, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor, Var};
