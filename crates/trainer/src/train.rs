@@ -450,6 +450,7 @@ impl<'a> Trainer<'a> {
         let test_idx: Vec<usize> =
             (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
         let batches = train_idx.len().div_ceil(cfg.batch_size);
+        init_from_data(&s, data, &train_idx)?;
         let meta = CheckpointMeta {
             config: cfg.clone(),
             data_checksum: data.checksum.clone(),
@@ -485,6 +486,9 @@ impl<'a> Trainer<'a> {
     pub fn resume(&mut self) -> Result<bool> {
         let dir = &self.opts.checkpoint_dir;
         let Some((meta, best)) = resume(&mut self.s, dir, self.data, self.batches)? else {
+            // A damaged checkpoint may have rebuilt the session: the data-dependent weights
+            // again, as a fresh start has them (the same images, the same values).
+            init_from_data(&self.s, self.data, &self.train_idx)?;
             return Ok(false);
         };
         // A checkpoint written before checksums existed has no sum for its best weights:
@@ -707,6 +711,18 @@ impl<'a> Trainer<'a> {
             train_seconds: self.meta.history.iter().map(|r| r.seconds).sum(),
         })
     }
+}
+
+/// How many of the training split's first images [`Model::init_from_data`] sees.
+pub const INIT_IMAGES: usize = 5000;
+
+/// Gives the model the first [`INIT_IMAGES`] images of the training split (normalised, not
+/// augmented) for its data-dependent initialisation ([`Model::init_from_data`]).
+fn init_from_data(s: &Session, data: &Cifar10, train_idx: &[usize]) -> Result<()> {
+    let idx = &train_idx[..train_idx.len().min(INIT_IMAGES)];
+    let (x, _) = data::make_batch(&data.train, idx, &Normalization::default(), None, &s.device)?;
+    s.model.init_from_data(&x)?;
+    Ok(())
 }
 
 /// The checksums a checkpoint records: its state file's and its best file's.
@@ -1049,6 +1065,62 @@ mod tests {
         // Resumed after epoch 2 (state.prev.json): epoch 3 again, the same numbers.
         assert_eq!(exact(&b.epochs), exact(&a.epochs[2..]));
         assert_eq!(finished(&oa).2.to_bits(), finished(&ob).2.to_bits());
+    }
+
+    #[test]
+    fn airnet_whitening_comes_from_the_training_split_and_resume_is_exact() {
+        let data = Cifar10::synthetic(64, 16, 5);
+        let cfg = TrainConfig {
+            arch: "airnet".into(),
+            activation: crate::config::Activation::Gelu,
+            epochs: 2,
+            batch_size: 16,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            seed: 2,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RunOptions::new(dir.path());
+        let t = Trainer::new(&cfg, &data, &Device::Cpu, &opts).unwrap();
+        let (x, _) = data::make_batch(
+            &data.train,
+            &t.train_idx,
+            &Normalization::default(),
+            None,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let want = models::whiten::whitening_filters(&x, 2, models::whiten::EPS).unwrap();
+        let whiten = |s: &Session| -> Vec<f32> {
+            let v = &s.vars.iter().find(|(k, _)| k == "whiten.weight").unwrap().1;
+            v.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(
+            whiten(&t.s),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        drop(t);
+        let mut a = Recorder::default();
+        let oa = run(&cfg, &data, &Device::Cpu, &opts, &mut a).unwrap();
+        // Interrupted mid-epoch 2 and resumed: the same numbers.
+        let d2 = tempfile::tempdir().unwrap();
+        let opts2 = RunOptions::new(d2.path());
+        let mut c = Recorder {
+            stop_at: Some((2, 1)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(&cfg, &data, &Device::Cpu, &opts2, &mut c).unwrap(),
+            Outcome::Interrupted { epoch: 2, batch: 1 }
+        ));
+        let mut d = Recorder::default();
+        let od = run(&cfg, &data, &Device::Cpu, &opts2, &mut d).unwrap();
+        let mut all = c.epochs.clone();
+        all.extend(d.epochs.clone());
+        assert_eq!(exact(&all), exact(&a.epochs));
+        assert_eq!(finished(&oa).2.to_bits(), finished(&od).2.to_bits());
     }
 
     #[test]
