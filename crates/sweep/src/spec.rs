@@ -51,6 +51,8 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("train_subset", Kind::Int),
     ("test_subset", Kind::Int),
     ("activation", Kind::Choice(&["relu", "gelu"])),
+    ("translate", Kind::Int),
+    ("flip", Kind::Choice(&["none", "random", "alternate"])),
 ];
 
 /// The keys `[data]` accepts.

@@ -41,6 +41,21 @@ pub enum Activation {
     Gelu,
 }
 
+/// Horizontal flips of the training images (beside `augment`'s own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlipKind {
+    /// No flip.
+    #[default]
+    None,
+    /// Each image mirrored with probability 1/2, drawn afresh every time.
+    Random,
+    /// airbench's alternating flip: each image has a seeded bit; it is mirrored in odd
+    /// epochs (1, 3, ...) when the bit is set and in even epochs when it is not, so every
+    /// two epochs see both versions.
+    Alternate,
+}
+
 /// `serde(skip_serializing_if)`: the fields added after the first results were recorded are
 /// left out of the serialised config while they hold their default, so the JSON (and so the
 /// trial identity the sweep crate hashes from it) of every configuration that does not use
@@ -96,6 +111,14 @@ pub struct TrainConfig {
     /// recipe uses `gelu`).
     #[serde(skip_serializing_if = "is_default")]
     pub activation: Activation,
+    /// Random translation of training images by up to this many pixels in x and y, with
+    /// reflection padding (airbench's 2); 0 = off. Not with `augment`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub translate: usize,
+    /// Horizontal flips of training images (`none`, `random`, `alternate`). Not with
+    /// `augment`, which flips at random itself.
+    #[serde(skip_serializing_if = "is_default")]
+    pub flip: FlipKind,
 }
 
 impl Default for TrainConfig {
@@ -121,14 +144,20 @@ impl Default for TrainConfig {
             train_subset: None,
             test_subset: None,
             activation: Activation::Relu,
+            translate: 0,
+            flip: FlipKind::None,
         }
     }
 }
 
+/// The largest `translate`: reflection padding needs it below the image side (32), and
+/// larger shifts leave little of the image.
+pub const MAX_TRANSLATE: usize = 16;
+
 impl TrainConfig {
     /// The fields serialised only when they differ from their default (see `is_default`),
     /// in declaration order. [`TrainConfig::to_json_full`] adds them back.
-    pub const OPTIONAL_FIELDS: &'static [&'static str] = &["activation"];
+    pub const OPTIONAL_FIELDS: &'static [&'static str] = &["activation", "translate", "flip"];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
     /// included even at their defaults (for readers that look fields up by name; the
@@ -140,6 +169,8 @@ impl TrainConfig {
                 m.entry(k.to_string()).or_insert(x);
             };
             put("activation", serde_json::json!(self.activation));
+            put("translate", serde_json::json!(self.translate));
+            put("flip", serde_json::json!(self.flip));
         }
         v
     }
@@ -229,6 +260,29 @@ impl TrainConfig {
         if self.test_subset == Some(0) {
             return Err(("test_subset", "test_subset must be at least 1".into()));
         }
+        if self.translate > MAX_TRANSLATE {
+            return Err((
+                "translate",
+                format!(
+                    "translate must be in [0, {MAX_TRANSLATE}] pixels, got {}",
+                    self.translate
+                ),
+            ));
+        }
+        for (field, on) in [
+            ("translate", self.translate > 0),
+            ("flip", self.flip != FlipKind::None),
+        ] {
+            if on && self.augment {
+                return Err((
+                    field,
+                    format!(
+                        "{field} cannot be combined with augment (its own crop and flip); \
+                         set augment = false"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -241,6 +295,8 @@ mod tests {
     fn all_optional_set() -> TrainConfig {
         TrainConfig {
             activation: Activation::Gelu,
+            translate: 2,
+            flip: FlipKind::Alternate,
             ..Default::default()
         }
     }
@@ -287,5 +343,38 @@ mod tests {
             e.to_string().contains("relu") && e.to_string().contains("gelu"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    #[test]
+    fn translate_and_flip_are_checked_and_exclude_augment() {
+        let ok = TrainConfig {
+            translate: 2,
+            flip: FlipKind::Alternate,
+            ..Default::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let far = TrainConfig {
+            translate: 17,
+            ..Default::default()
+        };
+        assert_eq!(far.validate().unwrap_err().0, "translate");
+        let both = TrainConfig {
+            augment: true,
+            ..ok.clone()
+        };
+        let (field, msg) = both.validate().unwrap_err();
+        assert_eq!(field, "translate");
+        assert!(msg.contains("augment"), "{msg}");
+        let flip = TrainConfig {
+            augment: true,
+            flip: FlipKind::Random,
+            ..Default::default()
+        };
+        assert_eq!(flip.validate().unwrap_err().0, "flip");
     }
 }

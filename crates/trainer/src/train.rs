@@ -9,7 +9,7 @@
 //! `rand`, so the numbers also survive dependency upgrades.
 
 use crate::checkpoint::{self, Best, CheckpointMeta};
-use crate::config::TrainConfig;
+use crate::config::{FlipKind, TrainConfig};
 use crate::data::{self, Cifar10, ImageSet, Normalization, SplitMix64};
 use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
@@ -182,6 +182,33 @@ pub fn train_step(
     })
 }
 
+/// One training batch of epoch `epoch` (1-based) with the configured augmentation: `augment`
+/// ([`data::make_batch`]'s crop and flip), or `translate` and `flip`
+/// ([`data::make_batch_translated`]), or none; random draws from `rng`.
+pub fn training_batch(
+    cfg: &TrainConfig,
+    set: &ImageSet,
+    idx: &[usize],
+    norm: &Normalization,
+    epoch: usize,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let flip = match cfg.flip {
+        FlipKind::None => data::Flip::None,
+        FlipKind::Random => data::Flip::Random,
+        FlipKind::Alternate => data::Flip::Alternate {
+            seed: cfg.seed,
+            epoch,
+        },
+    };
+    Ok(if cfg.translate > 0 || flip != data::Flip::None {
+        data::make_batch_translated(set, idx, norm, cfg.translate, flip, rng, device)?
+    } else {
+        data::make_batch(set, idx, norm, cfg.augment.then_some(rng), device)?
+    })
+}
+
 const EVAL_BATCH: usize = 500;
 
 /// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode.
@@ -328,7 +355,7 @@ pub fn time_steps(
     let mut rng = SplitMix64::new(mix(cfg.seed, 0, 0, 3));
     let mut step = |s: &mut Session, b: usize| -> Result<()> {
         s.model.reseed(mix(cfg.seed, 0, b, 2));
-        let (x, y) = data::make_batch(&set, &idx, &norm, cfg.augment.then_some(&mut rng), device)?;
+        let (x, y) = training_batch(cfg, &set, &idx, &norm, 1, &mut rng, device)?;
         train_step(s.model.as_ref(), &mut s.opt, &x, &y, cfg.label_smoothing)?;
         Ok(())
     };
@@ -553,11 +580,13 @@ impl<'a> Trainer<'a> {
             ));
             self.s.model.reseed(mix(cfg.seed, epoch, b, 2));
             let mut aug_rng = SplitMix64::new(mix(cfg.seed, epoch, b, 3));
-            let (x, y) = data::make_batch(
+            let (x, y) = training_batch(
+                &cfg,
                 &self.data.train,
                 idx,
                 &self.norm,
-                cfg.augment.then_some(&mut aug_rng),
+                epoch,
+                &mut aug_rng,
                 &device,
             )?;
             let st = train_step(
@@ -1079,6 +1108,8 @@ mod tests {
             momentum: 0.9,
             nesterov: true,
             seed: 2,
+            translate: 2,
+            flip: FlipKind::Alternate,
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
