@@ -53,6 +53,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("activation", Kind::Choice(&["relu", "gelu"])),
     ("translate", Kind::Int),
     ("flip", Kind::Choice(&["none", "random", "alternate"])),
+    ("tta", Kind::Choice(&["none", "flip", "flip_translate"])),
 ];
 
 /// The keys `[data]` accepts.

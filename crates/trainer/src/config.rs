@@ -56,6 +56,20 @@ pub enum FlipKind {
     Alternate,
 }
 
+/// Test-time augmentation of the final test evaluation (see [`crate::train::tta_logits`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtaKind {
+    /// The images as they are.
+    #[default]
+    None,
+    /// The mean of the logits of the image and its mirror image.
+    Flip,
+    /// airbench's level 2: half the `flip` logits of the image, a quarter each of those of
+    /// the image shifted by one pixel up-left and down-right (reflection padding).
+    FlipTranslate,
+}
+
 /// `serde(skip_serializing_if)`: the fields added after the first results were recorded are
 /// left out of the serialised config while they hold their default, so the JSON (and so the
 /// trial identity the sweep crate hashes from it) of every configuration that does not use
@@ -119,6 +133,10 @@ pub struct TrainConfig {
     /// `augment`, which flips at random itself.
     #[serde(skip_serializing_if = "is_default")]
     pub flip: FlipKind,
+    /// Test-time augmentation of the final test evaluation (`none`, `flip`,
+    /// `flip_translate`); validation is always plain.
+    #[serde(skip_serializing_if = "is_default")]
+    pub tta: TtaKind,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +164,7 @@ impl Default for TrainConfig {
             activation: Activation::Relu,
             translate: 0,
             flip: FlipKind::None,
+            tta: TtaKind::None,
         }
     }
 }
@@ -157,7 +176,8 @@ pub const MAX_TRANSLATE: usize = 16;
 impl TrainConfig {
     /// The fields serialised only when they differ from their default (see `is_default`),
     /// in declaration order. [`TrainConfig::to_json_full`] adds them back.
-    pub const OPTIONAL_FIELDS: &'static [&'static str] = &["activation", "translate", "flip"];
+    pub const OPTIONAL_FIELDS: &'static [&'static str] =
+        &["activation", "translate", "flip", "tta"];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
     /// included even at their defaults (for readers that look fields up by name; the
@@ -171,6 +191,7 @@ impl TrainConfig {
             put("activation", serde_json::json!(self.activation));
             put("translate", serde_json::json!(self.translate));
             put("flip", serde_json::json!(self.flip));
+            put("tta", serde_json::json!(self.tta));
         }
         v
     }
@@ -297,6 +318,7 @@ mod tests {
             activation: Activation::Gelu,
             translate: 2,
             flip: FlipKind::Alternate,
+            tta: TtaKind::FlipTranslate,
             ..Default::default()
         }
     }

@@ -9,7 +9,7 @@
 //! `rand`, so the numbers also survive dependency upgrades.
 
 use crate::checkpoint::{self, Best, CheckpointMeta};
-use crate::config::{FlipKind, TrainConfig};
+use crate::config::{FlipKind, TrainConfig, TtaKind};
 use crate::data::{self, Cifar10, ImageSet, Normalization, SplitMix64};
 use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
@@ -211,7 +211,50 @@ pub fn training_batch(
 
 const EVAL_BATCH: usize = 500;
 
-/// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode.
+/// `x` (`[B, C, H, W]`) mirrored left-right.
+fn mirror(x: &Tensor) -> Result<Tensor> {
+    let w = x.dim(3)?;
+    let idx: Vec<u32> = (0..w as u32).rev().collect();
+    Ok(x.index_select(&Tensor::new(idx.as_slice(), x.device())?, 3)?)
+}
+
+/// `x` (`[B, C, H, W]`) shifted by `s` pixels in both directions with reflection padding:
+/// output pixel (y, x) is input pixel (reflect(y + s), reflect(x + s)).
+fn shift(x: &Tensor, s: isize) -> Result<Tensor> {
+    let along = |t: &Tensor, dim: usize| -> Result<Tensor> {
+        let n = t.dim(dim)?;
+        let idx: Vec<u32> = (0..n as isize)
+            .map(|i| data::reflect(i + s, n) as u32)
+            .collect();
+        Ok(t.index_select(&Tensor::new(idx.as_slice(), t.device())?, dim)?)
+    };
+    along(&along(x, 2)?, 3)
+}
+
+/// The eval-mode logits of `x` with test-time augmentation `tta` (airbench's levels):
+/// `none` the logits of `x`; `flip` the mean of those of `x` and its mirror image;
+/// `flip_translate` half the `flip` logits of `x` plus a quarter each of the `flip` logits
+/// of `x` shifted by -1 and by +1 pixel (reflection padding).
+pub fn tta_logits(model: &dyn Model, x: &Tensor, tta: TtaKind) -> Result<Tensor> {
+    let mirrored = |x: &Tensor| -> Result<Tensor> {
+        let a = model.forward_t(x, false)?;
+        let b = model.forward_t(&mirror(x)?, false)?;
+        Ok(((a + b)? * 0.5)?)
+    };
+    Ok(match tta {
+        TtaKind::None => model.forward_t(x, false)?,
+        TtaKind::Flip => mirrored(x)?,
+        TtaKind::FlipTranslate => {
+            let m = mirrored(x)?;
+            let up = mirrored(&shift(x, -1)?)?;
+            let down = mirrored(&shift(x, 1)?)?;
+            ((m * 0.5)? + ((up + down)? * 0.25)?)?
+        }
+    })
+}
+
+/// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode, with
+/// test-time augmentation `tta` ([`tta_logits`]).
 pub fn evaluate(
     model: &dyn Model,
     set: &ImageSet,
@@ -219,12 +262,13 @@ pub fn evaluate(
     norm: &Normalization,
     classes: usize,
     device: &Device,
+    tta: TtaKind,
 ) -> Result<(f64, Confusion)> {
     let mut running = Running::default();
     let mut confusion = Confusion::new(classes);
     for chunk in idx.chunks(EVAL_BATCH) {
         let (x, y) = data::make_batch(set, chunk, norm, None, device)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = tta_logits(model, &x, tta)?;
         let loss = cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let truth = y.to_vec1::<u32>()?;
@@ -637,6 +681,7 @@ impl<'a> Trainer<'a> {
             &self.norm,
             self.data.classes.len(),
             &device,
+            TtaKind::None,
         )?;
         if !valid_loss.is_finite() {
             return Ok(EpochEnd::Ended(Outcome::Diverged {
@@ -728,6 +773,7 @@ impl<'a> Trainer<'a> {
             &self.norm,
             self.data.classes.len(),
             &self.s.device,
+            self.s.cfg.tta,
         )?;
         Ok(Outcome::Finished {
             best_epoch: best.epoch,
@@ -1152,6 +1198,62 @@ mod tests {
         all.extend(d.epochs.clone());
         assert_eq!(exact(&all), exact(&a.epochs));
         assert_eq!(finished(&oa).2.to_bits(), finished(&od).2.to_bits());
+    }
+
+    #[test]
+    fn tta_averages_the_mirrored_and_shifted_logits() {
+        let cfg = TrainConfig {
+            arch: "cnn3".into(),
+            ..Default::default()
+        };
+        let s = Session::new(&cfg, &Device::Cpu).unwrap();
+        let model = s.model.as_ref();
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        // The transformed images built by hand from the values.
+        let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let build = |f: &dyn Fn(usize, usize) -> (usize, usize)| -> Tensor {
+            let mut out = vec![0f32; v.len()];
+            for bc in 0..6 {
+                for y in 0..32 {
+                    for xx in 0..32 {
+                        let (sy, sx) = f(y, xx);
+                        out[bc * 1024 + y * 32 + xx] = v[bc * 1024 + sy * 32 + sx];
+                    }
+                }
+            }
+            Tensor::from_vec(out, (2, 3, 32, 32), &Device::Cpu).unwrap()
+        };
+        let logits = |t: &Tensor| -> Vec<f32> {
+            let l = model.forward_t(t, false).unwrap();
+            l.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let r = |i: usize, s: isize| data::reflect(i as isize + s, 32);
+        let plain = logits(&x);
+        let flipped = logits(&build(&|y, xx| (y, 31 - xx)));
+        let up = logits(&build(&|y, xx| (r(y, -1), r(xx, -1))));
+        let up_flipped = logits(&build(&|y, xx| (r(y, -1), r(31 - xx, -1))));
+        let down = logits(&build(&|y, xx| (r(y, 1), r(xx, 1))));
+        let down_flipped = logits(&build(&|y, xx| (r(y, 1), r(31 - xx, 1))));
+        let got = |tta| -> Vec<f32> {
+            let l = tta_logits(model, &x, tta).unwrap();
+            l.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let close = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            for (p, q) in a.iter().zip(b) {
+                assert!((p - q).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        };
+        assert_eq!(got(TtaKind::None), plain);
+        let want: Vec<f32> = (0..20).map(|i| (plain[i] + flipped[i]) / 2.0).collect();
+        close(&got(TtaKind::Flip), &want);
+        let want: Vec<f32> = (0..20)
+            .map(|i| {
+                0.25 * (plain[i] + flipped[i])
+                    + 0.125 * (up[i] + up_flipped[i] + down[i] + down_flipped[i])
+            })
+            .collect();
+        close(&got(TtaKind::FlipTranslate), &want);
     }
 
     #[test]
