@@ -54,6 +54,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("translate", Kind::Int),
     ("flip", Kind::Choice(&["none", "random", "alternate"])),
     ("tta", Kind::Choice(&["none", "flip", "flip_translate"])),
+    ("lookahead", Kind::Float),
 ];
 
 /// The keys `[data]` accepts.

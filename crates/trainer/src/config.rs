@@ -137,6 +137,13 @@ pub struct TrainConfig {
     /// `flip_translate`); validation is always plain.
     #[serde(skip_serializing_if = "is_default")]
     pub tta: TtaKind,
+    /// airbench's lookahead, in `[0, 1)` (0 = off; airbench's 0.95): every
+    /// [`crate::train::LOOKAHEAD_EVERY`] optimiser steps the averaged weights move toward
+    /// the weights, `avg += (w - avg) * (1 - d)` with `d = lookahead^5 * (step / steps)^3`,
+    /// and the weights are set to the average; after the last step they are set to it once
+    /// more. Batch-norm running statistics are averaged too.
+    #[serde(skip_serializing_if = "is_default")]
+    pub lookahead: f64,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +172,7 @@ impl Default for TrainConfig {
             translate: 0,
             flip: FlipKind::None,
             tta: TtaKind::None,
+            lookahead: 0.0,
         }
     }
 }
@@ -177,7 +185,7 @@ impl TrainConfig {
     /// The fields serialised only when they differ from their default (see `is_default`),
     /// in declaration order. [`TrainConfig::to_json_full`] adds them back.
     pub const OPTIONAL_FIELDS: &'static [&'static str] =
-        &["activation", "translate", "flip", "tta"];
+        &["activation", "translate", "flip", "tta", "lookahead"];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
     /// included even at their defaults (for readers that look fields up by name; the
@@ -192,6 +200,7 @@ impl TrainConfig {
             put("translate", serde_json::json!(self.translate));
             put("flip", serde_json::json!(self.flip));
             put("tta", serde_json::json!(self.tta));
+            put("lookahead", serde_json::json!(self.lookahead));
         }
         v
     }
@@ -281,6 +290,12 @@ impl TrainConfig {
         if self.test_subset == Some(0) {
             return Err(("test_subset", "test_subset must be at least 1".into()));
         }
+        if !(0.0..1.0).contains(&self.lookahead) {
+            return Err((
+                "lookahead",
+                format!("lookahead must be in [0, 1), got {}", self.lookahead),
+            ));
+        }
         if self.translate > MAX_TRANSLATE {
             return Err((
                 "translate",
@@ -319,6 +334,7 @@ mod tests {
             translate: 2,
             flip: FlipKind::Alternate,
             tta: TtaKind::FlipTranslate,
+            lookahead: 0.95,
             ..Default::default()
         }
     }
@@ -398,5 +414,12 @@ mod validate_tests {
             ..Default::default()
         };
         assert_eq!(flip.validate().unwrap_err().0, "flip");
+        for bad in [1.0, -0.1, f64::NAN] {
+            let la = TrainConfig {
+                lookahead: bad,
+                ..Default::default()
+            };
+            assert_eq!(la.validate().unwrap_err().0, "lookahead", "{bad}");
+        }
     }
 }

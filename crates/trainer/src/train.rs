@@ -291,6 +291,9 @@ pub struct Session {
     pub model: Box<dyn Model>,
     /// The optimiser over `vars`.
     pub opt: Optimizer,
+    /// The lookahead's averaged weights, in the order of `vars` (`cfg.lookahead > 0` only;
+    /// set by [`Session::start_lookahead`], saved in checkpoints).
+    lookahead: Option<Vec<Tensor>>,
 }
 
 impl Session {
@@ -307,7 +310,54 @@ impl Session {
             vars,
             model,
             opt,
+            lookahead: None,
         })
+    }
+
+    /// Starts the lookahead average at the current weights (when `cfg.lookahead > 0`).
+    pub fn start_lookahead(&mut self) -> Result<()> {
+        self.lookahead = if self.cfg.lookahead > 0.0 {
+            Some(
+                self.vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The lookahead after optimiser step `step` of `steps` (see `TrainConfig::lookahead`):
+    /// every [`LOOKAHEAD_EVERY`] steps the average moves toward the weights with decay
+    /// `lookahead^5 * (step / steps)^3` and the weights are set to it; `decay = 1` (the end
+    /// of training) sets the weights to the average as it is.
+    pub fn lookahead_step(&mut self, step: u64, steps: u64) -> Result<()> {
+        if !step.is_multiple_of(LOOKAHEAD_EVERY) && step != steps {
+            return Ok(());
+        }
+        let decay = if step.is_multiple_of(LOOKAHEAD_EVERY) {
+            self.cfg.lookahead.powi(LOOKAHEAD_EVERY as i32)
+                * (step as f64 / steps.max(1) as f64).powi(3)
+        } else {
+            1.0
+        };
+        self.lookahead_update(decay)
+    }
+
+    /// `avg += (w - avg) * (1 - decay)`, then `w = avg`, for every variable.
+    fn lookahead_update(&mut self, decay: f64) -> Result<()> {
+        let Some(avg) = self.lookahead.as_mut() else {
+            return Ok(());
+        };
+        for ((_, var), a) in self.vars.iter().zip(avg.iter_mut()) {
+            let w = var.as_tensor();
+            let next = (&*a + ((w - &*a)? * (1.0 - decay))?)?;
+            var.set(&next)?;
+            *a = next;
+        }
+        Ok(())
     }
 
     fn weights(&self) -> HashMap<String, Tensor> {
@@ -347,6 +397,11 @@ impl Session {
         for (k, t) in opt_state {
             tensors.insert(format!("__opt.{k}"), t);
         }
+        if let Some(avg) = &self.lookahead {
+            for ((name, _), t) in self.vars.iter().zip(avg) {
+                tensors.insert(format!("__lookahead.{name}"), t.clone());
+            }
+        }
         checkpoint::save_tensors(&dir.join(file), &tensors)
     }
 
@@ -358,6 +413,22 @@ impl Session {
             &self.device,
         )?;
         self.load_weights(&tensors, &path)?;
+        if self.cfg.lookahead > 0.0 {
+            let avg = self
+                .vars
+                .iter()
+                .map(
+                    |(name, v)| match tensors.get(&format!("__lookahead.{name}")) {
+                        Some(t) if t.shape() == v.shape() => Ok(t.copy()?),
+                        _ => Err(Error::BadCheckpoint {
+                            path: path.clone(),
+                            reason: format!("missing lookahead tensor `{name}`"),
+                        }),
+                    },
+                )
+                .collect::<Result<Vec<_>>>()?;
+            self.lookahead = Some(avg);
+        }
         let opt: Vec<(String, Tensor)> = tensors
             .iter()
             .filter_map(|(k, t)| Some((k.strip_prefix("__opt.")?.to_string(), t.clone())))
@@ -502,7 +573,7 @@ impl<'a> Trainer<'a> {
         device: &Device,
         opts: &'a RunOptions,
     ) -> Result<Self> {
-        let s = Session::new(cfg, device)?;
+        let mut s = Session::new(cfg, device)?;
         let dir = &opts.checkpoint_dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         // Validation checked the split against the standard 50,000 images; the data may be
@@ -521,7 +592,7 @@ impl<'a> Trainer<'a> {
         let test_idx: Vec<usize> =
             (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
         let batches = train_idx.len().div_ceil(cfg.batch_size);
-        init_from_data(&s, data, &train_idx)?;
+        init_from_data(&mut s, data, &train_idx)?;
         let meta = CheckpointMeta {
             config: cfg.clone(),
             data_checksum: data.checksum.clone(),
@@ -559,7 +630,7 @@ impl<'a> Trainer<'a> {
         let Some((meta, best)) = resume(&mut self.s, dir, self.data, self.batches)? else {
             // A damaged checkpoint may have rebuilt the session: the data-dependent weights
             // again, as a fresh start has them (the same images, the same values).
-            init_from_data(&self.s, self.data, &self.train_idx)?;
+            init_from_data(&mut self.s, self.data, &self.train_idx)?;
             return Ok(false);
         };
         // A checkpoint written before checksums existed has no sum for its best weights:
@@ -640,7 +711,10 @@ impl<'a> Trainer<'a> {
                 &y,
                 cfg.label_smoothing,
             )?;
-            if !st.loss.is_finite() {
+            if st.loss.is_finite() {
+                let steps = (cfg.epochs * batches) as u64;
+                self.s.lookahead_step(self.s.opt.steps(), steps)?;
+            } else {
                 tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
                 return Ok(EpochEnd::Ended(Outcome::Diverged {
                     epoch,
@@ -793,12 +867,16 @@ pub const INIT_IMAGES: usize = 5000;
 
 /// Gives the model the first [`INIT_IMAGES`] images of the training split (normalised, not
 /// augmented) for its data-dependent initialisation ([`Model::init_from_data`]).
-fn init_from_data(s: &Session, data: &Cifar10, train_idx: &[usize]) -> Result<()> {
+/// Then starts the lookahead average (if any) at the initial weights.
+fn init_from_data(s: &mut Session, data: &Cifar10, train_idx: &[usize]) -> Result<()> {
     let idx = &train_idx[..train_idx.len().min(INIT_IMAGES)];
     let (x, _) = data::make_batch(&data.train, idx, &Normalization::default(), None, &s.device)?;
     s.model.init_from_data(&x)?;
-    Ok(())
+    s.start_lookahead()
 }
+
+/// How often (in optimiser steps) the lookahead averages (airbench's 5).
+pub const LOOKAHEAD_EVERY: u64 = 5;
 
 /// The checksums a checkpoint records: its state file's and its best file's.
 fn file_sums(
@@ -1156,6 +1234,7 @@ mod tests {
             seed: 2,
             translate: 2,
             flip: FlipKind::Alternate,
+            lookahead: 0.95,
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -1254,6 +1333,52 @@ mod tests {
             })
             .collect();
         close(&got(TtaKind::FlipTranslate), &want);
+    }
+
+    #[test]
+    fn lookahead_matches_a_hand_computation() {
+        let cfg = TrainConfig {
+            lookahead: 0.9,
+            ..Default::default()
+        };
+        let mut s = Session::new(&cfg, &Device::Cpu).unwrap();
+        let get = |s: &Session| -> Vec<f32> {
+            let v = &s.vars.iter().find(|(k, _)| k == "fc3.bias").unwrap().1;
+            v.to_vec1().unwrap()
+        };
+        let set = |s: &Session, x: &[f32]| {
+            let v = &s.vars.iter().find(|(k, _)| k == "fc3.bias").unwrap().1;
+            v.set(&Tensor::new(x, &Device::Cpu).unwrap()).unwrap();
+        };
+        let a0: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        set(&s, &a0);
+        s.start_lookahead().unwrap();
+        let w: Vec<f32> = (0..10).map(|i| 10.0 - i as f32).collect();
+        set(&s, &w);
+        // Steps that are not multiples of 5 (and not the last) change nothing.
+        s.lookahead_step(3, 20).unwrap();
+        assert_eq!(get(&s), w);
+        // Step 10 of 20: decay = 0.9^5 * (1/2)^3; avg = a0 + (w - a0) * (1 - decay).
+        s.lookahead_step(10, 20).unwrap();
+        let d = 0.9f64.powi(5) / 8.0;
+        let avg: Vec<f64> = (0..10)
+            .map(|i| a0[i] as f64 + (w[i] as f64 - a0[i] as f64) * (1.0 - d))
+            .collect();
+        for (g, a) in get(&s).iter().zip(&avg) {
+            assert!((*g as f64 - a).abs() < 1e-5, "{g} vs {a}");
+        }
+        // The last step (not a multiple of 5): the weights become the average as it is.
+        set(&s, &a0);
+        s.lookahead_step(23, 23).unwrap();
+        for (g, a) in get(&s).iter().zip(&avg) {
+            assert!((*g as f64 - a).abs() < 1e-5, "{g} vs {a}");
+        }
+        // Off: nothing moves.
+        let mut off = Session::new(&TrainConfig::default(), &Device::Cpu).unwrap();
+        off.start_lookahead().unwrap();
+        set(&off, &w);
+        off.lookahead_step(10, 10).unwrap();
+        assert_eq!(get(&off), w);
     }
 
     #[test]
