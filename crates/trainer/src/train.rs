@@ -1407,6 +1407,45 @@ mod tests {
     }
 
     #[test]
+    fn airnet_learns_from_a_slice_of_the_real_data() {
+        let Some(src) = data::test_data_source() else {
+            return;
+        };
+        let data = data::load(&src).unwrap();
+        // sweeps/airnet.toml's recipe, scaled to batch 64 (lr 1.5 * 64 / 1024).
+        let cfg = TrainConfig {
+            arch: "airnet".into(),
+            epochs: 2,
+            batch_size: 64,
+            lr: 0.1,
+            momentum: 0.85,
+            nesterov: true,
+            weight_decay: 1.33e-3,
+            label_smoothing: 0.2,
+            schedule: ScheduleKind::Onecycle,
+            warmup: 0.5,
+            activation: crate::config::Activation::Gelu,
+            translate: 2,
+            flip: FlipKind::Alternate,
+            lookahead: 0.95,
+            tta: TtaKind::Flip,
+            valid_fraction: 0.02,
+            train_subset: Some(640),
+            test_subset: Some(200),
+            seed: 1,
+            ..Default::default()
+        };
+        let (out, r) = run_in_temp_dir(&cfg, &data);
+        let (_, _, _) = finished(&out);
+        eprintln!("airnet on 640 real images: {:?}", r.epochs);
+        let (first, last) = (&r.epochs[0], &r.epochs[1]);
+        assert!(last.train_loss < first.train_loss, "{:?}", r.epochs);
+        assert!(last.valid_loss < first.valid_loss, "{:?}", r.epochs);
+        // The initial loss is about ln 10 = 2.30.
+        assert!(last.valid_loss < 2.25, "{:?}", r.epochs);
+    }
+
+    #[test]
     fn lenet_learns_from_a_slice_of_the_real_data() {
         let Some(src) = data::test_data_source() else {
             return;
