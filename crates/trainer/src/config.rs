@@ -355,8 +355,12 @@ mod tests {
             );
         }
         // The JSON of a default config is the one recorded before the optional fields
-        // existed, so trial identities do not change.
+        // existed, byte for byte, so trial identities (a hash of it) do not change.
         assert_eq!(plain.len(), 19);
+        assert_eq!(
+            serde_json::to_string(&TrainConfig::default()).unwrap(),
+            r#"{"arch":"lenet","epochs":30,"batch_size":20,"lr":0.01,"optimizer":"sgd","momentum":0.0,"nesterov":false,"weight_decay":0.0,"schedule":"constant","warmup":0.0,"step_size":10,"gamma":0.1,"label_smoothing":0.0,"dropout":0.0,"augment":false,"seed":0,"valid_fraction":0.2,"train_subset":null,"test_subset":null}"#
+        );
         let set = keys(serde_json::to_value(all_optional_set()).unwrap());
         let full = keys(TrainConfig::default().to_json_full());
         assert_eq!(set.len(), plain.len() + TrainConfig::OPTIONAL_FIELDS.len());
