@@ -869,9 +869,12 @@ pub const INIT_IMAGES: usize = 5000;
 /// augmented) for its data-dependent initialisation ([`Model::init_from_data`]).
 /// Then starts the lookahead average (if any) at the initial weights.
 fn init_from_data(s: &mut Session, data: &Cifar10, train_idx: &[usize]) -> Result<()> {
-    let idx = &train_idx[..train_idx.len().min(INIT_IMAGES)];
-    let (x, _) = data::make_batch(&data.train, idx, &Normalization::default(), None, &s.device)?;
-    s.model.init_from_data(&x)?;
+    if s.model.wants_data() {
+        let idx = &train_idx[..train_idx.len().min(INIT_IMAGES)];
+        let norm = Normalization::default();
+        let (x, _) = data::make_batch(&data.train, idx, &norm, None, &s.device)?;
+        s.model.init_from_data(&x)?;
+    }
     s.start_lookahead()
 }
 

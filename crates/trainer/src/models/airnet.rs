@@ -188,6 +188,10 @@ impl Model for AirNet {
         Ok(())
     }
 
+    fn wants_data(&self) -> bool {
+        true
+    }
+
     fn frozen(&self) -> &'static [&'static str] {
         &["whiten.weight"]
     }

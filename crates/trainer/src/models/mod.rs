@@ -32,6 +32,11 @@ pub trait Model: Send {
     fn init_from_data(&self, _images: &Tensor) -> candle_core::Result<()> {
         Ok(())
     }
+    /// Whether [`Model::init_from_data`] uses its images (the trainer builds them only
+    /// then). False by default.
+    fn wants_data(&self) -> bool {
+        false
+    }
     /// The variables (by name) the optimiser never changes: the model uses them detached,
     /// so they get no gradient. They are not counted in [`Arch::params`].
     fn frozen(&self) -> &'static [&'static str] {
