@@ -55,6 +55,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("flip", Kind::Choice(&["none", "random", "alternate"])),
     ("tta", Kind::Choice(&["none", "flip", "flip_translate"])),
     ("lookahead", Kind::Float),
+    ("bn_bias_lr_scale", Kind::Float),
 ];
 
 /// The keys `[data]` accepts.

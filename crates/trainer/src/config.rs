@@ -78,6 +78,11 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+/// `serde(skip_serializing_if)` for the optional fields whose default is 1.
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
 /// Every hyperparameter of a run. Defaults follow the tutorial: SGD, lr 0.01, batch 20,
 /// 30 epochs, a 20% validation split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +149,10 @@ pub struct TrainConfig {
     /// more. Batch-norm running statistics are averaged too.
     #[serde(skip_serializing_if = "is_default")]
     pub lookahead: f64,
+    /// Learning-rate multiplier of the batch-norm biases (their weight decay is divided by
+    /// it, so the decay per step stays): airbench's `bias_scaler`, 64. 1 = off.
+    #[serde(skip_serializing_if = "is_one")]
+    pub bn_bias_lr_scale: f64,
 }
 
 impl Default for TrainConfig {
@@ -173,6 +182,7 @@ impl Default for TrainConfig {
             flip: FlipKind::None,
             tta: TtaKind::None,
             lookahead: 0.0,
+            bn_bias_lr_scale: 1.0,
         }
     }
 }
@@ -184,8 +194,14 @@ pub const MAX_TRANSLATE: usize = 16;
 impl TrainConfig {
     /// The fields serialised only when they differ from their default (see `is_default`),
     /// in declaration order. [`TrainConfig::to_json_full`] adds them back.
-    pub const OPTIONAL_FIELDS: &'static [&'static str] =
-        &["activation", "translate", "flip", "tta", "lookahead"];
+    pub const OPTIONAL_FIELDS: &'static [&'static str] = &[
+        "activation",
+        "translate",
+        "flip",
+        "tta",
+        "lookahead",
+        "bn_bias_lr_scale",
+    ];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
     /// included even at their defaults (for readers that look fields up by name; the
@@ -201,6 +217,7 @@ impl TrainConfig {
             put("flip", serde_json::json!(self.flip));
             put("tta", serde_json::json!(self.tta));
             put("lookahead", serde_json::json!(self.lookahead));
+            put("bn_bias_lr_scale", serde_json::json!(self.bn_bias_lr_scale));
         }
         v
     }
@@ -296,6 +313,15 @@ impl TrainConfig {
                 format!("lookahead must be in [0, 1), got {}", self.lookahead),
             ));
         }
+        if !finite_pos(self.bn_bias_lr_scale) {
+            return Err((
+                "bn_bias_lr_scale",
+                format!(
+                    "bn_bias_lr_scale must be > 0, got {}",
+                    self.bn_bias_lr_scale
+                ),
+            ));
+        }
         if self.translate > MAX_TRANSLATE {
             return Err((
                 "translate",
@@ -335,6 +361,7 @@ mod tests {
             flip: FlipKind::Alternate,
             tta: TtaKind::FlipTranslate,
             lookahead: 0.95,
+            bn_bias_lr_scale: 64.0,
             ..Default::default()
         }
     }
@@ -424,6 +451,13 @@ mod validate_tests {
                 ..Default::default()
             };
             assert_eq!(la.validate().unwrap_err().0, "lookahead", "{bad}");
+        }
+        for bad in [0.0, -1.0, f64::INFINITY] {
+            let sc = TrainConfig {
+                bn_bias_lr_scale: bad,
+                ..Default::default()
+            };
+            assert_eq!(sc.validate().unwrap_err().0, "bn_bias_lr_scale", "{bad}");
         }
     }
 }

@@ -303,7 +303,12 @@ impl Session {
         models::validate(cfg).map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
         let (varmap, model) = models::instantiate(cfg, device)?;
         let vars = models::sorted_vars(&varmap);
-        let opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
+        let mut opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
+        if cfg.bn_bias_lr_scale != 1.0 {
+            for i in bn_biases(&vars) {
+                opt.set_lr_scale(i, cfg.bn_bias_lr_scale);
+            }
+        }
         Ok(Self {
             cfg: cfg.clone(),
             device: device.clone(),
@@ -435,6 +440,21 @@ impl Session {
             .collect();
         self.opt.load_state(&opt, meta.opt_step)
     }
+}
+
+/// The positions in `vars` of the batch-norm biases: the `P.bias` variables beside a
+/// `P.running_mean`.
+pub fn bn_biases(vars: &[(String, Var)]) -> Vec<usize> {
+    let names: std::collections::HashSet<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    vars.iter()
+        .enumerate()
+        .filter_map(|(i, (k, _))| {
+            let prefix = k.strip_suffix(".bias")?;
+            names
+                .contains(format!("{prefix}.running_mean").as_str())
+                .then_some(i)
+        })
+        .collect()
 }
 
 /// What a few timed steps of a configuration measured (see [`time_steps`]).
@@ -1382,6 +1402,36 @@ mod tests {
         set(&off, &w);
         off.lookahead_step(10, 10).unwrap();
         assert_eq!(get(&off), w);
+    }
+
+    #[test]
+    fn bn_biases_are_found_by_their_running_statistics() {
+        let names = |arch: &str| -> Vec<String> {
+            let s = Session::new(
+                &TrainConfig {
+                    arch: arch.into(),
+                    ..Default::default()
+                },
+                &Device::Cpu,
+            )
+            .unwrap();
+            bn_biases(&s.vars)
+                .into_iter()
+                .map(|i| s.vars[i].0.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("vgg6"),
+            ["block1.bn.bias", "block2.bn.bias", "block3.bn.bias"]
+        );
+        assert!(names("cnn3").is_empty());
+        let a = names("airnet");
+        assert_eq!(a.len(), 6);
+        assert!(
+            a.iter()
+                .all(|k| k.contains(".norm") && k.ends_with(".bias")),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@
 //!   layer 256 -> 10 without bias, and the logits scaled by 1/9.
 //!
 //! The activation is `cfg.activation` like every model's; airbench's is GELU
-//! (`activation = "gelu"`, as `sweeps/airnet.toml` sets). Not reproduced: airbench trains
-//! the whitening bias for the first 3 epochs only, and gives batch-norm biases a 64x larger
-//! learning rate.
+//! (`activation = "gelu"`, as `sweeps/airnet.toml` sets; its batch-norm biases' 64x learning
+//! rate is `bn_bias_lr_scale = 64`). Not reproduced: airbench trains the whitening bias for
+//! the first 3 epochs only.
 
 use super::{activate, batch_norm_act, whiten, Arch, Model};
 use crate::config::{Activation, TrainConfig};
