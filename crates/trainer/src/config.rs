@@ -66,7 +66,8 @@ pub enum TtaKind {
     /// The mean of the logits of the image and its mirror image.
     Flip,
     /// airbench's level 2: half the `flip` logits of the image, a quarter each of those of
-    /// the image shifted by one pixel up-left and down-right (reflection padding).
+    /// the image shifted by one pixel diagonally, one way and the other (reflection
+    /// padding).
     FlipTranslate,
 }
 
