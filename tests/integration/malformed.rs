@@ -28,7 +28,7 @@ const CASES: &[(&str, &str)] = &[
     ("name = \"a\"\n[grid]\nlr = [0.1, 0.0]\n", "3:12: grid.lr[1]: lr must be > 0, got 0"),
     ("name = \"a\"\n[grid]\nbatch_size = [20, 0]\n", "3:19: grid.batch_size[1]: batch_size must be at least 1"),
     ("name = \"a\"\n[base]\ndropout = 1.5\n", "3:11: base.dropout: dropout must be in [0, 1), got 1.5"),
-    ("name = \"a\"\n[base]\narch = \"resnet50\"\n", "3:8: base.arch: unknown architecture `resnet50` (known: lenet, cnn3, vgg6)"),
+    ("name = \"a\"\n[base]\narch = \"resnet50\"\n", "3:8: base.arch: unknown architecture `resnet50` (known: lenet, cnn3, vgg6, airnet)"),
     ("name = \"a\"\n[base]\noptimizer = \"adma\"\n", "3:13: base.optimizer: unknown value `adma`; did you mean `adam`?"),
     ("name = \"a\"\n[base]\nlr = 0.1\n[grid]\nlr = [0.2]\n", "5:1: grid.lr: `lr` is set in both base (line 3) and [grid]; keep one"),
     ("name = \"a\"\n[data]\nlr = 0.1\n", "3:1: data.lr: `lr` is a hyperparameter, not a data setting: put it under [base] or [grid]"),

@@ -477,7 +477,7 @@ lr = 0.01
         );
         assert_eq!(
             err("name = \"a\"\n[base]\narch = \"resnet\"\n"),
-            "t.toml:3:8: base.arch: unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
+            "t.toml:3:8: base.arch: unknown architecture `resnet` (known: lenet, cnn3, vgg6, airnet)"
         );
         assert_eq!(
             err("name = \"a\"\n[[trials]]\ndropout = 1.0\n"),

@@ -89,6 +89,7 @@ fn proposal(
     let mut observed = Vec::new();
     let mut pending = Vec::new();
     let mut taken = Vec::new();
+    let defaults = trainer::TrainConfig::default().to_json_full();
     for t in h
         .trials
         .iter()
@@ -100,7 +101,14 @@ fn proposal(
             .space
             .dims
             .iter()
-            .map(|(k, _)| config.get(k).cloned().unwrap_or(Value::Null))
+            // A field serialised only away from its default is absent at its default.
+            .map(|(k, _)| {
+                config
+                    .get(k)
+                    .or_else(|| defaults.get(k))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            })
             .collect();
         // The best epoch's objective; a NaN (stored as NULL) is the worst value there is.
         let best = t

@@ -78,8 +78,18 @@ fn trials(db: &Store, sweep_id: i64) -> Result<TrialSet, DbError> {
     };
     let mut first: Option<BTreeMap<String, Value>> = None;
     let mut differ: std::collections::BTreeSet<String> = Default::default();
+    // Every field: those serialised only away from their default are absent at it.
+    let defaults: BTreeMap<String, Value> =
+        serde_json::from_value(trainer::TrainConfig::default().to_json_full()).unwrap_or_default();
     db.for_each_trial(sweep_id, &mut |r| {
-        let config: BTreeMap<String, Value> = serde_json::from_str(&r.config).unwrap_or_default();
+        let config = match serde_json::from_str::<BTreeMap<String, Value>>(&r.config) {
+            Ok(stored) => {
+                let mut c = defaults.clone();
+                c.extend(stored);
+                c
+            }
+            Err(_) => BTreeMap::new(),
+        };
         match &first {
             None => first = Some(config.clone()),
             Some(f) => {

@@ -55,6 +55,12 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("valid_fraction", Kind::Float),
     ("train_subset", Kind::Int),
     ("test_subset", Kind::Int),
+    ("activation", Kind::Choice(&["relu", "gelu"])),
+    ("translate", Kind::Int),
+    ("flip", Kind::Choice(&["none", "random", "alternate"])),
+    ("tta", Kind::Choice(&["none", "flip", "flip_translate"])),
+    ("lookahead", Kind::Float),
+    ("bn_bias_lr_scale", Kind::Float),
 ];
 
 /// The keys `[data]` accepts.
@@ -727,8 +733,8 @@ mod tests {
 
     #[test]
     fn hyperparameters_are_exactly_the_train_config_fields_with_their_types() {
-        let Value::Object(fields) = serde_json::to_value(trainer::TrainConfig::default()).unwrap()
-        else {
+        // Every field, those serialised only when not at their default included.
+        let Value::Object(fields) = trainer::TrainConfig::default().to_json_full() else {
             panic!("TrainConfig serialises to an object");
         };
         let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();

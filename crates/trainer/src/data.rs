@@ -39,7 +39,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use batch::{epoch_order, make_batch, split, split_sizes, valid_count, Normalization};
+pub use batch::{
+    alternate_bit, epoch_order, make_batch, make_batch_translated, reflect, split, split_sizes,
+    valid_count, Flip, Normalization,
+};
 pub use cache::{read_cache_dir, write_cache_dir, CACHE_DIR_NAME, DATA_FILES, META_FILE};
 pub use rng::SplitMix64;
 

@@ -28,6 +28,9 @@ pub struct Optimizer {
     m: Vec<Option<Var>>,
     /// Adam: second moment.
     v: Vec<Option<Var>>,
+    /// Per variable: its learning rate is `lr * scale` and its weight decay
+    /// `weight_decay / scale` (the decay per step unchanged), airbench's `bias_scaler`.
+    scale: Vec<f64>,
 }
 
 impl Optimizer {
@@ -45,7 +48,14 @@ impl Optimizer {
             step: 0,
             m: vec![None; n],
             v: vec![None; n],
+            scale: vec![1.0; n],
         })
+    }
+
+    /// Scales variable `i`'s learning rate by `scale` and divides its weight decay by it
+    /// (see [`crate::config::TrainConfig::bn_bias_lr_scale`]).
+    pub fn set_lr_scale(&mut self, i: usize, scale: f64) {
+        self.scale[i] = scale;
     }
 
     /// The learning rate of the next step.
@@ -74,6 +84,8 @@ impl Optimizer {
                 continue;
             };
             let var = &self.vars[i];
+            // Exactly `lr` and `weight_decay` at scale 1.
+            let (lr, weight_decay) = (self.lr * self.scale[i], self.weight_decay / self.scale[i]);
             match self.kind {
                 OptimizerKind::Sgd => {
                     let buf = if self.momentum != 0.0 {
@@ -85,22 +97,22 @@ impl Optimizer {
                         var,
                         g,
                         buf,
-                        self.lr,
+                        lr,
                         self.momentum,
                         self.nesterov,
-                        self.weight_decay,
+                        weight_decay,
                     )?;
                 }
                 OptimizerKind::Adam | OptimizerKind::Adamw => {
                     let m = zeros_once(&mut self.m[i], var)?;
                     let v = zeros_once(&mut self.v[i], var)?;
                     let c = kernels::AdamStepConfig {
-                        lr: self.lr,
+                        lr,
                         beta1: BETA1,
                         beta2: BETA2,
                         eps: EPS,
                         step: self.step,
-                        weight_decay: self.weight_decay,
+                        weight_decay,
                         decoupled: self.kind == OptimizerKind::Adamw,
                     };
                     kernels::adam_update(var, g, m, v, c)?;
@@ -190,6 +202,33 @@ mod tests {
         for (x, y) in a.iter().zip(b) {
             assert!((*x as f64 - y).abs() < 1e-6, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn a_scaled_variable_gets_lr_times_and_decay_over_the_scale() {
+        // p = [1, -2], grad c = [0.5, 3], lr 0.1, weight decay 0.2, scale 4, no momentum:
+        // p -= 0.4 * (c + 0.05 p).
+        let dev = Device::Cpu;
+        let cfg = TrainConfig {
+            lr: 0.1,
+            weight_decay: 0.2,
+            ..Default::default()
+        };
+        let var = Var::new(&[1f32, -2.0], &dev).unwrap();
+        let other = Var::new(&[1f32, -2.0], &dev).unwrap();
+        let c = Tensor::new(&[0.5f32, 3.0], &dev).unwrap();
+        let mut opt = Optimizer::new(&cfg, vec![var.clone(), other.clone()]).unwrap();
+        opt.set_lr_scale(0, 4.0);
+        let loss = ((var.as_tensor() * &c).unwrap().sum_all().unwrap()
+            + (other.as_tensor() * &c).unwrap().sum_all().unwrap())
+        .unwrap();
+        opt.backward_step(&loss).unwrap();
+        let p = [1.0f64, -2.0];
+        let g = [0.5f64, 3.0];
+        let want: Vec<f64> = (0..2).map(|i| p[i] - 0.4 * (g[i] + 0.05 * p[i])).collect();
+        close(&var.as_tensor().to_vec1::<f32>().unwrap(), &want);
+        let want: Vec<f64> = (0..2).map(|i| p[i] - 0.1 * (g[i] + 0.2 * p[i])).collect();
+        close(&other.as_tensor().to_vec1::<f32>().unwrap(), &want);
     }
 
     #[test]

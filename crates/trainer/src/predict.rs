@@ -32,14 +32,14 @@ impl Session {
         Ok(session)
     }
 
-    /// The predicted class of the images `idx` of `set`, in eval mode (no dropout) and
-    /// normalised as in training.
+    /// The predicted class of the images `idx` of `set`, in eval mode (no dropout),
+    /// normalised as in training, with the run's test-time augmentation (`tta`).
     pub fn predict(&self, set: &ImageSet, idx: &[usize]) -> Result<Vec<u32>> {
         let norm = Normalization::default();
         let mut classes = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(PREDICT_BATCH) {
             let (x, _) = make_batch(set, chunk, &norm, None, &self.device)?;
-            let logits = self.model.forward_t(&x, false)?;
+            let logits = crate::train::tta_logits(self.model.as_ref(), &x, self.cfg.tta)?;
             classes.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         }
         Ok(classes)

@@ -9,7 +9,7 @@
 //! `rand`, so the numbers also survive dependency upgrades.
 
 use crate::checkpoint::{self, Best, CheckpointMeta};
-use crate::config::TrainConfig;
+use crate::config::{FlipKind, TrainConfig, TtaKind};
 use crate::data::{self, Cifar10, ImageSet, Normalization, SplitMix64};
 use crate::metrics::{Confusion, EpochRecord, Running, TestReport};
 use crate::models::{self, Model};
@@ -182,9 +182,79 @@ pub fn train_step(
     })
 }
 
+/// One training batch of epoch `epoch` (1-based) with the configured augmentation: `augment`
+/// ([`data::make_batch`]'s crop and flip), or `translate` and `flip`
+/// ([`data::make_batch_translated`]), or none; random draws from `rng`.
+pub fn training_batch(
+    cfg: &TrainConfig,
+    set: &ImageSet,
+    idx: &[usize],
+    norm: &Normalization,
+    epoch: usize,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let flip = match cfg.flip {
+        FlipKind::None => data::Flip::None,
+        FlipKind::Random => data::Flip::Random,
+        FlipKind::Alternate => data::Flip::Alternate {
+            seed: cfg.seed,
+            epoch,
+        },
+    };
+    Ok(if cfg.translate > 0 || flip != data::Flip::None {
+        data::make_batch_translated(set, idx, norm, cfg.translate, flip, rng, device)?
+    } else {
+        data::make_batch(set, idx, norm, cfg.augment.then_some(rng), device)?
+    })
+}
+
 const EVAL_BATCH: usize = 500;
 
-/// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode.
+/// `x` (`[B, C, H, W]`) mirrored left-right.
+fn mirror(x: &Tensor) -> Result<Tensor> {
+    let w = x.dim(3)?;
+    let idx: Vec<u32> = (0..w as u32).rev().collect();
+    Ok(x.index_select(&Tensor::new(idx.as_slice(), x.device())?, 3)?)
+}
+
+/// `x` (`[B, C, H, W]`) shifted by `s` pixels in both directions with reflection padding:
+/// output pixel (y, x) is input pixel (reflect(y + s), reflect(x + s)).
+fn shift(x: &Tensor, s: isize) -> Result<Tensor> {
+    let along = |t: &Tensor, dim: usize| -> Result<Tensor> {
+        let n = t.dim(dim)?;
+        let idx: Vec<u32> = (0..n as isize)
+            .map(|i| data::reflect(i + s, n) as u32)
+            .collect();
+        Ok(t.index_select(&Tensor::new(idx.as_slice(), t.device())?, dim)?)
+    };
+    along(&along(x, 2)?, 3)
+}
+
+/// The eval-mode logits of `x` with test-time augmentation `tta` (airbench's levels):
+/// `none` the logits of `x`; `flip` the mean of those of `x` and its mirror image;
+/// `flip_translate` half the `flip` logits of `x` plus a quarter each of the `flip` logits
+/// of `x` shifted by -1 and by +1 pixel (reflection padding).
+pub fn tta_logits(model: &dyn Model, x: &Tensor, tta: TtaKind) -> Result<Tensor> {
+    let mirrored = |x: &Tensor| -> Result<Tensor> {
+        let a = model.forward_t(x, false)?;
+        let b = model.forward_t(&mirror(x)?, false)?;
+        Ok(((a + b)? * 0.5)?)
+    };
+    Ok(match tta {
+        TtaKind::None => model.forward_t(x, false)?,
+        TtaKind::Flip => mirrored(x)?,
+        TtaKind::FlipTranslate => {
+            let m = mirrored(x)?;
+            let up = mirrored(&shift(x, -1)?)?;
+            let down = mirrored(&shift(x, 1)?)?;
+            ((m * 0.5)? + ((up + down)? * 0.25)?)?
+        }
+    })
+}
+
+/// Mean loss and the confusion matrix of `model` over `idx` of `set`, in eval mode, with
+/// test-time augmentation `tta` ([`tta_logits`]).
 pub fn evaluate(
     model: &dyn Model,
     set: &ImageSet,
@@ -192,12 +262,13 @@ pub fn evaluate(
     norm: &Normalization,
     classes: usize,
     device: &Device,
+    tta: TtaKind,
 ) -> Result<(f64, Confusion)> {
     let mut running = Running::default();
     let mut confusion = Confusion::new(classes);
     for chunk in idx.chunks(EVAL_BATCH) {
         let (x, y) = data::make_batch(set, chunk, norm, None, device)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = tta_logits(model, &x, tta)?;
         let loss = cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let truth = y.to_vec1::<u32>()?;
@@ -220,6 +291,9 @@ pub struct Session {
     pub model: Box<dyn Model>,
     /// The optimiser over `vars`.
     pub opt: Optimizer,
+    /// The lookahead's averaged weights, in the order of `vars` (`cfg.lookahead > 0` only;
+    /// set by [`Session::start_lookahead`], saved in checkpoints).
+    lookahead: Option<Vec<Tensor>>,
 }
 
 impl Session {
@@ -229,14 +303,66 @@ impl Session {
         models::validate(cfg).map_err(|(field, msg)| Error::Config(format!("{field}: {msg}")))?;
         let (varmap, model) = models::instantiate(cfg, device)?;
         let vars = models::sorted_vars(&varmap);
-        let opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
+        let mut opt = Optimizer::new(cfg, vars.iter().map(|(_, v)| v.clone()).collect())?;
+        if cfg.bn_bias_lr_scale != 1.0 {
+            for i in bn_biases(&vars) {
+                opt.set_lr_scale(i, cfg.bn_bias_lr_scale);
+            }
+        }
         Ok(Self {
             cfg: cfg.clone(),
             device: device.clone(),
             vars,
             model,
             opt,
+            lookahead: None,
         })
+    }
+
+    /// Starts the lookahead average at the current weights (when `cfg.lookahead > 0`).
+    pub fn start_lookahead(&mut self) -> Result<()> {
+        self.lookahead = if self.cfg.lookahead > 0.0 {
+            Some(
+                self.vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The lookahead after optimiser step `step` of `steps` (see `TrainConfig::lookahead`):
+    /// every [`LOOKAHEAD_EVERY`] steps the average moves toward the weights with decay
+    /// `lookahead^5 * (step / steps)^3` and the weights are set to it; `decay = 1` (the end
+    /// of training) sets the weights to the average as it is.
+    pub fn lookahead_step(&mut self, step: u64, steps: u64) -> Result<()> {
+        if !step.is_multiple_of(LOOKAHEAD_EVERY) && step != steps {
+            return Ok(());
+        }
+        let decay = if step.is_multiple_of(LOOKAHEAD_EVERY) {
+            self.cfg.lookahead.powi(LOOKAHEAD_EVERY as i32)
+                * (step as f64 / steps.max(1) as f64).powi(3)
+        } else {
+            1.0
+        };
+        self.lookahead_update(decay)
+    }
+
+    /// `avg += (w - avg) * (1 - decay)`, then `w = avg`, for every variable.
+    fn lookahead_update(&mut self, decay: f64) -> Result<()> {
+        let Some(avg) = self.lookahead.as_mut() else {
+            return Ok(());
+        };
+        for ((_, var), a) in self.vars.iter().zip(avg.iter_mut()) {
+            let w = var.as_tensor();
+            let next = (&*a + ((w - &*a)? * (1.0 - decay))?)?;
+            var.set(&next)?;
+            *a = next;
+        }
+        Ok(())
     }
 
     fn weights(&self) -> HashMap<String, Tensor> {
@@ -276,6 +402,11 @@ impl Session {
         for (k, t) in opt_state {
             tensors.insert(format!("__opt.{k}"), t);
         }
+        if let Some(avg) = &self.lookahead {
+            for ((name, _), t) in self.vars.iter().zip(avg) {
+                tensors.insert(format!("__lookahead.{name}"), t.clone());
+            }
+        }
         checkpoint::save_tensors(&dir.join(file), &tensors)
     }
 
@@ -287,12 +418,43 @@ impl Session {
             &self.device,
         )?;
         self.load_weights(&tensors, &path)?;
+        if self.cfg.lookahead > 0.0 {
+            let avg = self
+                .vars
+                .iter()
+                .map(
+                    |(name, v)| match tensors.get(&format!("__lookahead.{name}")) {
+                        Some(t) if t.shape() == v.shape() => Ok(t.copy()?),
+                        _ => Err(Error::BadCheckpoint {
+                            path: path.clone(),
+                            reason: format!("missing lookahead tensor `{name}`"),
+                        }),
+                    },
+                )
+                .collect::<Result<Vec<_>>>()?;
+            self.lookahead = Some(avg);
+        }
         let opt: Vec<(String, Tensor)> = tensors
             .iter()
             .filter_map(|(k, t)| Some((k.strip_prefix("__opt.")?.to_string(), t.clone())))
             .collect();
         self.opt.load_state(&opt, meta.opt_step)
     }
+}
+
+/// The positions in `vars` of the batch-norm biases: the `P.bias` variables beside a
+/// `P.running_mean`.
+pub fn bn_biases(vars: &[(String, Var)]) -> Vec<usize> {
+    let names: std::collections::HashSet<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    vars.iter()
+        .enumerate()
+        .filter_map(|(i, (k, _))| {
+            let prefix = k.strip_suffix(".bias")?;
+            names
+                .contains(format!("{prefix}.running_mean").as_str())
+                .then_some(i)
+        })
+        .collect()
 }
 
 /// What a few timed steps of a configuration measured (see [`time_steps`]).
@@ -328,7 +490,7 @@ pub fn time_steps(
     let mut rng = SplitMix64::new(mix(cfg.seed, 0, 0, 3));
     let mut step = |s: &mut Session, b: usize| -> Result<()> {
         s.model.reseed(mix(cfg.seed, 0, b, 2));
-        let (x, y) = data::make_batch(&set, &idx, &norm, cfg.augment.then_some(&mut rng), device)?;
+        let (x, y) = training_batch(cfg, &set, &idx, &norm, 1, &mut rng, device)?;
         train_step(s.model.as_ref(), &mut s.opt, &x, &y, cfg.label_smoothing)?;
         Ok(())
     };
@@ -431,7 +593,7 @@ impl<'a> Trainer<'a> {
         device: &Device,
         opts: &'a RunOptions,
     ) -> Result<Self> {
-        let s = Session::new(cfg, device)?;
+        let mut s = Session::new(cfg, device)?;
         let dir = &opts.checkpoint_dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         // Validation checked the split against the standard 50,000 images; the data may be
@@ -450,6 +612,7 @@ impl<'a> Trainer<'a> {
         let test_idx: Vec<usize> =
             (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
         let batches = train_idx.len().div_ceil(cfg.batch_size);
+        init_from_data(&mut s, data, &train_idx)?;
         let meta = CheckpointMeta {
             config: cfg.clone(),
             data_checksum: data.checksum.clone(),
@@ -485,6 +648,9 @@ impl<'a> Trainer<'a> {
     pub fn resume(&mut self) -> Result<bool> {
         let dir = &self.opts.checkpoint_dir;
         let Some((meta, best)) = resume(&mut self.s, dir, self.data, self.batches)? else {
+            // A damaged checkpoint may have rebuilt the session: the data-dependent weights
+            // again, as a fresh start has them (the same images, the same values).
+            init_from_data(&mut self.s, self.data, &self.train_idx)?;
             return Ok(false);
         };
         // A checkpoint written before checksums existed has no sum for its best weights:
@@ -549,11 +715,13 @@ impl<'a> Trainer<'a> {
             ));
             self.s.model.reseed(mix(cfg.seed, epoch, b, 2));
             let mut aug_rng = SplitMix64::new(mix(cfg.seed, epoch, b, 3));
-            let (x, y) = data::make_batch(
+            let (x, y) = training_batch(
+                &cfg,
                 &self.data.train,
                 idx,
                 &self.norm,
-                cfg.augment.then_some(&mut aug_rng),
+                epoch,
+                &mut aug_rng,
                 &device,
             )?;
             let st = train_step(
@@ -563,7 +731,10 @@ impl<'a> Trainer<'a> {
                 &y,
                 cfg.label_smoothing,
             )?;
-            if !st.loss.is_finite() {
+            if st.loss.is_finite() {
+                let steps = (cfg.epochs * batches) as u64;
+                self.s.lookahead_step(self.s.opt.steps(), steps)?;
+            } else {
                 tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
                 return Ok(EpochEnd::Ended(Outcome::Diverged {
                     epoch,
@@ -604,6 +775,7 @@ impl<'a> Trainer<'a> {
             &self.norm,
             self.data.classes.len(),
             &device,
+            TtaKind::None,
         )?;
         if !valid_loss.is_finite() {
             return Ok(EpochEnd::Ended(Outcome::Diverged {
@@ -695,6 +867,7 @@ impl<'a> Trainer<'a> {
             &self.norm,
             self.data.classes.len(),
             &self.s.device,
+            self.s.cfg.tta,
         )?;
         Ok(Outcome::Finished {
             best_epoch: best.epoch,
@@ -708,6 +881,25 @@ impl<'a> Trainer<'a> {
         })
     }
 }
+
+/// How many of the training split's first images [`Model::init_from_data`] sees.
+pub const INIT_IMAGES: usize = 5000;
+
+/// Gives the model the first [`INIT_IMAGES`] images of the training split (normalised, not
+/// augmented) for its data-dependent initialisation ([`Model::init_from_data`]).
+/// Then starts the lookahead average (if any) at the initial weights.
+fn init_from_data(s: &mut Session, data: &Cifar10, train_idx: &[usize]) -> Result<()> {
+    if s.model.wants_data() {
+        let idx = &train_idx[..train_idx.len().min(INIT_IMAGES)];
+        let norm = Normalization::default();
+        let (x, _) = data::make_batch(&data.train, idx, &norm, None, &s.device)?;
+        s.model.init_from_data(&x)?;
+    }
+    s.start_lookahead()
+}
+
+/// How often (in optimiser steps) the lookahead averages (airbench's 5).
+pub const LOOKAHEAD_EVERY: u64 = 5;
 
 /// The checksums a checkpoint records: its state file's and its best file's.
 fn file_sums(
@@ -1052,6 +1244,197 @@ mod tests {
     }
 
     #[test]
+    fn airnet_whitening_comes_from_the_training_split_and_resume_is_exact() {
+        let data = Cifar10::synthetic(64, 16, 5);
+        let cfg = TrainConfig {
+            arch: "airnet".into(),
+            activation: crate::config::Activation::Gelu,
+            epochs: 2,
+            batch_size: 16,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            seed: 2,
+            translate: 2,
+            flip: FlipKind::Alternate,
+            lookahead: 0.95,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RunOptions::new(dir.path());
+        let t = Trainer::new(&cfg, &data, &Device::Cpu, &opts).unwrap();
+        let (x, _) = data::make_batch(
+            &data.train,
+            &t.train_idx,
+            &Normalization::default(),
+            None,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let want = models::whiten::whitening_filters(&x, 2, models::whiten::EPS).unwrap();
+        let whiten = |s: &Session| -> Vec<f32> {
+            let v = &s.vars.iter().find(|(k, _)| k == "whiten.weight").unwrap().1;
+            v.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(
+            whiten(&t.s),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        drop(t);
+        let mut a = Recorder::default();
+        let oa = run(&cfg, &data, &Device::Cpu, &opts, &mut a).unwrap();
+        // Interrupted mid-epoch 2 and resumed: the same numbers.
+        let d2 = tempfile::tempdir().unwrap();
+        let opts2 = RunOptions::new(d2.path());
+        let mut c = Recorder {
+            stop_at: Some((2, 1)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(&cfg, &data, &Device::Cpu, &opts2, &mut c).unwrap(),
+            Outcome::Interrupted { epoch: 2, batch: 1 }
+        ));
+        let mut d = Recorder::default();
+        let od = run(&cfg, &data, &Device::Cpu, &opts2, &mut d).unwrap();
+        let mut all = c.epochs.clone();
+        all.extend(d.epochs.clone());
+        assert_eq!(exact(&all), exact(&a.epochs));
+        assert_eq!(finished(&oa).2.to_bits(), finished(&od).2.to_bits());
+    }
+
+    #[test]
+    fn tta_averages_the_mirrored_and_shifted_logits() {
+        let cfg = TrainConfig {
+            arch: "cnn3".into(),
+            ..Default::default()
+        };
+        let s = Session::new(&cfg, &Device::Cpu).unwrap();
+        let model = s.model.as_ref();
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        // The transformed images built by hand from the values.
+        let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let build = |f: &dyn Fn(usize, usize) -> (usize, usize)| -> Tensor {
+            let mut out = vec![0f32; v.len()];
+            for bc in 0..6 {
+                for y in 0..32 {
+                    for xx in 0..32 {
+                        let (sy, sx) = f(y, xx);
+                        out[bc * 1024 + y * 32 + xx] = v[bc * 1024 + sy * 32 + sx];
+                    }
+                }
+            }
+            Tensor::from_vec(out, (2, 3, 32, 32), &Device::Cpu).unwrap()
+        };
+        let logits = |t: &Tensor| -> Vec<f32> {
+            let l = model.forward_t(t, false).unwrap();
+            l.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let r = |i: usize, s: isize| data::reflect(i as isize + s, 32);
+        let plain = logits(&x);
+        let flipped = logits(&build(&|y, xx| (y, 31 - xx)));
+        let up = logits(&build(&|y, xx| (r(y, -1), r(xx, -1))));
+        let up_flipped = logits(&build(&|y, xx| (r(y, -1), r(31 - xx, -1))));
+        let down = logits(&build(&|y, xx| (r(y, 1), r(xx, 1))));
+        let down_flipped = logits(&build(&|y, xx| (r(y, 1), r(31 - xx, 1))));
+        let got = |tta| -> Vec<f32> {
+            let l = tta_logits(model, &x, tta).unwrap();
+            l.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let close = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            for (p, q) in a.iter().zip(b) {
+                assert!((p - q).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        };
+        assert_eq!(got(TtaKind::None), plain);
+        let want: Vec<f32> = (0..20).map(|i| (plain[i] + flipped[i]) / 2.0).collect();
+        close(&got(TtaKind::Flip), &want);
+        let want: Vec<f32> = (0..20)
+            .map(|i| {
+                0.25 * (plain[i] + flipped[i])
+                    + 0.125 * (up[i] + up_flipped[i] + down[i] + down_flipped[i])
+            })
+            .collect();
+        close(&got(TtaKind::FlipTranslate), &want);
+    }
+
+    #[test]
+    fn lookahead_matches_a_hand_computation() {
+        let cfg = TrainConfig {
+            lookahead: 0.9,
+            ..Default::default()
+        };
+        let mut s = Session::new(&cfg, &Device::Cpu).unwrap();
+        let get = |s: &Session| -> Vec<f32> {
+            let v = &s.vars.iter().find(|(k, _)| k == "fc3.bias").unwrap().1;
+            v.to_vec1().unwrap()
+        };
+        let set = |s: &Session, x: &[f32]| {
+            let v = &s.vars.iter().find(|(k, _)| k == "fc3.bias").unwrap().1;
+            v.set(&Tensor::new(x, &Device::Cpu).unwrap()).unwrap();
+        };
+        let a0: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        set(&s, &a0);
+        s.start_lookahead().unwrap();
+        let w: Vec<f32> = (0..10).map(|i| 10.0 - i as f32).collect();
+        set(&s, &w);
+        // Steps that are not multiples of 5 (and not the last) change nothing.
+        s.lookahead_step(3, 20).unwrap();
+        assert_eq!(get(&s), w);
+        // Step 10 of 20: decay = 0.9^5 * (1/2)^3; avg = a0 + (w - a0) * (1 - decay).
+        s.lookahead_step(10, 20).unwrap();
+        let d = 0.9f64.powi(5) / 8.0;
+        let avg: Vec<f64> = (0..10)
+            .map(|i| a0[i] as f64 + (w[i] as f64 - a0[i] as f64) * (1.0 - d))
+            .collect();
+        for (g, a) in get(&s).iter().zip(&avg) {
+            assert!((*g as f64 - a).abs() < 1e-5, "{g} vs {a}");
+        }
+        // The last step (not a multiple of 5): the weights become the average as it is.
+        set(&s, &a0);
+        s.lookahead_step(23, 23).unwrap();
+        for (g, a) in get(&s).iter().zip(&avg) {
+            assert!((*g as f64 - a).abs() < 1e-5, "{g} vs {a}");
+        }
+        // Off: nothing moves.
+        let mut off = Session::new(&TrainConfig::default(), &Device::Cpu).unwrap();
+        off.start_lookahead().unwrap();
+        set(&off, &w);
+        off.lookahead_step(10, 10).unwrap();
+        assert_eq!(get(&off), w);
+    }
+
+    #[test]
+    fn bn_biases_are_found_by_their_running_statistics() {
+        let names = |arch: &str| -> Vec<String> {
+            let s = Session::new(
+                &TrainConfig {
+                    arch: arch.into(),
+                    ..Default::default()
+                },
+                &Device::Cpu,
+            )
+            .unwrap();
+            bn_biases(&s.vars)
+                .into_iter()
+                .map(|i| s.vars[i].0.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("vgg6"),
+            ["block1.bn.bias", "block2.bn.bias", "block3.bn.bias"]
+        );
+        assert!(names("cnn3").is_empty());
+        let a = names("airnet");
+        assert_eq!(a.len(), 6);
+        assert!(
+            a.iter()
+                .all(|k| k.contains(".norm") && k.ends_with(".bias")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
     fn label_smoothing_matches_its_definition() {
         let logits = Tensor::new(&[[2f32, 0.0, -1.0], [0.5, 0.5, 0.0]], &Device::Cpu).unwrap();
         let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
@@ -1074,6 +1457,45 @@ mod tests {
         let uni = -(a.iter().sum::<f64>() + b.iter().sum::<f64>()) / 6.0;
         assert!((plain as f64 - nll).abs() < 1e-6);
         assert!((smooth as f64 - (0.9 * nll + 0.1 * uni)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn airnet_learns_from_a_slice_of_the_real_data() {
+        let Some(src) = data::test_data_source() else {
+            return;
+        };
+        let data = data::load(&src).unwrap();
+        // sweeps/airnet.toml's recipe, scaled to batch 64 (lr 1.5 * 64 / 1024).
+        let cfg = TrainConfig {
+            arch: "airnet".into(),
+            epochs: 2,
+            batch_size: 64,
+            lr: 0.1,
+            momentum: 0.85,
+            nesterov: true,
+            weight_decay: 1.33e-3,
+            label_smoothing: 0.2,
+            schedule: ScheduleKind::Onecycle,
+            warmup: 0.5,
+            activation: crate::config::Activation::Gelu,
+            translate: 2,
+            flip: FlipKind::Alternate,
+            lookahead: 0.95,
+            tta: TtaKind::Flip,
+            valid_fraction: 0.02,
+            train_subset: Some(640),
+            test_subset: Some(200),
+            seed: 1,
+            ..Default::default()
+        };
+        let (out, r) = run_in_temp_dir(&cfg, &data);
+        let (_, _, _) = finished(&out);
+        eprintln!("airnet on 640 real images: {:?}", r.epochs);
+        let (first, last) = (&r.epochs[0], &r.epochs[1]);
+        assert!(last.train_loss < first.train_loss, "{:?}", r.epochs);
+        assert!(last.valid_loss < first.valid_loss, "{:?}", r.epochs);
+        // The initial loss is about ln 10 = 2.30.
+        assert!(last.valid_loss < 2.25, "{:?}", r.epochs);
     }
 
     #[test]

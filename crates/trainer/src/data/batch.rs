@@ -308,6 +308,121 @@ pub fn make_batch(
     Ok((images, labels))
 }
 
+/// How the options `translate` and `flip` augment a training batch (see
+/// [`make_batch_translated`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flip {
+    /// No flip.
+    None,
+    /// A coin per image, from the batch generator.
+    Random,
+    /// airbench's alternating flip: image `i` (its index in the set) is mirrored when
+    /// [`alternate_bit`]`(seed, i)` differs from `epoch % 2 == 0` (`epoch` 1-based).
+    Alternate {
+        /// The run's seed.
+        seed: u64,
+        /// The epoch, 1-based.
+        epoch: usize,
+    },
+}
+
+/// The seeded per-image bit of the alternating flip: image `i` is mirrored in the odd
+/// epochs (1, 3, ...) when it is set, in the even ones when it is not.
+pub fn alternate_bit(seed: u64, i: usize) -> bool {
+    let mut r = SplitMix64::new(
+        seed ^ 0x2545_f491_4f6c_dd1d ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    r.next_u64() & 1 == 1
+}
+
+/// Reflection of index `i` into `0..n` without repeating the edge (PyTorch's `reflect`
+/// padding): -1 -> 1, n -> n - 2. Needs `-n < i < 2n - 1`.
+pub fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let r = if i < 0 {
+        -i
+    } else if i >= n {
+        2 * (n - 1) - i
+    } else {
+        i
+    };
+    r as usize
+}
+
+/// Append image `img` mirrored (if `flip`) and then shifted by (`sx`, `sy`) pixels with
+/// reflection padding: output pixel (x, y) is the mirrored image's pixel
+/// (`reflect(x + sx)`, `reflect(y + sy)`).
+fn push_translated(
+    out: &mut Vec<f32>,
+    img: &[u8],
+    affine: &[(f32, f32); 3],
+    sx: isize,
+    sy: isize,
+    flip: bool,
+) {
+    let cols: Vec<usize> = (0..IMAGE_SIDE as isize)
+        .map(|x| {
+            let c = reflect(x + sx, IMAGE_SIDE);
+            if flip {
+                IMAGE_SIDE - 1 - c
+            } else {
+                c
+            }
+        })
+        .collect();
+    for (c, &(scale, shift)) in affine.iter().enumerate() {
+        let plane = &img[c * PLANE..(c + 1) * PLANE];
+        for y in 0..IMAGE_SIDE as isize {
+            let row = &plane[reflect(y + sy, IMAGE_SIDE) * IMAGE_SIDE..][..IMAGE_SIDE];
+            out.extend(cols.iter().map(|&x| row[x] as f32 * scale + shift));
+        }
+    }
+}
+
+/// Assemble one training batch like [`make_batch`], augmented by the options `translate`
+/// and `flip`: per image (in batch order) the shifts `dx`, `dy` uniform in
+/// `-translate..=translate` (two [`SplitMix64::below`] draws, only when `translate > 0`),
+/// then for [`Flip::Random`] a [`SplitMix64::coin`]; the image is mirrored, then shifted
+/// with reflection padding (see `push_translated`).
+pub fn make_batch_translated(
+    set: &ImageSet,
+    idx: &[usize],
+    norm: &Normalization,
+    translate: usize,
+    flip: Flip,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let n = set.len();
+    if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
+        candle_core::bail!("make_batch: index {bad} out of range for a set of {n} images");
+    }
+    if translate >= IMAGE_SIDE {
+        candle_core::bail!("make_batch: translate {translate} is not below {IMAGE_SIDE}");
+    }
+    let affine = norm.affine();
+    let mut data: Vec<f32> = Vec::with_capacity(idx.len() * IMAGE_BYTES);
+    let t = translate as isize;
+    for &i in idx {
+        let (sx, sy) = if translate > 0 {
+            let span = 2 * translate as u64 + 1;
+            (rng.below(span) as isize - t, rng.below(span) as isize - t)
+        } else {
+            (0, 0)
+        };
+        let mirrored = match flip {
+            Flip::None => false,
+            Flip::Random => rng.coin(),
+            Flip::Alternate { seed, epoch } => alternate_bit(seed, i) != (epoch % 2 == 0),
+        };
+        push_translated(&mut data, set.image(i), &affine, sx, sy, mirrored);
+    }
+    let labels: Vec<u32> = idx.iter().map(|&i| set.labels[i] as u32).collect();
+    let images = Tensor::from_vec(data, (idx.len(), 3, IMAGE_SIDE, IMAGE_SIDE), device)?;
+    let labels = Tensor::from_vec(labels, idx.len(), device)?;
+    Ok((images, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +644,105 @@ mod tests {
             seen.insert(k);
         }
         assert!(seen.len() > 4, "{seen:?}");
+    }
+
+    fn translated(img: &[u8], sx: isize, sy: isize, flip: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_translated(&mut out, img, &Normalization::UNIT.affine(), sx, sy, flip);
+        out.iter().map(|v| (v * 255.0).round() as u8).collect()
+    }
+
+    #[test]
+    fn translate_with_reflection_and_flip_on_a_hand_made_image() {
+        let img = marked();
+        let at = |v: &[u8], c: usize, y: usize, x: usize| v[c * PLANE + y * 32 + x];
+        assert_eq!(translated(&img, 0, 0, false), img);
+        assert_eq!(reflect(-1, 32), 1);
+        assert_eq!(reflect(-2, 32), 2);
+        assert_eq!(reflect(32, 32), 30);
+        assert_eq!(reflect(33, 32), 29);
+        // Shift by -2 in x: columns 2, 1 (reflected), then 0, 1, 2, ...
+        let t = translated(&img, -2, 0, false);
+        for (x, src) in [(0, 2), (1, 1), (2, 0), (3, 1), (31, 29)] {
+            assert_eq!(at(&t, 1, 5, x), at(&img, 1, 5, src), "x {x}");
+        }
+        // Shift by +2 in y: rows 2, 3, ..., 31, 30, 29.
+        let t = translated(&img, 0, 2, false);
+        for (y, src) in [(0, 2), (29, 31), (30, 30), (31, 29)] {
+            assert_eq!(at(&t, 0, y, 7), at(&img, 0, src, 7), "y {y}");
+        }
+        // Mirrored, then shifted by +1 in x: output column x is image column 31 - reflect(x + 1).
+        let t = translated(&img, 1, 0, true);
+        assert_eq!(at(&t, 2, 3, 0), at(&img, 2, 3, 30));
+        assert_eq!(at(&t, 2, 3, 30), at(&img, 2, 3, 0));
+        assert_eq!(at(&t, 2, 3, 31), at(&img, 2, 3, 1), "reflected edge");
+        // Mirrored only.
+        let f = translated(&img, 0, 0, true);
+        assert_eq!(f, augmented(&img, 4, 4, true));
+    }
+
+    #[test]
+    fn translated_batches_draw_bounded_shifts_and_alternate_flips() {
+        let mut set = synthetic_records(32, 10, 4);
+        let img = marked();
+        for i in 0..32 {
+            set.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES].copy_from_slice(&img);
+        }
+        let idx: Vec<usize> = (0..32).collect();
+        let norm = Normalization::UNIT;
+        let batch = |flip: Flip, translate: usize, seed: u64| -> Vec<Vec<u8>> {
+            let mut rng = SplitMix64::new(seed);
+            let (x, y) =
+                make_batch_translated(&set, &idx, &norm, translate, flip, &mut rng, &Device::Cpu)
+                    .unwrap();
+            assert_eq!(y.to_vec1::<u32>().unwrap().len(), 32);
+            x.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .chunks(IMAGE_BYTES)
+                .map(|c| c.iter().map(|v| (v * 255.0).round() as u8).collect())
+                .collect()
+        };
+        // translate 2: every image one of the 25 shifts (5 x 5), several of them seen.
+        let all: Vec<Vec<u8>> = (-2..=2)
+            .flat_map(|sx| (-2..=2).map(move |sy| (sx, sy)))
+            .map(|(sx, sy)| translated(&img, sx, sy, false))
+            .collect();
+        let b = batch(Flip::None, 2, 1);
+        assert_eq!(b, batch(Flip::None, 2, 1));
+        let seen: std::collections::BTreeSet<usize> = b
+            .iter()
+            .map(|v| {
+                all.iter()
+                    .position(|a| a == v)
+                    .expect("a shift of at most 2")
+            })
+            .collect();
+        assert!(seen.len() > 5, "{seen:?}");
+        // Alternate: image i mirrored in epoch 1 iff its bit, the other way in epoch 2,
+        // whatever the generator says.
+        let mirrored = translated(&img, 0, 0, true);
+        let flips = |epoch, seed| -> Vec<bool> {
+            batch(Flip::Alternate { seed: 9, epoch }, 0, seed)
+                .iter()
+                .map(|v| {
+                    assert!(*v == img || *v == mirrored);
+                    *v == mirrored
+                })
+                .collect()
+        };
+        let e1 = flips(1, 1);
+        let bits: Vec<bool> = (0..32).map(|i| alternate_bit(9, i)).collect();
+        assert_eq!(e1, bits);
+        assert_eq!(flips(3, 2), bits);
+        assert_eq!(flips(2, 1), bits.iter().map(|b| !b).collect::<Vec<_>>());
+        let set_bits = bits.iter().filter(|&&b| b).count();
+        assert!((8..=24).contains(&set_bits), "{set_bits} of 32");
+        // Random: a coin per image.
+        let r = batch(Flip::Random, 0, 5);
+        let n = r.iter().filter(|v| **v == mirrored).count();
+        assert!(n > 0 && n < 32 && r.iter().all(|v| *v == img || *v == mirrored));
     }
 
     #[test]

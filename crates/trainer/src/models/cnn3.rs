@@ -1,8 +1,8 @@
 //! Tutorial model 2: three 3x3 convolutions and a dropout MLP (581,866 parameters).
 
 use super::{Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
+use crate::config::{Activation, TrainConfig};
 use crate::kernels::max_pool2d;
-use crate::TrainConfig;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -20,6 +20,7 @@ struct Cnn3 {
     fc3: Linear,
     dropout: Dropout,
     rng: DropoutRng,
+    act: Activation,
 }
 
 fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -35,6 +36,7 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
         fc3: Linear::new(vb.pp("fc3"), 64, 10)?,
         dropout: Dropout::new(cfg.dropout, false, rng.clone()),
         rng,
+        act: cfg.activation,
     }))
 }
 
@@ -42,11 +44,15 @@ impl Model for Cnn3 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
-            x = max_pool2d(&conv.forward_relu(&x)?, 2)?;
+            x = max_pool2d(&conv.forward_act(&x, self.act)?, 2)?;
         }
         let x = x.flatten_from(1)?;
-        let x = self.dropout.forward_t(&self.fc1.forward_relu(&x)?, train)?;
-        let x = self.dropout.forward_t(&self.fc2.forward_relu(&x)?, train)?;
+        let x = self
+            .dropout
+            .forward_t(&self.fc1.forward_act(&x, self.act)?, train)?;
+        let x = self
+            .dropout
+            .forward_t(&self.fc2.forward_act(&x, self.act)?, train)?;
         self.fc3.forward(&x)
     }
 

@@ -1,5 +1,6 @@
 //! Layers shared by the models. They call [`crate::kernels`] so the CPU gets the fast ops.
 
+use crate::config::Activation;
 use crate::data::SplitMix64;
 use crate::kernels;
 use candle_core::{Result, Tensor};
@@ -14,6 +15,28 @@ fn uniform(fan_in: usize) -> Init {
     Init::Uniform {
         lo: -bound,
         up: bound,
+    }
+}
+
+/// `act(x)`: ReLU on the fast kernels, or GELU with the exact normal CDF
+/// (`x * (1 + erf(x / sqrt 2)) / 2`, candle's `gelu_erf`, PyTorch's default `nn.GELU()`).
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Relu => kernels::relu(x),
+        Activation::Gelu => x.gelu_erf(),
+    }
+}
+
+/// `act(batch_norm(bn, x, train))`, fused on the CPU for ReLU (see [`kernels::batch_norm`]).
+pub fn batch_norm_act(
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    train: bool,
+    act: Activation,
+) -> Result<Tensor> {
+    match act {
+        Activation::Relu => kernels::batch_norm_relu(bn, x, train),
+        Activation::Gelu => activate(&kernels::batch_norm(bn, x, train)?, act),
     }
 }
 
@@ -51,6 +74,14 @@ impl Conv2d {
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         kernels::conv2d_relu(x, &self.weight, Some(&self.bias), self.padding, 1)
     }
+
+    /// `act(self.forward(x))` ([`activate`]; ReLU fused).
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match act {
+            Activation::Relu => self.forward_relu(x),
+            _ => activate(&self.forward(x)?, act),
+        }
+    }
 }
 
 /// A fully connected layer `x @ w^T + b`, on the fast kernels.
@@ -77,6 +108,14 @@ impl Linear {
     /// `relu(self.forward(x))`, as one fused op on the CPU.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         kernels::linear_relu(x, &self.weight, Some(&self.bias))
+    }
+
+    /// `act(self.forward(x))` ([`activate`]; ReLU fused).
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match act {
+            Activation::Relu => self.forward_relu(x),
+            _ => activate(&self.forward(x)?, act),
+        }
     }
 }
 
@@ -177,4 +216,68 @@ pub(crate) fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
         var.set(&t)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn gelu_matches_a_hand_computation_forward_and_backward() {
+        // x * Phi(x), Phi the standard normal CDF (tabulated values); the derivative is
+        // Phi(x) + x * phi(x), phi the normal density.
+        let xs = [-2.0f64, -1.0, 0.0, 0.5, 1.0, 2.0];
+        let phi_cdf = [
+            0.022_750_131_948_179_2,
+            0.158_655_253_931_457_05,
+            0.5,
+            0.691_462_461_274_013_1,
+            0.841_344_746_068_542_9,
+            0.977_249_868_051_820_8,
+        ];
+        let density = |x: f64| (-x * x / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let v = Var::new(xs.map(|x| x as f32).as_slice(), &Device::Cpu).unwrap();
+        let y = activate(v.as_tensor(), Activation::Gelu).unwrap();
+        let got: Vec<f32> = y.to_vec1().unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let dgot: Vec<f32> = grads.get(v.as_tensor()).unwrap().to_vec1().unwrap();
+        for i in 0..xs.len() {
+            let (x, p) = (xs[i], phi_cdf[i]);
+            assert!(
+                (got[i] as f64 - x * p).abs() < 1e-6,
+                "gelu({x}) = {}",
+                got[i]
+            );
+            let d = p + x * density(x);
+            assert!(
+                (dgot[i] as f64 - d).abs() < 1e-5,
+                "gelu'({x}) = {}",
+                dgot[i]
+            );
+        }
+        // ReLU stays ReLU.
+        let r: Vec<f32> = activate(v.as_tensor(), Activation::Relu)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(r, xs.map(|x| x.max(0.0) as f32));
+    }
+
+    #[test]
+    fn layers_apply_the_configured_activation() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+        let conv = Conv2d::new(vb.pp("c"), 3, 4, 3, 1).unwrap();
+        let lin = Linear::new(vb.pp("l"), 5, 2).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 6, 6), &Device::Cpu).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = flat(conv.forward(&x).unwrap().gelu_erf().unwrap());
+        assert_eq!(flat(conv.forward_act(&x, Activation::Gelu).unwrap()), want);
+        let want = flat(conv.forward_relu(&x).unwrap());
+        assert_eq!(flat(conv.forward_act(&x, Activation::Relu).unwrap()), want);
+        let x = Tensor::randn(0f32, 1., (3, 5), &Device::Cpu).unwrap();
+        let want = flat(lin.forward(&x).unwrap().gelu_erf().unwrap());
+        assert_eq!(flat(lin.forward_act(&x, Activation::Gelu).unwrap()), want);
+    }
 }

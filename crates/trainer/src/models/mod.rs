@@ -3,12 +3,14 @@
 //! Adding an architecture is one file (a `pub const ARCH: Arch` and its builder) and one line
 //! in [`ARCHS`].
 
+mod airnet;
 mod cnn3;
 mod layers;
 mod lenet;
 mod vgg6;
+pub mod whiten;
 
-pub use layers::{Conv2d, Dropout, DropoutRng, Linear};
+pub use layers::{activate, batch_norm_act, Conv2d, Dropout, DropoutRng, Linear};
 
 use crate::{Error, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor, Var};
@@ -22,6 +24,24 @@ pub trait Model: Send {
     /// seed derived from (run seed, epoch, batch), so a run resumed mid-epoch draws the
     /// same masks.
     fn reseed(&self, seed: u64);
+    /// Sets the weights that depend on the training data (airnet's whitening filters) from
+    /// `images` (`[N, 3, 32, 32]`, normalised, not augmented: the first images of the
+    /// training split). The trainer calls it once, after the seeded initialisation and
+    /// before training, on a fresh start only (a resumed run gets these weights from its
+    /// checkpoint, where they are saved like every variable). Does nothing by default.
+    fn init_from_data(&self, _images: &Tensor) -> candle_core::Result<()> {
+        Ok(())
+    }
+    /// Whether [`Model::init_from_data`] uses its images (the trainer builds them only
+    /// then). False by default.
+    fn wants_data(&self) -> bool {
+        false
+    }
+    /// The variables (by name) the optimiser never changes: the model uses them detached,
+    /// so they get no gradient. They are not counted in [`Arch::params`].
+    fn frozen(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// One registered architecture.
@@ -37,7 +57,7 @@ pub struct Arch {
 }
 
 /// Every architecture, by the name a sweep file uses.
-pub const ARCHS: &[Arch] = &[lenet::ARCH, cnn3::ARCH, vgg6::ARCH];
+pub const ARCHS: &[Arch] = &[lenet::ARCH, cnn3::ARCH, vgg6::ARCH, airnet::ARCH];
 
 /// The registered names, in registry order (for messages and listings).
 pub fn arch_names() -> Vec<&'static str> {
@@ -104,9 +124,10 @@ mod tests {
         let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
         let y = model.forward_t(&x, true).unwrap();
         let data = varmap.data().lock().unwrap();
+        let frozen = model.frozen();
         let n = data
             .iter()
-            .filter(|(k, _)| !k.contains("running_"))
+            .filter(|(k, _)| !k.contains("running_") && !frozen.contains(&k.as_str()))
             .map(|(_, v)| v.elem_count())
             .sum();
         (n, y)
@@ -117,8 +138,23 @@ mod tests {
         // Hand-computed: lenet 456 + 2,416 + 48,120 + 10,164 + 850;
         // cnn3 448 + 4,640 + 18,496 + 524,800 + 32,832 + 650;
         // vgg6 convs 896+18,496+73,856+147,584+295,168+590,080, bn 64+256+512,
-        //      linear 4,195,328 + 524,800 + 5,130.
-        let expected = [("lenet", 62_006), ("cnn3", 581_866), ("vgg6", 5_852_170)];
+        //      linear 4,195,328 + 524,800 + 5,130;
+        // airnet (convs without bias, batch norms with a bias only, the whitening weights
+        //      frozen): whitening bias 24; block1 24*64*9 + 64 + 64*64*9 + 64;
+        //      block2 64*256*9 + 256 + 256*256*9 + 256; block3 2 * (256*256*9 + 256);
+        //      linear 256*10.
+        let airnet = 24
+            + (24 * 64 * 9 + 64 + 64 * 64 * 9 + 64)
+            + (64 * 256 * 9 + 256 + 256 * 256 * 9 + 256)
+            + 2 * (256 * 256 * 9 + 256)
+            + 256 * 10;
+        assert_eq!(airnet, 1_971_352);
+        let expected = [
+            ("lenet", 62_006),
+            ("cnn3", 581_866),
+            ("vgg6", 5_852_170),
+            ("airnet", airnet),
+        ];
         for (arch, n) in expected {
             let (got, y) = trainable_params(arch);
             assert_eq!(got, n, "{arch}");
@@ -132,7 +168,7 @@ mod tests {
         let err = find("resnet").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown architecture `resnet` (known: lenet, cnn3, vgg6)"
+            "unknown architecture `resnet` (known: lenet, cnn3, vgg6, airnet)"
         );
     }
 
@@ -147,7 +183,7 @@ mod tests {
             validate(&cfg),
             Err((
                 "arch",
-                "unknown architecture `resnet` (known: lenet, cnn3, vgg6)".into()
+                "unknown architecture `resnet` (known: lenet, cnn3, vgg6, airnet)".into()
             ))
         );
         let cfg = TrainConfig {

@@ -3,9 +3,9 @@
 //! every conv, batch norm after the first conv of each block, spatial dropout 0.05 after
 //! block 2, and dropout `cfg.dropout` around the first and last linear layers.
 
-use super::{Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
-use crate::kernels::{batch_norm_relu, max_pool2d};
-use crate::TrainConfig;
+use super::{batch_norm_act, Arch, Conv2d, Dropout, DropoutRng, Linear, Model};
+use crate::config::{Activation, TrainConfig};
+use crate::kernels::max_pool2d;
 use candle_core::{Result, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 
@@ -20,20 +20,28 @@ struct Block {
     conv1: Conv2d,
     bn: BatchNorm,
     conv2: Conv2d,
+    act: Activation,
 }
 
 impl Block {
-    fn new(vb: VarBuilder, c_in: usize, c_mid: usize, c_out: usize) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_mid: usize,
+        c_out: usize,
+        act: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             conv1: Conv2d::new(vb.pp("conv1"), c_in, c_mid, 3, 1)?,
             bn: candle_nn::batch_norm(c_mid, 1e-5, vb.pp("bn"))?,
             conv2: Conv2d::new(vb.pp("conv2"), c_mid, c_out, 3, 1)?,
+            act,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = batch_norm_relu(&self.bn, &self.conv1.forward(x)?, train)?;
-        let x = self.conv2.forward_relu(&x)?;
+        let x = batch_norm_act(&self.bn, &self.conv1.forward(x)?, train, self.act)?;
+        let x = self.conv2.forward_act(&x, self.act)?;
         max_pool2d(&x, 2)
     }
 }
@@ -46,15 +54,16 @@ struct Vgg6 {
     fc2: Linear,
     fc3: Linear,
     rng: DropoutRng,
+    act: Activation,
 }
 
 fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     let rng = DropoutRng::new(cfg.seed);
     Ok(Box::new(Vgg6 {
         blocks: [
-            Block::new(vb.pp("block1"), 3, 32, 64)?,
-            Block::new(vb.pp("block2"), 64, 128, 128)?,
-            Block::new(vb.pp("block3"), 128, 256, 256)?,
+            Block::new(vb.pp("block1"), 3, 32, 64, cfg.activation)?,
+            Block::new(vb.pp("block2"), 64, 128, 128, cfg.activation)?,
+            Block::new(vb.pp("block3"), 128, 256, 256, cfg.activation)?,
         ],
         spatial_dropout: Dropout::new(0.05, true, rng.clone()),
         dropout: Dropout::new(cfg.dropout, false, rng.clone()),
@@ -62,6 +71,7 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
         fc2: Linear::new(vb.pp("fc2"), 1024, 512)?,
         fc3: Linear::new(vb.pp("fc3"), 512, 10)?,
         rng,
+        act: cfg.activation,
     }))
 }
 
@@ -72,8 +82,8 @@ impl Model for Vgg6 {
         let x = self.spatial_dropout.forward_t(&x, train)?;
         let x = self.blocks[2].forward_t(&x, train)?;
         let x = self.dropout.forward_t(&x.flatten_from(1)?, train)?;
-        let x = self.fc1.forward_relu(&x)?;
-        let x = self.fc2.forward_relu(&x)?;
+        let x = self.fc1.forward_act(&x, self.act)?;
+        let x = self.fc2.forward_act(&x, self.act)?;
         let x = self.dropout.forward_t(&x, train)?;
         self.fc3.forward(&x)
     }
