@@ -318,13 +318,15 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     if summary.interrupted {
         // Slurm requeues a preempted task by itself (`--requeue`), but not one that reached
         // its time limit: that one asks for it, so the trial resumes without anyone watching.
-        if signals::time_limit_hit() {
-            if let Some(job) = sweep::slurm::requeue_self() {
-                eprintln!("time limit: asked Slurm to requeue job {job}; it resumes the trial");
-                return Ok(Exit::Interrupted);
+        match signals::time_limit_hit()
+            .then(sweep::slurm::requeue_self)
+            .flatten()
+        {
+            Some(job) => {
+                eprintln!("time limit: asked Slurm to requeue job {job}; it resumes the trial")
             }
+            None => eprintln!("interrupted: run the same command again to resume"),
         }
-        eprintln!("interrupted: run the same command again to resume");
         return Ok(Exit::Interrupted);
     }
     if !summary.failed.is_empty() {

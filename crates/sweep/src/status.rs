@@ -4,20 +4,15 @@
 
 use crate::report::duration;
 use crate::runner::STALE_AFTER;
-use crate::store::{DbError, Store, TrialStatus, WorkerTrial};
+use crate::store::{DbError, Store, TrialStatus, Worker, WorkerTrial};
 use crate::table::{int, text, Table};
 use std::collections::BTreeMap;
 
 /// A worker id (`host:pid:start`) split for display: the host, and the process id. An id
 /// written by something else is shown whole as the host.
 pub fn host_and_pid(worker: &str) -> (&str, Option<&str>) {
-    // The host comes first and may not contain ':', but split from the right anyway so a
-    // future host spelling with ':' (IPv6) still finds pid and start.
-    let mut parts = worker.rsplitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_start), Some(pid), Some(host)) if pid.bytes().all(|b| b.is_ascii_digit()) => {
-            (host, Some(pid))
-        }
+    match Worker::parts(worker) {
+        Some((host, pid, _)) if pid.bytes().all(|b| b.is_ascii_digit()) => (host, Some(pid)),
         _ => (worker, None),
     }
 }

@@ -26,22 +26,28 @@ impl Worker {
         }
     }
 
+    /// A worker id split into (host, pid, start): `host:pid:start`, or `host:pid` as written
+    /// by older versions (no start). Split from the right, so a host spelled with ':' keeps
+    /// it. The pid is not checked to be a number. None for an id with no ':'.
+    pub fn parts(id: &str) -> Option<(&str, &str, Option<u64>)> {
+        let mut parts = id.rsplitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(start), Some(pid), Some(host)) if start.parse::<u64>().is_ok() => {
+                Some((host, pid, start.parse::<u64>().ok()))
+            }
+            (Some(pid), Some(host), _) => Some((host, pid, None)),
+            _ => None,
+        }
+    }
+
     /// Whether the worker that wrote `id` may still be running its trial. On this host the
     /// process table decides: a live process is never taken over, however old its
     /// heartbeat (it may be stopped with Ctrl-Z and continue later; two processes must never
     /// train one trial). Elsewhere only the heartbeat can tell.
     pub(crate) fn alive(id: Option<&str>, heartbeat_age_secs: f64, stale: Duration) -> bool {
         let fresh = heartbeat_age_secs < stale.as_secs_f64();
-        let Some(id) = id else { return false };
-        let mut parts = id.rsplitn(3, ':');
-        let (a, b, c) = (parts.next(), parts.next(), parts.next());
-        // `host:pid:start`, or `host:pid` as written by older versions.
-        let (host, pid, start) = match (a, b, c) {
-            (Some(start), Some(pid), Some(host)) if start.parse::<u64>().is_ok() => {
-                (host, pid, start.parse::<u64>().ok())
-            }
-            (Some(pid), Some(host), _) => (host, pid, None),
-            _ => return false,
+        let Some((host, pid, start)) = id.and_then(Worker::parts) else {
+            return false;
         };
         let Ok(pid) = pid.parse::<u32>() else {
             return fresh;
