@@ -61,6 +61,8 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("tta", Kind::Choice(&["none", "flip", "flip_translate"])),
     ("lookahead", Kind::Float),
     ("bn_bias_lr_scale", Kind::Float),
+    ("warmup_from", Kind::Float),
+    ("anneal_to", Kind::Float),
 ];
 
 /// The keys `[data]` accepts.

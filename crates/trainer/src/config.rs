@@ -154,6 +154,14 @@ pub struct TrainConfig {
     /// it, so the decay per step stays): airbench's `bias_scaler`, 64. 1 = off.
     #[serde(skip_serializing_if = "is_one")]
     pub bn_bias_lr_scale: f64,
+    /// The fraction of `lr` the warm-up starts from, in `[0, 1)` (airbench's 0.2); at 0
+    /// the warm-up starts from `lr / 1000`, as it always has.
+    #[serde(skip_serializing_if = "is_default")]
+    pub warmup_from: f64,
+    /// The fraction of `lr` the `onecycle` and `cosine` schedules end at, in `[0, 1)`
+    /// (airbench's triangle ends at 0.07); 0 = they decay to 0.
+    #[serde(skip_serializing_if = "is_default")]
+    pub anneal_to: f64,
 }
 
 impl Default for TrainConfig {
@@ -184,6 +192,8 @@ impl Default for TrainConfig {
             tta: TtaKind::None,
             lookahead: 0.0,
             bn_bias_lr_scale: 1.0,
+            warmup_from: 0.0,
+            anneal_to: 0.0,
         }
     }
 }
@@ -202,6 +212,8 @@ impl TrainConfig {
         "tta",
         "lookahead",
         "bn_bias_lr_scale",
+        "warmup_from",
+        "anneal_to",
     ];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
@@ -219,6 +231,8 @@ impl TrainConfig {
             put("tta", serde_json::json!(self.tta));
             put("lookahead", serde_json::json!(self.lookahead));
             put("bn_bias_lr_scale", serde_json::json!(self.bn_bias_lr_scale));
+            put("warmup_from", serde_json::json!(self.warmup_from));
+            put("anneal_to", serde_json::json!(self.anneal_to));
         }
         v
     }
@@ -314,6 +328,14 @@ impl TrainConfig {
                 format!("lookahead must be in [0, 1), got {}", self.lookahead),
             ));
         }
+        for (field, v) in [
+            ("warmup_from", self.warmup_from),
+            ("anneal_to", self.anneal_to),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err((field, format!("{field} must be in [0, 1), got {v}")));
+            }
+        }
         if !finite_pos(self.bn_bias_lr_scale) {
             return Err((
                 "bn_bias_lr_scale",
@@ -363,6 +385,8 @@ mod tests {
             tta: TtaKind::FlipTranslate,
             lookahead: 0.95,
             bn_bias_lr_scale: 64.0,
+            warmup_from: 0.2,
+            anneal_to: 0.07,
             ..Default::default()
         }
     }
@@ -459,6 +483,18 @@ mod validate_tests {
                 ..Default::default()
             };
             assert_eq!(sc.validate().unwrap_err().0, "bn_bias_lr_scale", "{bad}");
+        }
+        for bad in [1.0, -0.1, f64::NAN] {
+            let w = TrainConfig {
+                warmup_from: bad,
+                ..Default::default()
+            };
+            assert_eq!(w.validate().unwrap_err().0, "warmup_from", "{bad}");
+            let a = TrainConfig {
+                anneal_to: bad,
+                ..Default::default()
+            };
+            assert_eq!(a.validate().unwrap_err().0, "anneal_to", "{bad}");
         }
     }
 }

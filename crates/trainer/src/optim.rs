@@ -31,6 +31,9 @@ pub struct Optimizer {
     /// Per variable: its learning rate is `lr * scale` and its weight decay
     /// `weight_decay / scale` (the decay per step unchanged), airbench's `bias_scaler`.
     scale: Vec<f64>,
+    /// Per variable: frozen for now (no update, no decay, momentum left as it is), like a
+    /// PyTorch parameter with `requires_grad = False`; see [`Optimizer::set_frozen`].
+    frozen: Vec<bool>,
 }
 
 impl Optimizer {
@@ -49,7 +52,14 @@ impl Optimizer {
             m: vec![None; n],
             v: vec![None; n],
             scale: vec![1.0; n],
+            frozen: vec![false; n],
         })
+    }
+
+    /// Freezes (or thaws) variable `i`: a frozen variable is skipped by [`Optimizer::step`]
+    /// as if it had no gradient (see [`crate::models::Model::frozen_after`]).
+    pub fn set_frozen(&mut self, i: usize, frozen: bool) {
+        self.frozen[i] = frozen;
     }
 
     /// Scales variable `i`'s learning rate by `scale` and divides its weight decay by it
@@ -83,6 +93,9 @@ impl Optimizer {
                 // Batch-norm running statistics and frozen parameters have no gradient.
                 continue;
             };
+            if self.frozen[i] {
+                continue;
+            }
             let var = &self.vars[i];
             // Exactly `lr` and `weight_decay` at scale 1.
             let (lr, weight_decay) = (self.lr * self.scale[i], self.weight_decay / self.scale[i]);

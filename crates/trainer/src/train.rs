@@ -319,6 +319,17 @@ impl Session {
         })
     }
 
+    /// Freezes the variables the model trains for fewer epochs than `epoch` (1-based; see
+    /// [`Model::frozen_after`]) and thaws the others; set before every epoch's first batch,
+    /// so a resumed epoch is set like the interrupted one.
+    pub fn freeze_for_epoch(&mut self, epoch: usize) {
+        for &(name, epochs) in self.model.frozen_after() {
+            if let Some(i) = self.vars.iter().position(|(k, _)| k == name) {
+                self.opt.set_frozen(i, epoch > epochs);
+            }
+        }
+    }
+
     /// Starts the lookahead average at the current weights (when `cfg.lookahead > 0`).
     pub fn start_lookahead(&mut self) -> Result<()> {
         self.lookahead = if self.cfg.lookahead > 0.0 {
@@ -706,6 +717,7 @@ impl<'a> Trainer<'a> {
         } else {
             (0, Running::default(), 0.0)
         };
+        self.s.freeze_for_epoch(epoch);
         let mut last_ckpt = Instant::now();
         for b in first_batch..batches {
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
@@ -1402,6 +1414,40 @@ mod tests {
         set(&off, &w);
         off.lookahead_step(10, 10).unwrap();
         assert_eq!(get(&off), w);
+    }
+
+    #[test]
+    fn airnet_trains_its_whitening_bias_for_three_epochs_only() {
+        let cfg = TrainConfig {
+            arch: "airnet".into(),
+            activation: crate::config::Activation::Gelu,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        let mut s = Session::new(&cfg, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1., (4, 3, 32, 32), &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
+        s.model.init_from_data(&x).unwrap();
+        let get = |s: &Session, name: &str| -> Vec<f32> {
+            let v = &s.vars.iter().find(|(k, _)| k == name).unwrap().1;
+            v.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let moved = |s: &mut Session, epoch: usize| -> (bool, bool) {
+            s.freeze_for_epoch(epoch);
+            let (bias, head) = (get(s, "whiten.bias"), get(s, "head.weight"));
+            let loss = cross_entropy(&s.model.forward_t(&x, true).unwrap(), &y, 0.0).unwrap();
+            s.opt.backward_step(&loss).unwrap();
+            (get(s, "whiten.bias") != bias, get(s, "head.weight") != head)
+        };
+        assert_eq!(moved(&mut s, 1), (true, true));
+        assert_eq!(moved(&mut s, 3), (true, true));
+        // Epoch 4 on: frozen (momentum and decay included), the rest trains on.
+        assert_eq!(moved(&mut s, 4), (false, true));
+        assert_eq!(moved(&mut s, 10), (false, true));
+        // A resumed run sets the epoch's state again.
+        assert_eq!(moved(&mut s, 2), (true, true));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! the caller can update the running statistics (unbiased variance), as candle-nn and
 //! PyTorch do; evaluation mode normalises with given statistics.
 
-use super::eltwise::relu_masked_grad;
+use super::eltwise::{gelu, gelu_grad, relu_masked_grad, simd, Act};
 use super::util::{
     alloc_uninit, cpu_slice, par_for, prof, sum_and_centered_dot, sum_and_squares, tensor_from,
     with_data, SyncPtr,
@@ -31,8 +31,10 @@ pub(crate) struct BatchNormOp {
     pub fixed: Option<Stats>,
     /// Training mode: the batch statistics of the forward pass land here.
     pub batch: Arc<Mutex<Stats>>,
-    /// `max(batch_norm(x), 0)`; the backward pass masks the gradient with `y > 0` first.
-    pub relu: bool,
+    /// The activation applied to the normalised output: ReLU's backward pass masks the
+    /// gradient with `y > 0` first; GELU's recomputes the normalised input from `x` and the
+    /// statistics (nothing more kept alive) and multiplies by its derivative.
+    pub act: Act,
 }
 
 fn dims(d: &[usize]) -> Result<(usize, usize, usize)> {
@@ -86,9 +88,23 @@ impl BatchNormOp {
                 let off = (i * c + ch) * hw;
                 // SAFETY: channel ch's planes are written by this task only.
                 let yo = unsafe { yp.slice(off, hw) };
-                for (o, &v) in yo.iter_mut().zip(&x[off..off + hw]) {
-                    let n = v * scale + shift;
-                    *o = if self.relu { n.max(0.0) } else { n };
+                let xs = &x[off..off + hw];
+                match self.act {
+                    Act::Identity => {
+                        for (o, &v) in yo.iter_mut().zip(xs) {
+                            *o = v * scale + shift;
+                        }
+                    }
+                    Act::Relu => {
+                        for (o, &v) in yo.iter_mut().zip(xs) {
+                            *o = (v * scale + shift).max(0.0);
+                        }
+                    }
+                    Act::Gelu => simd(|| {
+                        for (o, &v) in yo.iter_mut().zip(xs) {
+                            *o = gelu(v * scale + shift);
+                        }
+                    }),
                 }
             }
             mean.lock().unwrap()[ch] = mu;
@@ -108,6 +124,7 @@ impl BatchNormOp {
         &self,
         x: &[f32],
         g: &[f32],
+        beta: &[f32],
         dy: &[f32],
         d: &[usize],
         need_dx: bool,
@@ -123,7 +140,8 @@ impl BatchNormOp {
         }
         let m = (n * hw) as f32;
         // Every element is written by its channel's task.
-        let mut dx = if need_dx {
+        // GELU's first pass writes its gradient into dx's planes, wanted or not.
+        let mut dx = if need_dx || self.act == Act::Gelu {
             alloc_uninit(x.len())
         } else {
             Vec::new()
@@ -140,7 +158,26 @@ impl BatchNormOp {
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for i in 0..n {
                 let off = (i * c + ch) * hw;
-                let (a, b) = sum_and_centered_dot(&dy[off..off + hw], &x[off..off + hw], mu);
+                let (a, b) = if self.act == Act::Gelu {
+                    // dy through GELU, into dx's planes (the second pass reads it there).
+                    // SAFETY: channel ch's planes are written by this task only.
+                    let dz = unsafe { dxp.slice(off, hw) };
+                    let (scale, shift) = (g[ch] * inv, beta[ch] - mu * g[ch] * inv);
+                    simd(|| {
+                        let (mut s, mut d) = (0f32, 0f32);
+                        for ((o, &xv), &gv) in
+                            dz.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw])
+                        {
+                            let v = gv * gelu_grad(xv * scale + shift);
+                            *o = v;
+                            s += v;
+                            d += v * (xv - mu);
+                        }
+                        (s, d)
+                    })
+                } else {
+                    sum_and_centered_dot(&dy[off..off + hw], &x[off..off + hw], mu)
+                };
                 sdy += a as f64;
                 sdyx += b as f64;
             }
@@ -159,10 +196,17 @@ impl BatchNormOp {
                     let off = (i * c + ch) * hw;
                     // SAFETY: channel ch's planes are written by this task only.
                     let o = unsafe { dxp.slice(off, hw) };
-                    for ((o, &xv), &gv) in
-                        o.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw])
-                    {
-                        *o = k * (gv - c0 - (xv - mu) * c1);
+                    if self.act == Act::Gelu {
+                        // `o` holds dy through GELU (first pass).
+                        for (o, &xv) in o.iter_mut().zip(&x[off..off + hw]) {
+                            *o = k * (*o - c0 - (xv - mu) * c1);
+                        }
+                    } else {
+                        for ((o, &xv), &gv) in
+                            o.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw])
+                        {
+                            *o = k * (gv - c0 - (xv - mu) * c1);
+                        }
                     }
                 }
             }
@@ -212,11 +256,13 @@ impl BatchNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let need_dx = x.track_op();
-        let masked = relu_masked_grad(self.relu, res, grad)?;
+        let masked = relu_masked_grad(self.act == Act::Relu, res, grad)?;
         let grad = masked.as_ref().unwrap_or(grad);
         let (dx, dg, db) = with_data(x, |xs| {
             with_data(g, |gs| {
-                with_data(grad, |dy| self.backward(xs, gs, dy, x.dims(), need_dx))
+                with_data(b, |bs| {
+                    with_data(grad, |dy| self.backward(xs, gs, bs, dy, x.dims(), need_dx))
+                })
             })
         })?;
         let dx = match dx {

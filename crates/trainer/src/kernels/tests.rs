@@ -5,6 +5,7 @@
 //! to a few thousand products in a different order).
 
 use super::conv::Algo;
+use super::eltwise::Act;
 use super::{fast, reference};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -314,6 +315,61 @@ fn relu_matches_candle() {
 }
 
 #[test]
+fn gelu_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(6);
+    // Spread over [-12, 12] to reach both tails (where Phi saturates and exp underflows).
+    for dims in [vec![1], vec![7, 3], vec![2, 3, 5, 5], vec![3, 70000]] {
+        let x = (rand_t(&mut rng, &dims) * 12.0).unwrap();
+        compare(
+            &format!("gelu {dims:?}"),
+            &[x],
+            &[true],
+            |t| fast::gelu(&t[0]),
+            |t| reference::gelu(&t[0]),
+        );
+    }
+    // Pointwise, tighter than TOL: against the exact erf in f64.
+    for i in -4000..=4000 {
+        let z = i as f32 / 250.0;
+        let zd = z as f64;
+        let cdf = 0.5 * (1.0 + erf_f64(zd / std::f64::consts::SQRT_2));
+        let pdf = (-0.5 * zd * zd).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let (y, dy) = (
+            super::eltwise::gelu(z) as f64,
+            super::eltwise::gelu_grad(z) as f64,
+        );
+        assert!(
+            (y - zd * cdf).abs() <= 4e-7 * zd.abs().max(1.0),
+            "gelu({z}) = {y}"
+        );
+        assert!((dy - (cdf + zd * pdf)).abs() <= 1e-6, "gelu'({z}) = {dy}");
+    }
+}
+
+/// erf by its Taylor series (|x| < 3) or continued fraction for erfc, in f64: a reference
+/// independent of the kernel's approximation.
+fn erf_f64(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        let (mut term, mut sum, mut n) = (a, a, 0.0);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(a) = exp(-a^2) / sqrt(pi) * 1 / (a + 1/2 / (a + 1 / (a + 3/2 / (a + ...))))
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    r.copysign(x)
+}
+
+#[test]
 fn linear_matches_candle() {
     let mut rng = StdRng::seed_from_u64(6);
     // Up to 128 rows the forward pass takes the small-batch kernel, above it the GEMM.
@@ -397,19 +453,34 @@ fn batch_norm_matches_candle() {
                 &what,
                 &inputs,
                 &[i % 2 == 0, true, true],
-                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, false),
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, Act::Identity),
                 |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train),
             );
             compare(
                 &format!("{what} relu"),
                 &inputs,
                 &[i % 2 == 0, true, true],
-                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, true),
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, Act::Relu),
                 |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train)?.relu(),
+            );
+            compare(
+                &format!("{what} gelu"),
+                &inputs,
+                &[i % 2 == 0, true, true],
+                |t| super::fast::batch_norm(&make(t)?, &t[1], &t[2], &t[0], train, Act::Gelu),
+                |t| candle_nn::ModuleT::forward_t(&make(t)?, &t[0], train)?.gelu_erf(),
             );
             // Running statistics.
             let (bf, br) = (make(&inputs).unwrap(), make(&inputs).unwrap());
-            super::fast::batch_norm(&bf, &inputs[1], &inputs[2], &inputs[0], train, false).unwrap();
+            super::fast::batch_norm(
+                &bf,
+                &inputs[1],
+                &inputs[2],
+                &inputs[0],
+                train,
+                Act::Identity,
+            )
+            .unwrap();
             candle_nn::ModuleT::forward_t(&br, &inputs[0], train).unwrap();
             assert_close(
                 bf.running_mean(),

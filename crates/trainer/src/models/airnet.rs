@@ -5,7 +5,7 @@
 //! - a fixed 2x2 patch-whitening convolution, 3 -> 24 channels, no padding (32 -> 31 px):
 //!   the 12 eigenvectors of the training images' 2x2 patch covariance scaled by
 //!   `1 / sqrt(eigenvalue + 5e-4)`, and their negatives ([`super::whiten`]); set by
-//!   [`Model::init_from_data`], never trained (its bias is), saved in checkpoints like any
+//!   [`Model::init_from_data`], never trained, saved in checkpoints like any
 //!   variable; then the activation;
 //! - three blocks of widths 64, 256, 256: conv3x3 -> maxpool 2 -> batch norm -> act ->
 //!   conv3x3 -> batch norm -> act (31 -> 15 -> 7 -> 3 px). The convolutions have no bias
@@ -18,8 +18,7 @@
 //!
 //! The activation is `cfg.activation` like every model's; airbench's is GELU
 //! (`activation = "gelu"`, as `sweeps/airnet.toml` sets; its batch-norm biases' 64x learning
-//! rate is `bn_bias_lr_scale = 64`). Not reproduced: airbench trains the whitening bias for
-//! the first 3 epochs only.
+//! rate is `bn_bias_lr_scale = 64`).
 
 use super::{activate, batch_norm_act, whiten, Arch, Model};
 use crate::config::{Activation, TrainConfig};
@@ -42,6 +41,8 @@ pub const BN_EPS: f64 = 1e-12;
 pub const LOGIT_SCALE: f64 = 1.0 / 9.0;
 /// How many training images the whitening filters are computed from (airbench's 5,000).
 pub const WHITEN_IMAGES: usize = 5000;
+/// How many epochs the whitening bias is trained before it is frozen (airbench's 3).
+pub const WHITEN_BIAS_EPOCHS: usize = 3;
 const WIDTHS: [usize; 3] = [64, 256, 256];
 const WHITEN_WIDTH: usize = 24;
 
@@ -194,6 +195,10 @@ impl Model for AirNet {
 
     fn frozen(&self) -> &'static [&'static str] {
         &["whiten.weight"]
+    }
+
+    fn frozen_after(&self) -> &'static [(&'static str, usize)] {
+        &[("whiten.bias", WHITEN_BIAS_EPOCHS)]
     }
 }
 

@@ -23,11 +23,12 @@ fn uniform(fan_in: usize) -> Init {
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Relu => kernels::relu(x),
-        Activation::Gelu => x.gelu_erf(),
+        Activation::Gelu => kernels::gelu(x),
     }
 }
 
-/// `act(batch_norm(bn, x, train))`, fused on the CPU for ReLU (see [`kernels::batch_norm`]).
+/// `act(batch_norm(bn, x, train))`, fused on the CPU (see [`kernels::batch_norm_relu`] and
+/// [`kernels::batch_norm_gelu`]).
 pub fn batch_norm_act(
     bn: &candle_nn::BatchNorm,
     x: &Tensor,
@@ -36,7 +37,7 @@ pub fn batch_norm_act(
 ) -> Result<Tensor> {
     match act {
         Activation::Relu => kernels::batch_norm_relu(bn, x, train),
-        Activation::Gelu => activate(&kernels::batch_norm(bn, x, train)?, act),
+        Activation::Gelu => kernels::batch_norm_gelu(bn, x, train),
     }
 }
 
@@ -272,12 +273,12 @@ mod tests {
         let lin = Linear::new(vb.pp("l"), 5, 2).unwrap();
         let x = Tensor::randn(0f32, 1., (2, 3, 6, 6), &Device::Cpu).unwrap();
         let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let want = flat(conv.forward(&x).unwrap().gelu_erf().unwrap());
+        let want = flat(kernels::gelu(&conv.forward(&x).unwrap()).unwrap());
         assert_eq!(flat(conv.forward_act(&x, Activation::Gelu).unwrap()), want);
         let want = flat(conv.forward_relu(&x).unwrap());
         assert_eq!(flat(conv.forward_act(&x, Activation::Relu).unwrap()), want);
         let x = Tensor::randn(0f32, 1., (3, 5), &Device::Cpu).unwrap();
-        let want = flat(lin.forward(&x).unwrap().gelu_erf().unwrap());
+        let want = flat(kernels::gelu(&lin.forward(&x).unwrap()).unwrap());
         assert_eq!(flat(lin.forward_act(&x, Activation::Gelu).unwrap()), want);
     }
 }

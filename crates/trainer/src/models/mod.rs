@@ -42,6 +42,11 @@ pub trait Model: Send {
     fn frozen(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Variables trained for the first `n` epochs only, as `(name, n)`: from epoch `n + 1`
+    /// on the optimiser leaves them as they are (airbench's whitening bias, 3 epochs).
+    fn frozen_after(&self) -> &'static [(&'static str, usize)] {
+        &[]
+    }
 }
 
 /// One registered architecture.
