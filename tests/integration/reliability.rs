@@ -621,3 +621,101 @@ fn a_new_database_opened_by_many_at_once() {
     }
     assert_eq!(opened, 240);
 }
+
+/// `run --jobs 2`: two worker processes from one command share the sweep (each trial once),
+/// a SIGTERM to the command stops both after saving their trials (exit 130), the same
+/// command resumes them, and every number equals a one-at-a-time run's bit for bit (one
+/// thread per job there, one thread here: the kernels' and candle's).
+#[test]
+fn jobs_share_a_sweep_stop_together_and_resume_to_the_one_at_a_time_result() {
+    let Some(data) = data_args() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = SMALL
+        .replace("lr = [0.02, 0.01]", "lr = [0.03, 0.02, 0.01, 0.005]")
+        .replace("epochs = 2", "epochs = 3")
+        .replace("train_subset = 320", "train_subset = 1600");
+    let file = write(dir.path(), "rel.toml", &text);
+    let (jobs_db, one_db) = (dir.path().join("jobs.db"), dir.path().join("one.db"));
+    let jobs_cmd = || {
+        let mut c = sweep_command(&file, &jobs_db, &data);
+        c.args(["--jobs", "2"]).env("CIFAR_SWEEP_THREADS", "2");
+        c
+    };
+    let child = jobs_cmd()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop once both jobs hold a trial with an epoch recorded.
+    let t0 = Instant::now();
+    let both_running = || {
+        jobs_db.exists()
+            && query_i64(
+                &jobs_db,
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'epochs'",
+            ) == 1
+            && query_i64(
+                &jobs_db,
+                "SELECT COUNT(DISTINCT t.worker) FROM trials t JOIN epochs e ON e.trial_id = t.id \
+                 WHERE t.status = 'running'",
+            ) == 2
+    };
+    while t0.elapsed() < Duration::from_secs(120) && !both_running() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(both_running(), "two jobs never ran at once");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("2 jobs started, 1 thread(s) each"), "{err}");
+    assert!(err.contains("run the same command again"), "{err}");
+    assert_eq!(
+        query_i64(
+            &jobs_db,
+            "SELECT COUNT(*) FROM trials WHERE status = 'interrupted'"
+        ),
+        2,
+        "{err}"
+    );
+    assert_eq!(
+        query_i64(
+            &jobs_db,
+            "SELECT COUNT(*) FROM trials WHERE status = 'running'"
+        ),
+        0
+    );
+    // The same command again finishes the sweep.
+    let out = jobs_cmd().output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches(" done ").count(),
+        4,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        query_i64(
+            &jobs_db,
+            "SELECT COUNT(*) FROM trials WHERE status = 'done'"
+        ),
+        4
+    );
+    assert_eq!(
+        query_i64(&jobs_db, "SELECT COUNT(*) FROM trials WHERE attempts = 2"),
+        2
+    );
+    assert_eq!(query_i64(&jobs_db, "SELECT COUNT(*) FROM epochs"), 12);
+    // One at a time, one thread: the same numbers.
+    let out = sweep_command(&file, &one_db, &data)
+        .env("CIFAR_SWEEP_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot(&jobs_db), snapshot(&one_db));
+}

@@ -126,6 +126,10 @@ pub struct RunCmd {
     /// Record the sweep under this name instead of the file's (e.g. nightly-2025-01-31).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run N trials at once, each in its own worker process on the same database and
+    /// device, the CPU threads shared out evenly (--limit then counts per worker).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
     #[command(flatten)]
     pub exec: ExecArgs,
 }

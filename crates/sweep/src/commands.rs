@@ -6,7 +6,7 @@ use crate::cli::{
     ChartArgs, CompareCmd, DataCmd, ExecArgs, PlanCmd, PlotCmd, ReportCmd, RunCmd, ShowCmd,
     SlurmCmd, StatusCmd, TrainCmd,
 };
-use crate::signals;
+use crate::{jobs, signals};
 use anyhow::Context;
 use std::path::Path;
 use sweep::exit::Exit;
@@ -33,6 +33,9 @@ pub fn run(args: RunCmd) -> anyhow::Result<Exit> {
             plan::table(&spec.name, &plans, None).render(args.exec.format)
         );
         return Ok(Exit::Success);
+    }
+    if args.jobs > 1 {
+        return execute_jobs(spec, &args.exec, args.jobs.into());
     }
     execute(spec, &args.exec)
 }
@@ -285,21 +288,7 @@ fn draw_charts(db: &Db, name: &str, args: &ChartArgs) -> Result<sweep::plot::Cha
 fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit> {
     trainer::clock::watch_suspensions();
     let stop = signals::stop_on_interrupt();
-    // Everything that can be checked is checked before anything is written, and the cheap
-    // checks before minutes spent on the data: the device, then the database (probed, not
-    // created), then the data (which may import or download); the database is created last.
-    let device = trainer::device::parse(&exec.device)?;
-    if exec.checkpoint_dir.is_none() && sweep::store::is_postgres(&exec.db.db) {
-        return Err(Error::from(sweep::store::DbError::NoCheckpointDir {
-            server: sweep::store::display_url(&exec.db.db.to_string_lossy()),
-        })
-        .into());
-    }
-    runner::check_store(&spec, &exec.db.db)?;
-    for line in plan::forecast(&spec, &device, &exec.db.db)? {
-        eprintln!("{line}");
-    }
-    let data = trainer::data::load(&exec.data.source())?;
+    let (device, data) = preflight(&spec, exec)?;
     let args = runner::RunArgs {
         db: exec.db.db.clone(),
         device,
@@ -316,18 +305,7 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     let tables = report::sweep_tables(&db, &summary.sweep)?;
     print!("{}", report::render(&tables, exec.format));
     if summary.interrupted {
-        // Slurm requeues a preempted task by itself (`--requeue`), but not one that reached
-        // its time limit: that one asks for it, so the trial resumes without anyone watching.
-        match signals::time_limit_hit()
-            .then(sweep::slurm::requeue_self)
-            .flatten()
-        {
-            Some(job) => {
-                eprintln!("time limit: asked Slurm to requeue job {job}; it resumes the trial")
-            }
-            None => eprintln!("interrupted: run the same command again to resume"),
-        }
-        return Ok(Exit::Interrupted);
+        return Ok(interrupted());
     }
     if !summary.failed.is_empty() {
         let ids: Vec<String> = summary
@@ -342,4 +320,88 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
         return Ok(Exit::TrialsFailed);
     }
     Ok(Exit::Success)
+}
+
+/// The checks `run` makes before anything is written, the cheap ones before minutes spent
+/// on the data: the device, then the database (probed, not created), then the data (which
+/// may import or download). The database is created after them, by the run.
+fn preflight(
+    spec: &sweep::spec::SweepSpec,
+    exec: &ExecArgs,
+) -> anyhow::Result<(trainer::Device, trainer::data::Cifar10)> {
+    let device = trainer::device::parse(&exec.device)?;
+    if exec.checkpoint_dir.is_none() && sweep::store::is_postgres(&exec.db.db) {
+        return Err(Error::from(sweep::store::DbError::NoCheckpointDir {
+            server: sweep::store::display_url(&exec.db.db.to_string_lossy()),
+        })
+        .into());
+    }
+    runner::check_store(spec, &exec.db.db)?;
+    for line in plan::forecast(spec, &device, &exec.db.db)? {
+        eprintln!("{line}");
+    }
+    let data = trainer::data::load(&exec.data.source())?;
+    Ok((device, data))
+}
+
+/// The exit of a run a signal stopped, after its trial was saved.
+fn interrupted() -> Exit {
+    // Slurm requeues a preempted task by itself (`--requeue`), but not one that reached its
+    // time limit: that one asks for it, so the trial resumes without anyone watching.
+    match signals::time_limit_hit()
+        .then(sweep::slurm::requeue_self)
+        .flatten()
+    {
+        Some(job) => {
+            eprintln!("time limit: asked Slurm to requeue job {job}; it resumes the trial")
+        }
+        None => eprintln!("interrupted: run the same command again to resume"),
+    }
+    Exit::Interrupted
+}
+
+/// `run --jobs N` (see the `jobs` module): the same checks as a single run, once, then N
+/// workers, then the sweep's tables. The exit status is the most serious of the workers'.
+fn execute_jobs(
+    spec: sweep::spec::SweepSpec,
+    exec: &ExecArgs,
+    jobs: usize,
+) -> anyhow::Result<Exit> {
+    let stop = signals::stop_on_interrupt();
+    // The data is loaded here once so that the workers find it imported instead of racing
+    // to import it; they load their own copies.
+    drop(preflight(&spec, exec)?);
+    let program = std::env::current_exe().context("the path of this program")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let out = jobs::run(&program, &args, jobs, stop).context("starting the jobs")?;
+    let codes: Vec<i32> = out
+        .statuses
+        .iter()
+        .map(|s| s.code().unwrap_or(Exit::Failure.code()))
+        .collect();
+    for (k, (code, st)) in codes.iter().zip(&out.statuses).enumerate() {
+        if *code != 0 {
+            eprintln!("job {} ended with {st}", k + 1);
+        }
+    }
+    if let Ok(db) = Db::open_existing(&exec.db.db) {
+        let tables = report::sweep_tables(&db, &spec.name)?;
+        print!("{}", report::render(&tables, exec.format));
+    }
+    // Most serious first: a worker that could not run at all, then a stop, then trials that
+    // failed.
+    let worst = [
+        Exit::Failure,
+        Exit::BadInput,
+        Exit::Interrupted,
+        Exit::TrialsFailed,
+    ]
+    .into_iter()
+    .find(|e| codes.contains(&e.code()))
+    .or_else(|| codes.iter().any(|&c| c != 0).then_some(Exit::Failure));
+    Ok(match worst {
+        _ if out.stopped => interrupted(),
+        Some(e) => e,
+        None => Exit::Success,
+    })
 }

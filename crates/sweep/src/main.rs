@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod jobs;
 mod signals;
 
 use clap::Parser;
