@@ -199,6 +199,13 @@ fn config(arch: &str, batch: usize) -> TrainConfig {
     TrainConfig {
         arch: arch.to_string(),
         batch_size: batch,
+        // airnet is timed with its recipe's activation (sweeps/airnet.toml), the others
+        // with the tutorial's.
+        activation: if arch == "airnet" {
+            trainer::config::Activation::Gelu
+        } else {
+            trainer::config::Activation::Relu
+        },
         ..TrainConfig::default()
     }
 }

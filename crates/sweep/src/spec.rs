@@ -63,6 +63,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("bn_bias_lr_scale", Kind::Float),
     ("warmup_from", Kind::Float),
     ("anneal_to", Kind::Float),
+    ("micro_batch", Kind::Int),
 ];
 
 /// The keys `[data]` accepts.

@@ -84,6 +84,22 @@ impl Optimizer {
         self.step(&grads)
     }
 
+    /// Adds the gradients in `more` of this optimiser's variables to those in `into` (the
+    /// gradient of a batch from its micro-batches' gradients).
+    pub fn accumulate(&self, into: &mut GradStore, more: &GradStore) -> Result<()> {
+        for v in &self.vars {
+            let t = v.as_tensor();
+            if let Some(g) = more.get(t) {
+                let sum = match into.get(t) {
+                    Some(a) => (a + g)?,
+                    None => g.clone(),
+                };
+                into.insert(t, sum);
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one update. The arithmetic is `crate::kernels::{sgd_update, adam_update}`: fused
     /// in-place passes on the CPU (issue 4), candle ops elsewhere.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {

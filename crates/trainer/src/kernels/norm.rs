@@ -163,18 +163,15 @@ impl BatchNormOp {
                     // SAFETY: channel ch's planes are written by this task only.
                     let dz = unsafe { dxp.slice(off, hw) };
                     let (scale, shift) = (g[ch] * inv, beta[ch] - mu * g[ch] * inv);
+                    // Two loops: the first has no reduction, so it vectorises.
                     simd(|| {
-                        let (mut s, mut d) = (0f32, 0f32);
                         for ((o, &xv), &gv) in
                             dz.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw])
                         {
-                            let v = gv * gelu_grad(xv * scale + shift);
-                            *o = v;
-                            s += v;
-                            d += v * (xv - mu);
+                            *o = gv * gelu_grad(xv * scale + shift);
                         }
-                        (s, d)
-                    })
+                    });
+                    sum_and_centered_dot(dz, &x[off..off + hw], mu)
                 } else {
                     sum_and_centered_dot(&dy[off..off + hw], &x[off..off + hw], mu)
                 };
