@@ -102,6 +102,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// A mid-epoch checkpoint at most this often (so a hard kill loses little work).
     pub checkpoint_every: Duration,
+    /// Read the batches' loss and correct count in groups on the CPU too, as off the CPU
+    /// (see [`train_step_deferred`]); for tests of that path on a machine without a GPU.
+    pub defer_reads: bool,
 }
 
 impl RunOptions {
@@ -111,6 +114,7 @@ impl RunOptions {
             checkpoint_dir: checkpoint_dir.into(),
             resume: true,
             checkpoint_every: Duration::from_secs(60),
+            defer_reads: false,
         }
     }
 }
@@ -212,6 +216,78 @@ pub fn train_step_micro(
         loss: loss_value,
         correct: right,
     })
+}
+
+/// A training step's loss and correct count still on the device (see
+/// [`train_step_deferred`]): reading them waits for the device to finish the step.
+pub struct DeviceStats {
+    /// The batch's mean loss, an f32 scalar.
+    loss: Tensor,
+    /// The batch's correct predictions, a u32 scalar.
+    correct: Tensor,
+}
+
+impl DeviceStats {
+    /// Reads both values (one wait for the device).
+    pub fn read(&self) -> Result<StepStats> {
+        Ok(StepStats {
+            loss: self.loss.to_scalar::<f32>()? as f64,
+            correct: self.correct.to_scalar::<u32>()? as u64,
+        })
+    }
+}
+
+/// [`train_step_micro`] without reading anything back: the loss and correct count stay on
+/// the device until [`DeviceStats::read`], so a GPU is never made to wait for the host
+/// between batches (issue 15). The price: a diverged batch's update is applied (there is
+/// no loss on the host to refuse it by); the caller finds the NaN when it reads, and the
+/// trial ends as diverged all the same. On the CPU, where a read costs nothing, the trainer
+/// keeps to [`train_step_micro`].
+pub fn train_step_deferred(
+    model: &dyn Model,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    label_smoothing: f64,
+    micro: usize,
+) -> Result<DeviceStats> {
+    let n = x.dim(0)?;
+    let micro = if micro == 0 || micro >= n { n } else { micro };
+    let mut grads: Option<candle_core::backprop::GradStore> = None;
+    let mut sums: Option<(Tensor, Tensor)> = None;
+    for start in (0..n).step_by(micro) {
+        let len = micro.min(n - start);
+        let (xs, ys) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+        let logits = model.forward_t(&xs, true)?;
+        let loss = cross_entropy(&logits, &ys, label_smoothing)?;
+        let loss = if len == n {
+            loss
+        } else {
+            (loss * (len as f64 / n as f64))?
+        };
+        let g = loss.backward()?;
+        match grads.as_mut() {
+            None => grads = Some(g),
+            Some(acc) => opt.accumulate(acc, &g)?,
+        }
+        let right = correct_on_device(&logits, &ys)?;
+        let loss = loss.detach();
+        sums = Some(match sums {
+            None => (loss, right),
+            Some((l, c)) => ((l + loss)?, (c + right)?),
+        });
+    }
+    opt.step(&grads.expect("at least one micro-batch"))?;
+    let (loss, correct) = sums.expect("at least one micro-batch");
+    Ok(DeviceStats { loss, correct })
+}
+
+fn correct_on_device(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(logits
+        .argmax(D::Minus1)?
+        .eq(labels)?
+        .to_dtype(DType::U32)?
+        .sum_all()?)
 }
 
 fn whole_step(
@@ -775,6 +851,11 @@ impl<'a> Trainer<'a> {
         };
         self.s.freeze_for_epoch(epoch);
         let mut last_ckpt = Instant::now();
+        // Off the CPU the batches' statistics stay on the device until read in groups (see
+        // `train_step_deferred`); on the CPU reading them costs nothing.
+        let defer = !device.is_cpu() || self.opts.defer_reads;
+        let mut pending: Vec<(DeviceStats, u64)> = Vec::new();
+        let mut last_read = Instant::now();
         for b in first_batch..batches {
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
             self.s.opt.set_learning_rate(schedule::lr_at(
@@ -792,35 +873,66 @@ impl<'a> Trainer<'a> {
                 &mut aug_rng,
                 &device,
             )?;
-            let st = train_step_micro(
-                self.s.model.as_ref(),
-                &mut self.s.opt,
-                &x,
-                &y,
-                cfg.label_smoothing,
-                cfg.micro_batch,
-            )?;
-            if st.loss.is_finite() {
-                let steps = (cfg.epochs * batches) as u64;
+            let steps = (cfg.epochs * batches) as u64;
+            if defer {
+                pending.push((
+                    train_step_deferred(
+                        self.s.model.as_ref(),
+                        &mut self.s.opt,
+                        &x,
+                        &y,
+                        cfg.label_smoothing,
+                        cfg.micro_batch,
+                    )?,
+                    idx.len() as u64,
+                ));
                 self.s.lookahead_step(self.s.opt.steps(), steps)?;
             } else {
-                tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
-                return Ok(EpochEnd::Ended(Outcome::Diverged {
-                    epoch,
-                    last_good_epoch: epoch - 1,
-                }));
+                let st = train_step_micro(
+                    self.s.model.as_ref(),
+                    &mut self.s.opt,
+                    &x,
+                    &y,
+                    cfg.label_smoothing,
+                    cfg.micro_batch,
+                )?;
+                if !st.loss.is_finite() {
+                    tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
+                    return Ok(diverged(epoch));
+                }
+                self.s.lookahead_step(self.s.opt.steps(), steps)?;
+                running.update(st.loss, st.correct, idx.len() as u64);
             }
-            running.update(st.loss, st.correct, idx.len() as u64);
+            // Deferred statistics are read at the end of the epoch, before a checkpoint (which
+            // saves them) and every few seconds for the progress display.
+            if !pending.is_empty()
+                && (b + 1 == batches
+                    || last_read.elapsed() >= READ_EVERY
+                    || last_ckpt.elapsed() >= self.opts.checkpoint_every
+                    || obs.should_stop())
+            {
+                for (d, n) in pending.drain(..) {
+                    let st = d.read()?;
+                    if !st.loss.is_finite() {
+                        tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
+                        return Ok(diverged(epoch));
+                    }
+                    running.update(st.loss, st.correct, n);
+                }
+                last_read = Instant::now();
+            }
             let secs = prior_secs + start.elapsed().as_secs_f64();
-            obs.on_batch(&BatchProgress {
-                epoch,
-                epochs: cfg.epochs,
-                batch: b + 1,
-                batches,
-                loss: running.loss(),
-                accuracy: running.accuracy(),
-                images_per_sec: running.seen as f64 / secs.max(1e-9),
-            });
+            if pending.is_empty() {
+                obs.on_batch(&BatchProgress {
+                    epoch,
+                    epochs: cfg.epochs,
+                    batch: b + 1,
+                    batches,
+                    loss: running.loss(),
+                    accuracy: running.accuracy(),
+                    images_per_sec: running.seen as f64 / secs.max(1e-9),
+                });
+            }
             let stop = obs.should_stop();
             if b + 1 < batches && (stop || last_ckpt.elapsed() >= self.opts.checkpoint_every) {
                 self.meta.next_batch = b + 1;
@@ -965,6 +1077,17 @@ fn init_from_data(s: &mut Session, data: &Cifar10, train_idx: &[usize]) -> Resul
         s.model.init_from_data(&x)?;
     }
     s.start_lookahead()
+}
+
+/// How often the deferred statistics of the batches are read for the progress display
+/// (see [`train_step_deferred`]).
+const READ_EVERY: Duration = Duration::from_secs(2);
+
+fn diverged(epoch: usize) -> EpochEnd {
+    EpochEnd::Ended(Outcome::Diverged {
+        epoch,
+        last_good_epoch: epoch - 1,
+    })
 }
 
 /// How often (in optimiser steps) the lookahead averages (airbench's 5).
@@ -1264,6 +1387,69 @@ mod tests {
             } => {
                 assert_eq!(last_good_epoch, epoch - 1);
                 assert_eq!(r.epochs.len(), last_good_epoch);
+            }
+            other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+
+    /// The GPU's way of reading the statistics (grouped, deferred), run on the CPU: the same
+    /// numbers bit for bit, with and without micro-batches, an interruption and resume
+    /// included, and a diverging run still ends as diverged.
+    #[test]
+    fn deferred_reads_give_the_same_numbers_and_still_catch_divergence() {
+        let data = Cifar10::synthetic(160, 40, 1);
+        let dev = Device::Cpu;
+        for micro in [0, 5] {
+            let cfg = TrainConfig {
+                micro_batch: micro,
+                ..small_cfg()
+            };
+            let go = |defer: bool, stop_at: Option<(usize, usize)>, dir: &Path| {
+                let mut opts = RunOptions::new(dir);
+                opts.defer_reads = defer;
+                let mut r = Recorder {
+                    stop_at,
+                    ..Default::default()
+                };
+                let out = run(&cfg, &data, &dev, &opts, &mut r).unwrap();
+                (out, r)
+            };
+            let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (oa, a) = go(false, None, d1.path());
+            let (_, c) = go(true, Some((2, 3)), d2.path());
+            let (ob, d) = go(true, None, d2.path());
+            let mut b = c.epochs.clone();
+            b.extend(d.epochs);
+            if micro == 0 {
+                assert_eq!(exact(&a.epochs), exact(&b), "micro {micro}");
+            } else {
+                // Micro-batch losses are summed on the device in f32, on the host in f64.
+                for (x, y) in a.epochs.iter().zip(&b) {
+                    assert!((x.train_loss - y.train_loss).abs() < 1e-6, "micro {micro}");
+                    assert_eq!(
+                        (x.train_acc, x.valid_loss.to_bits(), x.valid_acc),
+                        (y.train_acc, y.valid_loss.to_bits(), y.valid_acc)
+                    );
+                }
+            }
+            assert_eq!(finished(&oa).2.to_bits(), finished(&ob).2.to_bits());
+        }
+        let cfg = TrainConfig {
+            arch: "lenet".into(),
+            epochs: 3,
+            batch_size: 16,
+            lr: 1e12,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = RunOptions::new(dir.path());
+        opts.defer_reads = true;
+        let mut r = Recorder::default();
+        match run(&cfg, &Cifar10::synthetic(64, 16, 2), &dev, &opts, &mut r).unwrap() {
+            Outcome::Diverged {
+                last_good_epoch, ..
+            } => {
+                assert_eq!(r.epochs.len(), last_good_epoch)
             }
             other => panic!("expected divergence, got {other:?}"),
         }
