@@ -153,12 +153,15 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
 }
 
 fn correct(logits: &Tensor, labels: &Tensor) -> Result<u64> {
-    let pred = logits.argmax(D::Minus1)?;
-    Ok(pred
+    Ok(correct_on_device(logits, labels)?.to_scalar::<u32>()? as u64)
+}
+
+fn correct_on_device(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(logits
+        .argmax(D::Minus1)?
         .eq(labels)?
         .to_dtype(DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as u64)
+        .sum_all()?)
 }
 
 /// One optimisation step on a batch: forward, loss, backward, update.
@@ -172,11 +175,53 @@ pub fn train_step(
     train_step_micro(model, opt, x, y, label_smoothing, 0)
 }
 
+/// The forward and backward passes of one step over the micro-batches of `x` (`micro`
+/// images each; 0, or not below the batch: one pass), each loss weighted by its share of
+/// the batch, then one update from the summed gradients. `seen(logits, labels, loss)` is
+/// called after each forward pass; when it returns false nothing more is done (no update).
+fn micro_step(
+    model: &dyn Model,
+    opt: &mut Optimizer,
+    (x, y): (&Tensor, &Tensor),
+    label_smoothing: f64,
+    micro: usize,
+    mut seen: impl FnMut(&Tensor, &Tensor, &Tensor) -> Result<bool>,
+) -> Result<()> {
+    let n = x.dim(0)?;
+    let micro = if micro == 0 || micro >= n { n } else { micro };
+    let mut grads: Option<candle_core::backprop::GradStore> = None;
+    for start in (0..n).step_by(micro) {
+        let len = micro.min(n - start);
+        let (xs, ys) = if len == n {
+            (x.clone(), y.clone())
+        } else {
+            (x.narrow(0, start, len)?, y.narrow(0, start, len)?)
+        };
+        let logits = model.forward_t(&xs, true)?;
+        let loss = cross_entropy(&logits, &ys, label_smoothing)?;
+        let loss = if len == n {
+            loss
+        } else {
+            (loss * (len as f64 / n as f64))?
+        };
+        if !seen(&logits, &ys, &loss)? {
+            return Ok(());
+        }
+        let g = loss.backward()?;
+        match grads.as_mut() {
+            None => grads = Some(g),
+            Some(acc) => opt.accumulate(acc, &g)?,
+        }
+    }
+    opt.step(&grads.expect("at least one micro-batch"))
+}
+
 /// [`train_step`] with the batch split into micro-batches of `micro` images (0, or not
 /// below the batch: one pass): each is forward and backward on its own, its loss weighted
 /// by its share of the batch, and the summed gradients make one update. The loss and the
 /// update are the batch's; batch norm sees the micro-batches' statistics (and updates its
 /// running statistics once per micro-batch). Smaller working sets run faster on the CPU.
+/// A non-finite loss is returned before any update is applied.
 pub fn train_step_micro(
     model: &dyn Model,
     opt: &mut Optimizer,
@@ -185,37 +230,32 @@ pub fn train_step_micro(
     label_smoothing: f64,
     micro: usize,
 ) -> Result<StepStats> {
-    let n = x.dim(0)?;
-    if micro == 0 || micro >= n {
-        return whole_step(model, opt, x, y, label_smoothing);
-    }
-    let mut grads: Option<candle_core::backprop::GradStore> = None;
-    let (mut loss_value, mut right) = (0f64, 0u64);
-    for start in (0..n).step_by(micro) {
-        let len = micro.min(n - start);
-        let (xs, ys) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
-        let logits = model.forward_t(&xs, true)?;
-        let loss = (cross_entropy(&logits, &ys, label_smoothing)? * (len as f64 / n as f64))?;
-        let v = loss.to_scalar::<f32>()? as f64;
-        loss_value += v;
-        if !v.is_finite() {
-            return Ok(StepStats {
-                loss: v,
-                correct: 0,
-            });
-        }
-        let g = loss.backward()?;
-        match grads.as_mut() {
-            None => grads = Some(g),
-            Some(acc) => opt.accumulate(acc, &g)?,
-        }
-        right += correct(&logits, &ys)?;
-    }
-    opt.step(&grads.expect("at least one micro-batch"))?;
-    Ok(StepStats {
-        loss: loss_value,
-        correct: right,
-    })
+    let mut st = StepStats {
+        loss: 0.0,
+        correct: 0,
+    };
+    micro_step(
+        model,
+        opt,
+        (x, y),
+        label_smoothing,
+        micro,
+        |logits, ys, loss| {
+            let v = loss.to_scalar::<f32>()? as f64;
+            if !v.is_finite() {
+                // Do not apply a NaN update: the caller records the divergence.
+                st = StepStats {
+                    loss: v,
+                    correct: 0,
+                };
+                return Ok(false);
+            }
+            st.loss += v;
+            st.correct += correct(logits, ys)?;
+            Ok(true)
+        },
+    )?;
+    Ok(st)
 }
 
 /// A training step's loss and correct count still on the device (see
@@ -251,67 +291,24 @@ pub fn train_step_deferred(
     label_smoothing: f64,
     micro: usize,
 ) -> Result<DeviceStats> {
-    let n = x.dim(0)?;
-    let micro = if micro == 0 || micro >= n { n } else { micro };
-    let mut grads: Option<candle_core::backprop::GradStore> = None;
     let mut sums: Option<(Tensor, Tensor)> = None;
-    for start in (0..n).step_by(micro) {
-        let len = micro.min(n - start);
-        let (xs, ys) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
-        let logits = model.forward_t(&xs, true)?;
-        let loss = cross_entropy(&logits, &ys, label_smoothing)?;
-        let loss = if len == n {
-            loss
-        } else {
-            (loss * (len as f64 / n as f64))?
-        };
-        let g = loss.backward()?;
-        match grads.as_mut() {
-            None => grads = Some(g),
-            Some(acc) => opt.accumulate(acc, &g)?,
-        }
-        let right = correct_on_device(&logits, &ys)?;
-        let loss = loss.detach();
-        sums = Some(match sums {
-            None => (loss, right),
-            Some((l, c)) => ((l + loss)?, (c + right)?),
-        });
-    }
-    opt.step(&grads.expect("at least one micro-batch"))?;
+    micro_step(
+        model,
+        opt,
+        (x, y),
+        label_smoothing,
+        micro,
+        |logits, ys, loss| {
+            let (loss, right) = (loss.detach(), correct_on_device(logits, ys)?);
+            sums = Some(match sums.take() {
+                None => (loss, right),
+                Some((l, c)) => ((l + loss)?, (c + right)?),
+            });
+            Ok(true)
+        },
+    )?;
     let (loss, correct) = sums.expect("at least one micro-batch");
     Ok(DeviceStats { loss, correct })
-}
-
-fn correct_on_device(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    Ok(logits
-        .argmax(D::Minus1)?
-        .eq(labels)?
-        .to_dtype(DType::U32)?
-        .sum_all()?)
-}
-
-fn whole_step(
-    model: &dyn Model,
-    opt: &mut Optimizer,
-    x: &Tensor,
-    y: &Tensor,
-    label_smoothing: f64,
-) -> Result<StepStats> {
-    let logits = model.forward_t(x, true)?;
-    let loss = cross_entropy(&logits, y, label_smoothing)?;
-    let loss_value = loss.to_scalar::<f32>()? as f64;
-    if !loss_value.is_finite() {
-        // Do not apply a NaN update: the caller records the divergence.
-        return Ok(StepStats {
-            loss: loss_value,
-            correct: 0,
-        });
-    }
-    opt.backward_step(&loss)?;
-    Ok(StepStats {
-        loss: loss_value,
-        correct: correct(&logits, y)?,
-    })
 }
 
 /// One training batch of epoch `epoch` (1-based) with the configured augmentation: `augment`
