@@ -908,13 +908,8 @@ impl<'a> Trainer<'a> {
                     || last_ckpt.elapsed() >= self.opts.checkpoint_every
                     || obs.should_stop())
             {
-                for (d, n) in pending.drain(..) {
-                    let st = d.read()?;
-                    if !st.loss.is_finite() {
-                        tracing::warn!(epoch, batch = b, loss = st.loss, "loss diverged");
-                        return Ok(diverged(epoch));
-                    }
-                    running.update(st.loss, st.correct, n);
+                if let Some(end) = read_pending(&mut pending, &mut running, epoch)? {
+                    return Ok(end);
                 }
                 last_read = Instant::now();
             }
@@ -932,6 +927,11 @@ impl<'a> Trainer<'a> {
             }
             let stop = obs.should_stop();
             if b + 1 < batches && (stop || last_ckpt.elapsed() >= self.opts.checkpoint_every) {
+                // A stop request that came after the read above: the checkpoint must hold
+                // every trained batch's statistics.
+                if let Some(end) = read_pending(&mut pending, &mut running, epoch)? {
+                    return Ok(end);
+                }
                 self.meta.next_batch = b + 1;
                 self.meta.partial = running;
                 self.meta.partial_seconds = secs;
@@ -1079,6 +1079,24 @@ fn init_from_data(s: &mut Session, data: &Cifar10, train_idx: &[usize]) -> Resul
 /// How often the deferred statistics of the batches are read for the progress display
 /// (see [`train_step_deferred`]).
 const READ_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads the deferred statistics of the batches trained since the last read into
+/// `running`; a non-finite loss ends the epoch as diverged.
+fn read_pending(
+    pending: &mut Vec<(DeviceStats, u64)>,
+    running: &mut Running,
+    epoch: usize,
+) -> Result<Option<EpochEnd>> {
+    for (d, n) in pending.drain(..) {
+        let st = d.read()?;
+        if !st.loss.is_finite() {
+            tracing::warn!(epoch, loss = st.loss, "loss diverged");
+            return Ok(Some(diverged(epoch)));
+        }
+        running.update(st.loss, st.correct, n);
+    }
+    Ok(None)
+}
 
 fn diverged(epoch: usize) -> EpochEnd {
     EpochEnd::Ended(Outcome::Diverged {
