@@ -155,6 +155,9 @@ impl BatchNormOp {
                 stats.mean[ch],
                 1.0 / (stats.var[ch] as f64 + self.eps).sqrt() as f32,
             );
+            // GELU's input, as the forward pass computed it: x * scale + shift.
+            let scale = g[ch] * inv;
+            let shift = beta[ch] - mu * scale;
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for i in 0..n {
                 let off = (i * c + ch) * hw;
@@ -162,7 +165,6 @@ impl BatchNormOp {
                     // dy through GELU, into dx's planes (the second pass reads it there).
                     // SAFETY: channel ch's planes are written by this task only.
                     let dz = unsafe { dxp.slice(off, hw) };
-                    let (scale, shift) = (g[ch] * inv, beta[ch] - mu * g[ch] * inv);
                     // Two loops: the first has no reduction, so it vectorises.
                     simd(|| {
                         for ((o, &xv), &gv) in
