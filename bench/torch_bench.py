@@ -11,6 +11,11 @@ crates/trainer/src/models/, trained and run for inference on the CPU with a fixe
 Training step = forward, cross-entropy, backward, SGD (lr 0.01, no momentum) and the loss and
 correct-count read back, like `trainer::train::train_step`. Inference = eval mode under
 `torch.inference_mode()`, then argmax.
+
+On a GPU (`--device cuda:0`) the step keeps the loss and correct count on the device (as the
+trainer does there) and the clock stops once the device is idle. `--precision`: fp32 (TF32
+off for cuDNN convolutions and matrix products), tf32 (on for both), bf16 (autocast to
+bfloat16, TF32 off).
 """
 
 import argparse
@@ -79,16 +84,39 @@ def setup(threads):
     return torch
 
 
-def make_step(torch, model, opt):
+def set_precision(torch, device, precision):
+    """The TF32 switches for `precision`, and the autocast context its forward passes run in."""
+    import contextlib
+
+    if precision not in ("fp32", "tf32", "bf16"):
+        raise SystemExit(f"unknown precision {precision} (fp32, tf32, bf16)")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def make_step(torch, model, opt, autocast=None, deferred=False):
+    """One training step. `deferred`: returns the loss and correct count as device tensors
+    instead of reading them back."""
+    import contextlib
     import torch.nn.functional as F
+
+    autocast = autocast or contextlib.nullcontext
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
-        return loss.item(), int((logits.argmax(1) == y).sum().item())
+        correct = (logits.argmax(1) == y).sum()
+        if deferred:
+            return loss.detach(), correct
+        return loss.item(), int(correct.item())
 
     return step
 
@@ -98,34 +126,51 @@ def cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
-def timed(secs, fn):
-    """Calls per wall second, calls, and process CPU seconds per call."""
+def timed(secs, fn, sync=lambda: None):
+    """Calls per wall second, calls, and process CPU seconds per call; `sync` waits for the
+    device before the clock starts and before it stops (and every 16 calls)."""
     fn()
+    sync()
     t0, c0 = time.perf_counter(), cpu_s()
     n = 0
     while n < 3 or time.perf_counter() - t0 < secs:
         fn()
         n += 1
+        if n % 16 == 0:
+            sync()
+    sync()
     return n / (time.perf_counter() - t0), n, (cpu_s() - c0) / n
+
+
+def device_of(torch, name):
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        return dev, (lambda: torch.cuda.synchronize(dev))
+    return dev, (lambda: None)
 
 
 def child(a):
     torch = setup(a.threads)
-    model = build(a.model)
+    dev, sync = device_of(torch, a.device)
+    autocast = set_precision(torch, dev, a.precision)
+    model = build(a.model).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(a.batch, 3, 32, 32, generator=g) * 4 - 2
-    y = torch.randint(0, 10, (a.batch,), generator=g)
-    step = make_step(torch, model, opt)
+    x = (torch.rand(a.batch, 3, 32, 32, generator=g) * 4 - 2).to(dev)
+    y = torch.randint(0, 10, (a.batch,), generator=g).to(dev)
+    step = make_step(torch, model, opt, autocast, deferred=dev.type != "cpu")
     model.train()
-    train_rate, train_steps, train_cpu = timed(a.time, lambda: step(x, y))
+    started = time.time()
+    train_rate, train_steps, train_cpu = timed(a.time, lambda: step(x, y), sync)
     model.eval()
 
     def infer():
-        with torch.inference_mode():
-            model(x).argmax(1)
+        with torch.inference_mode(), autocast():
+            pred = model(x).argmax(1)
+        if dev.type == "cpu":
+            pred.tolist()
 
-    infer_rate, infer_steps, infer_cpu = timed(a.time / 2, infer)
+    infer_rate, infer_steps, infer_cpu = timed(a.time / 2, infer, sync)
     print(json.dumps({
         "train_img_s": train_rate * a.batch,
         "infer_img_s": infer_rate * a.batch,
@@ -134,6 +179,8 @@ def child(a):
         "train_cpu_s_per_img": train_cpu / a.batch,
         "infer_cpu_s_per_img": infer_cpu / a.batch,
         "peak_rss_kib": peak_rss_kib(),
+        "started_unix_s": started,
+        "ended_unix_s": time.time(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }))
@@ -170,20 +217,27 @@ def epoch(a):
     std = np.array(STD, dtype=np.float32).reshape(1, 3, 1, 1)
     load_s = time.perf_counter() - t0
 
-    model = build(a.model)
+    dev, sync = device_of(torch, a.device)
+    autocast = set_precision(torch, dev, a.precision)
+    deferred = dev.type != "cpu"
+    model = build(a.model).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    step = make_step(torch, model, opt)
+    step = make_step(torch, model, opt, autocast, deferred)
     model.train()
     t1 = time.perf_counter()
     loss_sum, correct = 0.0, 0
     for s in range(0, len(order), a.batch):
         idx = order[s : s + a.batch]
         x = (images[idx].astype(np.float32) / 255.0 - mean) / std
-        x = torch.from_numpy(x)
-        y = torch.from_numpy(labels[idx])
+        x = torch.from_numpy(x).to(dev, non_blocking=True)
+        y = torch.from_numpy(labels[idx]).to(dev, non_blocking=True)
         loss, c = step(x, y)
-        loss_sum += loss * len(idx)
-        correct += c
+        # On a GPU the sums stay on the device until the end of the epoch.
+        loss_sum = loss_sum + loss * len(idx)
+        correct = correct + c
+    if deferred:
+        loss_sum, correct = float(loss_sum.item()), int(correct.item())
+    sync()
     train_s = time.perf_counter() - t1
     print(json.dumps({
         "images": int(len(order)),
@@ -204,11 +258,15 @@ def main():
     c.add_argument("--batch", type=int, default=20)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--time", type=float, default=3.0)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--precision", default="fp32")
     e = sub.add_parser("epoch")
     e.add_argument("--model", default="lenet")
     e.add_argument("--batch", type=int, default=20)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--cache", required=True)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--precision", default="fp32")
     a = p.parse_args()
     {"child": child, "epoch": epoch}[a.cmd](a)
 

@@ -18,7 +18,7 @@ const CASES: &[(&str, &str)] = &[
     ("name = \"a\"\n[grid]\nlr = [0.1, 0.2]\n[[trials]]\nlr = 0.2\n", "5:6: trials[0] is the same configuration as the grid point lr=0.2 (trial #2); the database would record it once: remove one"),
     ("name = \"a\"\nnmae = \"b\"\n", "2:1: nmae: unknown key `nmae`; did you mean `name`?"),
     ("name = \"a\"\nlr = 0.1\n", "2:1: lr: `lr` is a hyperparameter: put it under [base] or [grid]"),
-    ("name = \"a\"\n[base]\nlearning_rate = 0.1\n", "3:1: base.learning_rate: unknown hyperparameter `learning_rate` (expected one of: arch, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, schedule, warmup, step_size, gamma, label_smoothing, dropout, augment, seed, valid_fraction, train_subset, test_subset, activation, translate, flip, tta, lookahead, bn_bias_lr_scale, warmup_from, anneal_to, micro_batch)"),
+    ("name = \"a\"\n[base]\nlearning_rate = 0.1\n", "3:1: base.learning_rate: unknown hyperparameter `learning_rate` (expected one of: arch, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, schedule, warmup, step_size, gamma, label_smoothing, dropout, augment, seed, valid_fraction, train_subset, test_subset, activation, translate, flip, tta, lookahead, bn_bias_lr_scale, warmup_from, anneal_to, micro_batch, precision)"),
     ("name = \"a\"\n[grid]\nbatchsize = [20]\n", "3:1: grid.batchsize: unknown hyperparameter `batchsize`; did you mean `batch_size`?"),
     ("name = \"a\"\n[base]\nlr = \"fast\"\n", "3:6: base.lr: expected a number, found a string"),
     ("name = \"a\"\n[base]\nepochs = 2.5\n", "3:10: base.epochs: expected a non-negative integer, found a float"),

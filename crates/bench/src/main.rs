@@ -99,6 +99,13 @@ struct DriverArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Where both sides run: `cpu`, or `cuda:N` (then `fast` is the trainer on the GPU
+    /// and `stock` is left out: the fast kernels are CPU kernels).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The `precision` values measured (fp32, tf32, bf16), each a row.
+    #[arg(long, default_value = "fp32")]
+    precisions: String,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +120,10 @@ enum Sub {
         time: f64,
         #[arg(long = "impl", value_name = "IMPL", default_value = "fast")]
         imp: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "fp32")]
+        precision: String,
     },
     /// One real-data epoch, as JSON.
     EpochChild {
@@ -124,6 +135,10 @@ enum Sub {
         imp: String,
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "fp32")]
+        precision: String,
     },
     /// Measured FMA peak in GFLOP/s.
     Peak {
@@ -165,13 +180,29 @@ fn main() -> Result<()> {
             batch,
             time,
             imp,
-        }) => child(&model, batch, time, &imp),
+            device,
+            precision,
+        }) => child(
+            &model,
+            batch,
+            time,
+            &imp,
+            &Target::parse(&device, &precision)?,
+        ),
         Some(Sub::EpochChild {
             model,
             batch,
             imp,
             data_dir,
-        }) => epoch_child(&model, batch, &imp, &data_dir),
+            device,
+            precision,
+        }) => epoch_child(
+            &model,
+            batch,
+            &imp,
+            &data_dir,
+            &Target::parse(&device, &precision)?,
+        ),
         Some(Sub::Peak { threads }) => {
             let g = peak::measure(threads, 1.0);
             println!("{}", json!({ "peak_gflops": g }));
@@ -194,11 +225,30 @@ fn main() -> Result<()> {
     }
 }
 
-/// The configuration measured: `arch` at `batch`, the other settings at their defaults.
-fn config(arch: &str, batch: usize) -> TrainConfig {
+/// Where a measurement runs and in which precision.
+struct Target {
+    device: Device,
+    precision: trainer::config::Precision,
+}
+
+impl Target {
+    fn parse(device: &str, precision: &str) -> Result<Self> {
+        Ok(Self {
+            device: trainer::device::parse(device)?,
+            precision: serde_json::from_value(json!(precision)).with_context(|| {
+                format!("--precision {precision:?}: expected fp32, tf32 or bf16")
+            })?,
+        })
+    }
+}
+
+/// The configuration measured: `arch` at `batch` in `precision`, the other settings at
+/// their defaults.
+fn config(arch: &str, batch: usize, precision: trainer::config::Precision) -> TrainConfig {
     TrainConfig {
         arch: arch.to_string(),
         batch_size: batch,
+        precision,
         // airnet is timed with its recipe's activation (sweeps/airnet.toml), the others
         // with the tutorial's.
         activation: if arch == "airnet" {
@@ -211,8 +261,8 @@ fn config(arch: &str, batch: usize) -> TrainConfig {
 }
 
 /// A model and its optimiser, built as the trainer builds them for a run.
-fn session(cfg: &TrainConfig) -> Result<train::Session> {
-    Ok(train::Session::new(cfg, &Device::Cpu)?)
+fn session(cfg: &TrainConfig, device: &Device) -> Result<train::Session> {
+    Ok(train::Session::new(cfg, device)?)
 }
 
 fn set_impl(imp: &str) -> Result<()> {
@@ -225,14 +275,18 @@ fn set_impl(imp: &str) -> Result<()> {
 }
 
 fn random_batch(batch: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    random_batch_on(batch, seed, &Device::Cpu)
+}
+
+fn random_batch_on(batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let x: Vec<f32> = (0..batch * 3 * 32 * 32)
         .map(|_| rng.random_range(-2.0f32..2.0))
         .collect();
     let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10u32)).collect();
     Ok((
-        Tensor::from_vec(x, (batch, 3, 32, 32), &Device::Cpu)?,
-        Tensor::from_vec(y, batch, &Device::Cpu)?,
+        Tensor::from_vec(x, (batch, 3, 32, 32), device)?,
+        Tensor::from_vec(y, batch, device)?,
     ))
 }
 
@@ -260,17 +314,44 @@ fn timed(secs: f64, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize,
 }
 
 /// One (model, batch, implementation): training then inference throughput.
-fn child(arch: &str, batch: usize, secs: f64, imp: &str) -> Result<()> {
+///
+/// On the CPU every step reads its loss and correct count back, as the training loop does
+/// there. On a GPU the steps keep them on the device (`train_step_deferred`, as the loop
+/// does there) and the clock stops after the device has finished the queued work, so what
+/// is timed is the GPU's work, not how fast the host can queue it.
+fn child(arch: &str, batch: usize, secs: f64, imp: &str, at: &Target) -> Result<()> {
     set_impl(imp)?;
-    let train::Session { model, mut opt, .. } = session(&config(arch, batch))?;
-    let (x, y) = random_batch(batch, 1)?;
-    let (train_rate, train_steps, train_cpu) = timed(secs, || {
-        train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
+    let train::Session { model, mut opt, .. } =
+        session(&config(arch, batch, at.precision), &at.device)?;
+    let (x, y) = random_batch_on(batch, 1, &at.device)?;
+    let started = unix_s();
+    let on_gpu = !at.device.is_cpu();
+    let mut pending = None;
+    let (train_rate, train_steps, train_cpu) = timed_on(&at.device, secs, || {
+        if on_gpu {
+            pending = Some(train::train_step_deferred(
+                model.as_ref(),
+                &mut opt,
+                &x,
+                &y,
+                0.0,
+                0,
+            )?);
+        } else {
+            train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
+        }
         Ok(())
     })?;
-    let (infer_rate, infer_steps, infer_cpu) = timed(secs / 2.0, || {
+    if let Some(p) = pending {
+        let last = p.read()?;
+        anyhow::ensure!(last.loss.is_finite(), "the loss diverged");
+    }
+    let (infer_rate, infer_steps, infer_cpu) = timed_on(&at.device, secs / 2.0, || {
         let logits = model.forward_t(&x, false)?;
-        logits.argmax(1)?.to_dtype(DType::U32)?;
+        let pred = logits.argmax(1)?.to_dtype(DType::U32)?;
+        if !on_gpu {
+            pred.to_vec1::<u32>()?;
+        }
         Ok(())
     })?;
     println!(
@@ -283,9 +364,45 @@ fn child(arch: &str, batch: usize, secs: f64, imp: &str) -> Result<()> {
             "train_cpu_s_per_img": train_cpu / batch as f64,
             "infer_cpu_s_per_img": infer_cpu / batch as f64,
             "peak_rss_kib": peak_rss_kib(),
+            "started_unix_s": started,
+            "ended_unix_s": unix_s(),
         })
     );
     Ok(())
+}
+
+/// Seconds since the Unix epoch (to line measurements up with `nvidia-smi`'s samples).
+fn unix_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// [`timed`], waiting for `device` to finish its queued work before the clock starts and
+/// before it stops (a no-op on the CPU).
+fn timed_on(
+    device: &Device,
+    secs: f64,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<(f64, usize, f64)> {
+    if device.is_cpu() {
+        return timed(secs, step);
+    }
+    step()?;
+    device.synchronize()?;
+    let (t0, c0) = (Instant::now(), process_cpu_s());
+    let mut n = 0usize;
+    while n < 3 || t0.elapsed().as_secs_f64() < secs {
+        step()?;
+        n += 1;
+        if n.is_multiple_of(16) {
+            // Keeps the host from queueing far ahead of the clock's stopping point.
+            device.synchronize()?;
+        }
+    }
+    device.synchronize()?;
+    let cpu = (process_cpu_s() - c0) / n as f64;
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), n, cpu))
 }
 
 /// CPU time of this thread, in seconds.
@@ -455,7 +572,8 @@ fn layers_bench(batch: usize, reps: usize, only: &str, algos: &[String]) -> Resu
 /// Where one training step's time goes: forward, backward and update, and each kernel.
 fn profile(arch: &str, batch: usize, steps: usize, imp: &str) -> Result<()> {
     set_impl(imp)?;
-    let train::Session { model, mut opt, .. } = session(&config(arch, batch))?;
+    let train::Session { model, mut opt, .. } =
+        session(&config(arch, batch, Default::default()), &Device::Cpu)?;
     let (x, y) = random_batch(batch, 1)?;
     // Wall and process CPU time of each phase.
     let mut phase = [[0f64; 2]; 3];
@@ -525,34 +643,52 @@ fn profile(arch: &str, batch: usize, steps: usize, imp: &str) -> Result<()> {
 }
 
 /// One real-data epoch of `model` (batch `batch`, the default 80/20 split: 40,000 images),
-/// end to end: reading the cache, the split, batching and training.
-fn epoch_child(arch: &str, batch: usize, imp: &str, data_dir: &Path) -> Result<()> {
+/// end to end: reading the cache, the split, batching and training. Off the CPU the
+/// statistics stay on the device until the epoch's end, as the training loop keeps them.
+fn epoch_child(arch: &str, batch: usize, imp: &str, data_dir: &Path, at: &Target) -> Result<()> {
     set_impl(imp)?;
     let t0 = Instant::now();
     let mut src = trainer::data::DataSource::new(data_dir);
     src.url = String::new();
     let data = trainer::data::load(&src)?;
-    let cfg = config(arch, batch);
+    let cfg = config(arch, batch, at.precision);
     let (train_idx, _valid) = trainer::data::split(&data.train, cfg.valid_fraction, cfg.seed);
     let order = trainer::data::epoch_order(&train_idx, cfg.seed, 0);
     let norm = trainer::data::Normalization::default();
     let load_s = t0.elapsed().as_secs_f64();
-    let train::Session { model, mut opt, .. } = session(&cfg)?;
+    let train::Session { model, mut opt, .. } = session(&cfg, &at.device)?;
+    let on_gpu = !at.device.is_cpu();
     let t1 = Instant::now();
     let (mut loss, mut correct) = (0.0, 0u64);
+    let mut pending = Vec::new();
     // Batch assembly (u8 -> normalised f32 tensor) as it happens inside the epoch.
     let mut batch_s = 0.0;
     for chunk in order.chunks(batch) {
         let tb = Instant::now();
-        let (x, y) = trainer::data::make_batch(&data.train, chunk, &norm, None, &Device::Cpu)?;
+        let (x, y) = trainer::data::make_batch(&data.train, chunk, &norm, None, &at.device)?;
         batch_s += tb.elapsed().as_secs_f64();
-        let s = train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
-        loss += s.loss * chunk.len() as f64;
+        if on_gpu {
+            let s = train::train_step_deferred(model.as_ref(), &mut opt, &x, &y, 0.0, 0)?;
+            pending.push((s, chunk.len()));
+        } else {
+            let s = train::train_step(model.as_ref(), &mut opt, &x, &y, 0.0)?;
+            loss += s.loss * chunk.len() as f64;
+            correct += s.correct;
+        }
+    }
+    for (s, n) in pending {
+        let s = s.read()?;
+        loss += s.loss * n as f64;
         correct += s.correct;
     }
     let train_s = t1.elapsed().as_secs_f64();
     let epoch_s = t0.elapsed().as_secs_f64();
-    let over = loop_overheads(&data.train, &order, batch, &norm)?;
+    let over = if on_gpu {
+        None
+    } else {
+        Some(loop_overheads(&data.train, &order, batch, &norm)?)
+    };
+    let o = |f: fn(&Overheads) -> f64| over.as_ref().map(f);
     println!(
         "{}",
         json!({
@@ -564,10 +700,10 @@ fn epoch_child(arch: &str, batch: usize, imp: &str, data_dir: &Path) -> Result<(
             "acc": correct as f64 / order.len() as f64,
             "peak_rss_kib": peak_rss_kib(),
             "batch_s": batch_s,
-            "plain_batch_s": over.plain_batch_s,
-            "augmented_batch_s": over.augmented_batch_s,
-            "metric_s": over.metric_s,
-            "db_write_s": over.db_write_s,
+            "plain_batch_s": o(|v| v.plain_batch_s),
+            "augmented_batch_s": o(|v| v.augmented_batch_s),
+            "metric_s": o(|v| v.metric_s),
+            "db_write_s": o(|v| v.db_write_s),
         })
     );
     Ok(())
@@ -762,7 +898,17 @@ fn driver(a: &DriverArgs) -> Result<()> {
         .map(|b| b.parse().context("--batches"))
         .collect::<Result<_>>()?;
     let (threads, secs, repeat) = (a.threads, a.time, a.repeat);
-    let impls = list(&a.impls);
+    let on_cpu = a.device == "cpu";
+    // The fast kernels are CPU kernels: on a GPU "fast" is the trainer there and "stock"
+    // would measure the same thing again.
+    let impls: Vec<String> = list(&a.impls)
+        .into_iter()
+        .filter(|i| on_cpu || i != "stock")
+        .collect();
+    let precisions = list(&a.precisions);
+    for p in &precisions {
+        Target::parse("cpu", p)?;
+    }
     let (python, script) = (&a.python, &a.script);
     let exe = std::env::current_exe()?;
     let want = |i: &str| impls.iter().any(|x| x == i);
@@ -779,10 +925,11 @@ fn driver(a: &DriverArgs) -> Result<()> {
         .fold(0f64, f64::max);
     md += &format!(
         "Run: {date}; CPU: {} ({} logical CPUs), {threads} threads each side; \
-         load average before: {}; measured FMA peak: {peak:.0} GFLOP/s.\n\n",
+         load average before: {}; measured FMA peak: {peak:.0} GFLOP/s; device: {}.\n\n",
         cpu_name(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load_avg()
+        load_avg(),
+        a.device,
     );
     if want("torch") {
         let v = Command::new(python)
@@ -790,19 +937,32 @@ fn driver(a: &DriverArgs) -> Result<()> {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        md += &format!("PyTorch {v} ({python}).\n\n");
+        md += &format!(
+            "PyTorch {v} ({python}).{}\n\n",
+            if on_cpu {
+                ""
+            } else {
+                " On the GPU neither side reads its loss back per step; each stops the clock \
+                 after the device is idle. fp32: TF32 off on both sides; tf32: on for \
+                 PyTorch's cuDNN convolutions and matrix products and for candle's matrix \
+                 products; bf16: autocast on both sides."
+            }
+        );
     }
     eprint!("{md}");
 
     md += "GFLOP/s count a direct convolution's arithmetic; where the fast kernels use \
            Winograd (most of vgg6's 3x3 layers) they do fewer multiplications, so there the figure is \
            a throughput and can pass the peak.\n\n";
-    md += "| model | batch | train img/s: stock | fast | torch | fast/torch | train GFLOP/s: fast | torch | % peak (fast) | infer img/s: stock | fast | torch | fast/torch | infer GFLOP/s: fast | peak RSS MiB: stock / fast / torch |\n";
-    md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+    md += "| model | batch | precision | train img/s: stock | fast | torch | fast/torch | train GFLOP/s: fast | torch | % peak (fast) | infer img/s: stock | fast | torch | fast/torch | infer GFLOP/s: fast | peak RSS MiB: stock / fast / torch |\n";
+    md += "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
     let mut results = Vec::new();
     for m in &models {
         let f = flops::per_image(m).with_context(|| format!("unknown model {m}"))?;
-        for &b in &batches {
+        for (&b, prec) in batches
+            .iter()
+            .flat_map(|b| precisions.iter().map(move |p| (b, p)))
+        {
             let mut row: BTreeMap<&str, Value> = BTreeMap::new();
             // Interleaved repeats; per implementation the best throughputs and the largest
             // peak RSS are kept.
@@ -822,6 +982,7 @@ fn driver(a: &DriverArgs) -> Result<()> {
                         c
                     };
                     cmd.args(["--batch", &b.to_string(), "--time", &secs.to_string()]);
+                    cmd.args(["--device", &a.device, "--precision", prec]);
                     let v = run_json(threads_env(&mut cmd, threads))?;
                     let merged = match row.remove(imp) {
                         None => v,
@@ -841,6 +1002,8 @@ fn driver(a: &DriverArgs) -> Result<()> {
                                 "train_cpu_s_per_img": best("train_cpu_s_per_img", false),
                                 "infer_cpu_s_per_img": best("infer_cpu_s_per_img", false),
                                 "peak_rss_kib": best("peak_rss_kib", true),
+                                "started_unix_s": best("started_unix_s", false),
+                                "ended_unix_s": best("ended_unix_s", true),
                             })
                         }
                     };
@@ -857,7 +1020,7 @@ fn driver(a: &DriverArgs) -> Result<()> {
                 g(imp, "peak_rss_kib").map_or("-".into(), |k| format!("{:.0}", k / 1024.0))
             };
             let line = format!(
-                "| {m} | {b} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+                "| {m} | {b} | {prec} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
                 fmt_rate(g("stock", "train_img_s")),
                 fmt_rate(g("fast", "train_img_s")),
                 fmt_rate(g("torch", "train_img_s")),
@@ -876,7 +1039,7 @@ fn driver(a: &DriverArgs) -> Result<()> {
             );
             eprint!("{line}");
             md += &line;
-            results.push(json!({"model": m, "batch": b, "results": row}));
+            results.push(json!({"model": m, "batch": b, "precision": prec, "results": row}));
         }
     }
     md += &format!("\nLoad average after: {}.\n", load_avg());
@@ -908,17 +1071,27 @@ fn epochs(a: &DriverArgs, exe: &Path, impls: &[String]) -> Result<String> {
         );
         trainer::data::load(&src)?;
     }
-    let mut md = String::from(
+    let on_cpu = a.device == "cpu";
+    // The epoch runs in the first precision listed.
+    let precision = list(&a.precisions)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "fp32".into());
+    let mut md = format!(
         "\nReal-data epoch (CIFAR-10 JPEG copy, imported cache `cifar-10-batches-bin`; 40,000 \
          training images after the 20% validation split; reading the cache, batching and \
-         training all timed):\n\n| model | batch | impl | epoch s | of which loading s | train img/s | peak RSS MiB |\n|---|---:|---|---:|---:|---:|---:|\n",
+         training all timed; {} on {}):\n\n| model | batch | impl | epoch s | of which loading s | train img/s | peak RSS MiB |\n|---|---:|---|---:|---:|---:|---:|\n",
+        precision, a.device
     );
     let models = list(&a.epoch_models);
     let batch = a.epoch_batch;
-    let epoch_impls = match &a.epoch_impls {
+    let epoch_impls: Vec<String> = match &a.epoch_impls {
         Some(v) => list(v),
         None => impls.to_vec(),
-    };
+    }
+    .into_iter()
+    .filter(|i| on_cpu || i != "stock")
+    .collect();
     let mut over = String::from(
         "\nTraining-loop overheads as a share of the fast epoch's training time (measured in \
          the same process after the epoch: batch assembly as it ran inside the epoch; \
@@ -942,12 +1115,14 @@ fn epochs(a: &DriverArgs, exe: &Path, impls: &[String]) -> Result<String> {
                 ]);
                 cmd.args(["--threads", &threads.to_string()]);
                 cmd.arg("--cache").arg(src.cache_dir());
+                cmd.args(["--device", &a.device, "--precision", &precision]);
                 run_json(threads_env(&mut cmd, threads))?
             } else {
                 let mut cmd = Command::new(exe);
                 cmd.args(["epoch-child", "--model", m, "--impl", imp]);
                 cmd.args(["--batch", &batch.to_string()]);
                 cmd.arg("--data-dir").arg(data_dir);
+                cmd.args(["--device", &a.device, "--precision", &precision]);
                 run_json(threads_env(&mut cmd, threads))?
             };
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -960,7 +1135,7 @@ fn epochs(a: &DriverArgs, exe: &Path, impls: &[String]) -> Result<String> {
             );
             eprint!("{line}");
             md += &line;
-            if imp == "fast" {
+            if imp == "fast" && on_cpu {
                 let train = f("train_s");
                 let share = |k: &str| format!("{:.3} s ({:.2}%)", f(k), 100.0 * f(k) / train);
                 let db_ms = f("db_write_s") * 1e3;
@@ -975,7 +1150,7 @@ fn epochs(a: &DriverArgs, exe: &Path, impls: &[String]) -> Result<String> {
             }
         }
     }
-    if epoch_impls.iter().any(|i| i == "fast") {
+    if on_cpu && epoch_impls.iter().any(|i| i == "fast") {
         eprint!("{over}");
         md += &over;
     }

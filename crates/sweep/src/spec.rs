@@ -64,6 +64,7 @@ pub const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("warmup_from", Kind::Float),
     ("anneal_to", Kind::Float),
     ("micro_batch", Kind::Int),
+    ("precision", Kind::Choice(&["fp32", "tf32", "bf16"])),
 ];
 
 /// The keys `[data]` accepts.

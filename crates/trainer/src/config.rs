@@ -41,6 +41,25 @@ pub enum Activation {
     Gelu,
 }
 
+/// The arithmetic of the convolutions and linear layers (see [`crate::models::Conv2d`]).
+/// Everything else (batch norm, activations, the loss, the optimiser and the weights
+/// themselves) stays in fp32 in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// IEEE single precision throughout, PyTorch's default dtype (and its default for
+    /// matrix multiplications since 1.12). The default: what every earlier result used.
+    #[default]
+    Fp32,
+    /// fp32 tensors, with CUDA's matrix multiplications (and so candle's im2col
+    /// convolutions) allowed to round their inputs to TF32 on GPUs with tensor cores:
+    /// PyTorch's default for cuDNN convolutions. Identical to `fp32` on the CPU.
+    Tf32,
+    /// Autocast-style mixed precision: convolutions and linear layers take bf16 copies of
+    /// their input and weights and return fp32; the fp32 weights are the ones trained.
+    Bf16,
+}
+
 /// Horizontal flips of the training images (beside `augment`'s own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +187,10 @@ pub struct TrainConfig {
     /// then normalises by the micro-batches' statistics.
     #[serde(skip_serializing_if = "is_default")]
     pub micro_batch: usize,
+    /// The arithmetic of convolutions and linear layers: `fp32`, `tf32` or `bf16` (see
+    /// [`Precision`]).
+    #[serde(skip_serializing_if = "is_default")]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -201,6 +224,7 @@ impl Default for TrainConfig {
             warmup_from: 0.0,
             anneal_to: 0.0,
             micro_batch: 0,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -222,6 +246,7 @@ impl TrainConfig {
         "warmup_from",
         "anneal_to",
         "micro_batch",
+        "precision",
     ];
 
     /// The config as a JSON object with every field, the [`TrainConfig::OPTIONAL_FIELDS`]
@@ -242,6 +267,7 @@ impl TrainConfig {
             put("warmup_from", serde_json::json!(self.warmup_from));
             put("anneal_to", serde_json::json!(self.anneal_to));
             put("micro_batch", serde_json::json!(self.micro_batch));
+            put("precision", serde_json::json!(self.precision));
         }
         v
     }
@@ -397,6 +423,7 @@ mod tests {
             warmup_from: 0.2,
             anneal_to: 0.07,
             micro_batch: 256,
+            precision: Precision::Bf16,
             ..Default::default()
         }
     }

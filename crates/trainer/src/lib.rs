@@ -14,6 +14,8 @@ pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+#[cfg(test)]
+mod parity;
 mod predict;
 pub mod schedule;
 pub mod train;

@@ -20,8 +20,9 @@
 //! (`activation = "gelu"`, as `sweeps/airnet.toml` sets; its batch-norm biases' 64x learning
 //! rate is `bn_bias_lr_scale = 64`).
 
+use super::layers::{conv2d, linear};
 use super::{activate, batch_norm_act, whiten, Arch, Model};
-use crate::config::{Activation, TrainConfig};
+use crate::config::{Activation, Precision, TrainConfig};
 use crate::kernels;
 use candle_core::{DType, Result, Tensor, Var, D};
 use candle_nn::{BatchNorm, Init, VarBuilder};
@@ -49,10 +50,11 @@ const WHITEN_WIDTH: usize = 24;
 /// A 3x3 convolution, padding 1, without bias.
 struct Conv {
     weight: Tensor,
+    precision: Precision,
 }
 
 impl Conv {
-    fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, c_in: usize, c_out: usize, precision: Precision) -> Result<Self> {
         // candle's initial values; `init_seeded` redraws them from the seed.
         let bound = 1.0 / ((c_in * 9) as f64).sqrt();
         let init = Init::Uniform {
@@ -61,11 +63,12 @@ impl Conv {
         };
         Ok(Self {
             weight: vb.get_with_hints((c_out, c_in, 3, 3), "weight", init)?,
+            precision,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::conv2d(x, &self.weight, None, 1, 1)
+        conv2d(x, &self.weight, None, 1, self.precision)
     }
 
     /// airbench's `dirac_(w[:c_in])`: filter `i < c_in` passes channel `i` through.
@@ -109,11 +112,11 @@ struct Block {
 impl Block {
     // The batch norms are `norm1`/`norm2`, not `bn`: `init_seeded` leaves their biases at 0
     // either way (no `.weight` variable beside them to take a fan-in from).
-    fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, c_in: usize, c_out: usize, precision: Precision) -> Result<Self> {
         Ok(Self {
-            conv1: Conv::new(vb.pp("conv1"), c_in, c_out)?,
+            conv1: Conv::new(vb.pp("conv1"), c_in, c_out, precision)?,
             norm1: batch_norm(vb.pp("norm1"), c_out)?,
-            conv2: Conv::new(vb.pp("conv2"), c_out, c_out)?,
+            conv2: Conv::new(vb.pp("conv2"), c_out, c_out, precision)?,
             norm2: batch_norm(vb.pp("norm2"), c_out)?,
         })
     }
@@ -132,6 +135,7 @@ struct AirNet {
     blocks: [Block; 3],
     head: Tensor,
     act: Activation,
+    precision: Precision,
 }
 
 fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -146,9 +150,9 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
         whiten_weight: wv.get_with_hints((WHITEN_WIDTH, 3, 2, 2), "weight", init)?,
         whiten_bias: wv.get_with_hints(WHITEN_WIDTH, "bias", init)?,
         blocks: [
-            Block::new(vb.pp("block1"), WHITEN_WIDTH, WIDTHS[0])?,
-            Block::new(vb.pp("block2"), WIDTHS[0], WIDTHS[1])?,
-            Block::new(vb.pp("block3"), WIDTHS[1], WIDTHS[2])?,
+            Block::new(vb.pp("block1"), WHITEN_WIDTH, WIDTHS[0], cfg.precision)?,
+            Block::new(vb.pp("block2"), WIDTHS[0], WIDTHS[1], cfg.precision)?,
+            Block::new(vb.pp("block3"), WIDTHS[1], WIDTHS[2], cfg.precision)?,
         ],
         head: vb.pp("head").get_with_hints(
             (10, WIDTHS[2]),
@@ -159,6 +163,7 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
             },
         )?,
         act: cfg.activation,
+        precision: cfg.precision,
     }))
 }
 
@@ -167,13 +172,13 @@ impl Model for AirNet {
         // Detached: the whitening weights get no gradient, so the optimiser never moves
         // them (nor decays them); the variable still holds them for checkpoints.
         let w = self.whiten_weight.detach();
-        let x = kernels::conv2d(x, &w, Some(&self.whiten_bias), 0, 1)?;
+        let x = conv2d(x, &w, Some(&self.whiten_bias), 0, self.precision)?;
         let mut x = activate(&x, self.act)?;
         for b in &self.blocks {
             x = b.forward_t(&x, train, self.act)?;
         }
         let x = x.flatten_from(2)?.max(D::Minus1)?;
-        kernels::linear(&x, &self.head, None)? * LOGIT_SCALE
+        linear(&x, &self.head, None, self.precision)? * LOGIT_SCALE
     }
 
     fn reseed(&self, _seed: u64) {}

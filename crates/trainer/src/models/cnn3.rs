@@ -27,13 +27,13 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     let rng = DropoutRng::new(cfg.seed);
     Ok(Box::new(Cnn3 {
         convs: [
-            Conv2d::new(vb.pp("conv1"), 3, 16, 3, 1)?,
-            Conv2d::new(vb.pp("conv2"), 16, 32, 3, 1)?,
-            Conv2d::new(vb.pp("conv3"), 32, 64, 3, 1)?,
+            Conv2d::new(vb.pp("conv1"), 3, 16, 3, 1)?.with_precision(cfg.precision),
+            Conv2d::new(vb.pp("conv2"), 16, 32, 3, 1)?.with_precision(cfg.precision),
+            Conv2d::new(vb.pp("conv3"), 32, 64, 3, 1)?.with_precision(cfg.precision),
         ],
-        fc1: Linear::new(vb.pp("fc1"), 64 * 4 * 4, 512)?,
-        fc2: Linear::new(vb.pp("fc2"), 512, 64)?,
-        fc3: Linear::new(vb.pp("fc3"), 64, 10)?,
+        fc1: Linear::new(vb.pp("fc1"), 64 * 4 * 4, 512)?.with_precision(cfg.precision),
+        fc2: Linear::new(vb.pp("fc2"), 512, 64)?.with_precision(cfg.precision),
+        fc3: Linear::new(vb.pp("fc3"), 64, 10)?.with_precision(cfg.precision),
         dropout: Dropout::new(cfg.dropout, false, rng.clone()),
         rng,
         act: cfg.activation,

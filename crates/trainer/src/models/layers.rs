@@ -1,9 +1,9 @@
 //! Layers shared by the models. They call [`crate::kernels`] so the CPU gets the fast ops.
 
-use crate::config::Activation;
+use crate::config::{Activation, Precision};
 use crate::data::SplitMix64;
 use crate::kernels;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::sync::{Arc, Mutex};
 
@@ -41,11 +41,72 @@ pub fn batch_norm_act(
     }
 }
 
-/// A 2-D convolution with bias (stride 1, square kernel), on the fast kernels.
+/// `t` (fp32) rounded to the nearest bf16 values, kept in fp32; in the graph, so the
+/// gradient passes through to `t` unchanged.
+fn to_bf16_values(t: &Tensor) -> Result<Tensor> {
+    t.to_dtype(DType::BF16)?.to_dtype(DType::F32)
+}
+
+/// A convolution (stride 1) in `precision`: on the fast kernels in fp32 and tf32 (tf32 is
+/// a switch of CUDA's matrix multiplications, set once per run by the trainer), and in
+/// bf16 as autocast does it: bf16 copies of `x` and `w` into candle's convolution, the
+/// result back in fp32, the bias added in fp32 (on the CPU the operands rounded to bf16,
+/// then the fp32 kernels). The casts are ops of the graph, so the
+/// gradients reach the fp32 weights as fp32.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    padding: usize,
+    precision: Precision,
+) -> Result<Tensor> {
+    match precision {
+        Precision::Fp32 | Precision::Tf32 => kernels::conv2d(x, w, b, padding, 1),
+        // candle's CPU backend has no bf16 matrix product; rounding the operands to bf16
+        // and computing in fp32 is what a GPU's bf16 tensor cores do (bf16 products, fp32
+        // sums), on the fast kernels.
+        Precision::Bf16 if x.device().is_cpu() => {
+            kernels::conv2d(&to_bf16_values(x)?, &to_bf16_values(w)?, b, padding, 1)
+        }
+        Precision::Bf16 => {
+            let y = x
+                .to_dtype(DType::BF16)?
+                .conv2d(&w.to_dtype(DType::BF16)?, padding, 1, 1, 1)?
+                .to_dtype(DType::F32)?;
+            match b {
+                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                None => Ok(y),
+            }
+        }
+    }
+}
+
+/// `x @ w^T + b` in `precision` (see [`conv2d`]).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, precision: Precision) -> Result<Tensor> {
+    match precision {
+        Precision::Fp32 | Precision::Tf32 => kernels::linear(x, w, b),
+        Precision::Bf16 if x.device().is_cpu() => {
+            kernels::linear(&to_bf16_values(x)?, &to_bf16_values(w)?, b)
+        }
+        Precision::Bf16 => {
+            let y = x
+                .to_dtype(DType::BF16)?
+                .matmul(&w.to_dtype(DType::BF16)?.t()?)?
+                .to_dtype(DType::F32)?;
+            match b {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            }
+        }
+    }
+}
+
+/// A 2-D convolution with bias (stride 1, square kernel), on the fast kernels in fp32.
 pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
     padding: usize,
+    precision: Precision,
 }
 
 impl Conv2d {
@@ -63,17 +124,32 @@ impl Conv2d {
             weight: vb.get_with_hints((c_out, c_in, k, k), "weight", init)?,
             bias: vb.get_with_hints(c_out, "bias", init)?,
             padding,
+            precision: Precision::Fp32,
         })
+    }
+
+    /// The same layer computing in `precision` (see [`conv2d`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     /// The convolution of `x` (`[B, c_in, H, W]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::conv2d(x, &self.weight, Some(&self.bias), self.padding, 1)
+        conv2d(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            self.padding,
+            self.precision,
+        )
     }
 
-    /// `relu(self.forward(x))`, as one fused op on the CPU.
+    /// `relu(self.forward(x))`, as one fused op on the CPU in fp32.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::conv2d_relu(x, &self.weight, Some(&self.bias), self.padding, 1)
+        match self.precision {
+            Precision::Bf16 => kernels::relu(&self.forward(x)?),
+            _ => kernels::conv2d_relu(x, &self.weight, Some(&self.bias), self.padding, 1),
+        }
     }
 
     /// `act(self.forward(x))` ([`activate`]; ReLU fused).
@@ -85,10 +161,11 @@ impl Conv2d {
     }
 }
 
-/// A fully connected layer `x @ w^T + b`, on the fast kernels.
+/// A fully connected layer `x @ w^T + b`, on the fast kernels in fp32.
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    precision: Precision,
 }
 
 impl Linear {
@@ -98,17 +175,26 @@ impl Linear {
         Ok(Self {
             weight: vb.get_with_hints((d_out, d_in), "weight", init)?,
             bias: vb.get_with_hints(d_out, "bias", init)?,
+            precision: Precision::Fp32,
         })
+    }
+
+    /// The same layer computing in `precision` (see [`conv2d`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     /// The layer applied to `x` (`[B, d_in]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::linear(x, &self.weight, Some(&self.bias))
+        linear(x, &self.weight, Some(&self.bias), self.precision)
     }
 
-    /// `relu(self.forward(x))`, as one fused op on the CPU.
+    /// `relu(self.forward(x))`, as one fused op on the CPU in fp32.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::linear_relu(x, &self.weight, Some(&self.bias))
+        match self.precision {
+            Precision::Bf16 => kernels::relu(&self.forward(x)?),
+            _ => kernels::linear_relu(x, &self.weight, Some(&self.bias)),
+        }
     }
 
     /// `act(self.forward(x))` ([`activate`]; ReLU fused).

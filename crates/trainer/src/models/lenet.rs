@@ -24,11 +24,11 @@ struct LeNet {
 
 fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     Ok(Box::new(LeNet {
-        conv1: Conv2d::new(vb.pp("conv1"), 3, 6, 5, 0)?,
-        conv2: Conv2d::new(vb.pp("conv2"), 6, 16, 5, 0)?,
-        fc1: Linear::new(vb.pp("fc1"), 16 * 5 * 5, 120)?,
-        fc2: Linear::new(vb.pp("fc2"), 120, 84)?,
-        fc3: Linear::new(vb.pp("fc3"), 84, 10)?,
+        conv1: Conv2d::new(vb.pp("conv1"), 3, 6, 5, 0)?.with_precision(cfg.precision),
+        conv2: Conv2d::new(vb.pp("conv2"), 6, 16, 5, 0)?.with_precision(cfg.precision),
+        fc1: Linear::new(vb.pp("fc1"), 16 * 5 * 5, 120)?.with_precision(cfg.precision),
+        fc2: Linear::new(vb.pp("fc2"), 120, 84)?.with_precision(cfg.precision),
+        fc3: Linear::new(vb.pp("fc3"), 84, 10)?.with_precision(cfg.precision),
         act: cfg.activation,
     }))
 }

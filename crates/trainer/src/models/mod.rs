@@ -10,7 +10,7 @@ mod lenet;
 mod vgg6;
 pub mod whiten;
 
-pub use layers::{activate, batch_norm_act, Conv2d, Dropout, DropoutRng, Linear};
+pub use layers::{activate, batch_norm_act, conv2d, linear, Conv2d, Dropout, DropoutRng, Linear};
 
 use crate::{Error, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor, Var};

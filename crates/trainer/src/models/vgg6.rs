@@ -29,13 +29,13 @@ impl Block {
         c_in: usize,
         c_mid: usize,
         c_out: usize,
-        act: Activation,
+        cfg: &TrainConfig,
     ) -> Result<Self> {
         Ok(Self {
-            conv1: Conv2d::new(vb.pp("conv1"), c_in, c_mid, 3, 1)?,
+            conv1: Conv2d::new(vb.pp("conv1"), c_in, c_mid, 3, 1)?.with_precision(cfg.precision),
             bn: candle_nn::batch_norm(c_mid, 1e-5, vb.pp("bn"))?,
-            conv2: Conv2d::new(vb.pp("conv2"), c_mid, c_out, 3, 1)?,
-            act,
+            conv2: Conv2d::new(vb.pp("conv2"), c_mid, c_out, 3, 1)?.with_precision(cfg.precision),
+            act: cfg.activation,
         })
     }
 
@@ -61,15 +61,15 @@ fn build(vb: VarBuilder, cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     let rng = DropoutRng::new(cfg.seed);
     Ok(Box::new(Vgg6 {
         blocks: [
-            Block::new(vb.pp("block1"), 3, 32, 64, cfg.activation)?,
-            Block::new(vb.pp("block2"), 64, 128, 128, cfg.activation)?,
-            Block::new(vb.pp("block3"), 128, 256, 256, cfg.activation)?,
+            Block::new(vb.pp("block1"), 3, 32, 64, cfg)?,
+            Block::new(vb.pp("block2"), 64, 128, 128, cfg)?,
+            Block::new(vb.pp("block3"), 128, 256, 256, cfg)?,
         ],
         spatial_dropout: Dropout::new(0.05, true, rng.clone()),
         dropout: Dropout::new(cfg.dropout, false, rng.clone()),
-        fc1: Linear::new(vb.pp("fc1"), 256 * 4 * 4, 1024)?,
-        fc2: Linear::new(vb.pp("fc2"), 1024, 512)?,
-        fc3: Linear::new(vb.pp("fc3"), 512, 10)?,
+        fc1: Linear::new(vb.pp("fc1"), 256 * 4 * 4, 1024)?.with_precision(cfg.precision),
+        fc2: Linear::new(vb.pp("fc2"), 1024, 512)?.with_precision(cfg.precision),
+        fc3: Linear::new(vb.pp("fc3"), 512, 10)?.with_precision(cfg.precision),
         rng,
         act: cfg.activation,
     }))
