@@ -68,3 +68,32 @@ check:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+
+# The GPU binaries for the device check (issue 15), built here, never on the GPU machine:
+# `--features cuda` (CUDA 13.0 from ../shared/tools/cuda-build-env.sh, compute capability 90;
+# WITH_CUDNN=1 adds cuDNN) into target/cuda, then cifar-sweep, cifar-bench and the trainer's
+# unit tests stripped and xz-compressed into gpu-bin/ with the data archive (carry gpu-bin).
+gpu-build:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo fetch -q
+    source ../shared/tools/cuda-build-env.sh
+    export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+    features=cuda
+    if [ -n "${WITH_CUDNN:-}" ]; then features=cuda,trainer/cudnn; fi
+    cargo build --release --target-dir target/cuda -p sweep -p bench --features "$features"
+    tests=$(cargo test --release --target-dir target/cuda -p trainer --lib --features cuda --no-run \
+      --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    mkdir -p gpu-bin
+    for pair in "cifar-sweep:target/cuda/release/cifar-sweep" "cifar-bench:target/cuda/release/cifar-bench" "trainer-tests:$tests"; do
+      name=${pair%%:*}; path=${pair#*:}
+      strip -o "gpu-bin/$name" "$path"
+      xz -T2 -6 -f "gpu-bin/$name"
+    done
+    cp ../shared/data/cifar10-jpeg.tar.gz gpu-bin/
+    du -ch gpu-bin/* | tail -1
+
+# The one device check (issue 15), on the GPU machine with gpu-bin/ carried; report in $OUT
+# (see bench/gpu_check.sh; DEVICE=cpu BIN=target/release ... dry-runs it here).
+gpu-check:
+    bash bench/gpu_check.sh
