@@ -31,6 +31,7 @@ mod batch;
 mod cache;
 mod download;
 mod import;
+mod resident;
 mod rng;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -44,6 +45,7 @@ pub use batch::{
     valid_count, Flip, Normalization,
 };
 pub use cache::{read_cache_dir, write_cache_dir, CACHE_DIR_NAME, DATA_FILES, META_FILE};
+pub use resident::ResidentSet;
 pub use rng::SplitMix64;
 
 /// The class names in the label order of the official release.

@@ -105,6 +105,9 @@ pub struct RunOptions {
     /// Read the batches' loss and correct count in groups on the CPU too, as off the CPU
     /// (see [`train_step_deferred`]); for tests of that path on a machine without a GPU.
     pub defer_reads: bool,
+    /// Keep the training set on the device as bytes and assemble the training batches
+    /// there ([`data::ResidentSet`]) on the CPU too, as off the CPU; for tests of that path.
+    pub resident_data: bool,
 }
 
 impl RunOptions {
@@ -115,6 +118,7 @@ impl RunOptions {
             resume: true,
             checkpoint_every: Duration::from_secs(60),
             defer_reads: false,
+            resident_data: false,
         }
     }
 }
@@ -323,19 +327,40 @@ pub fn training_batch(
     rng: &mut SplitMix64,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
-    let flip = match cfg.flip {
+    let flip = flip_of(cfg, epoch);
+    Ok(if cfg.translate > 0 || flip != data::Flip::None {
+        data::make_batch_translated(set, idx, norm, cfg.translate, flip, rng, device)?
+    } else {
+        data::make_batch(set, idx, norm, cfg.augment.then_some(rng), device)?
+    })
+}
+
+/// [`training_batch`] from a training set resident on the device: the same batch, bit for
+/// bit, from the same draws.
+pub fn training_batch_resident(
+    cfg: &TrainConfig,
+    set: &data::ResidentSet,
+    idx: &[usize],
+    epoch: usize,
+    rng: &mut SplitMix64,
+) -> Result<(Tensor, Tensor)> {
+    let flip = flip_of(cfg, epoch);
+    Ok(if cfg.translate > 0 || flip != data::Flip::None {
+        set.batch_translated(idx, cfg.translate, flip, rng)?
+    } else {
+        set.batch(idx, cfg.augment.then_some(rng))?
+    })
+}
+
+fn flip_of(cfg: &TrainConfig, epoch: usize) -> data::Flip {
+    match cfg.flip {
         FlipKind::None => data::Flip::None,
         FlipKind::Random => data::Flip::Random,
         FlipKind::Alternate => data::Flip::Alternate {
             seed: cfg.seed,
             epoch,
         },
-    };
-    Ok(if cfg.translate > 0 || flip != data::Flip::None {
-        data::make_batch_translated(set, idx, norm, cfg.translate, flip, rng, device)?
-    } else {
-        data::make_batch(set, idx, norm, cfg.augment.then_some(rng), device)?
-    })
+    }
 }
 
 const EVAL_BATCH: usize = 500;
@@ -729,6 +754,8 @@ pub struct Trainer<'a> {
     best_weights: Option<Weights>,
     /// The sum of the best weights' file, carried into every later checkpoint.
     best_sum: Option<checkpoint::FileSum>,
+    /// The training set on the device (off the CPU, or with `opts.resident_data`).
+    resident: Option<data::ResidentSet>,
 }
 
 impl<'a> Trainer<'a> {
@@ -761,6 +788,14 @@ impl<'a> Trainer<'a> {
             (0..data.test.len().min(cfg.test_subset.unwrap_or(usize::MAX))).collect();
         let batches = train_idx.len().div_ceil(cfg.batch_size);
         init_from_data(&mut s, data, &train_idx)?;
+        let norm = Normalization::default();
+        // Off the CPU the training batches are assembled on the device (issue 15): one
+        // upload of the bytes per run instead of a copy of floats per batch.
+        let resident = if !device.is_cpu() || opts.resident_data {
+            Some(data::ResidentSet::new(&data.train, &norm, device)?)
+        } else {
+            None
+        };
         let meta = CheckpointMeta {
             config: cfg.clone(),
             data_checksum: data.checksum.clone(),
@@ -778,7 +813,7 @@ impl<'a> Trainer<'a> {
             s,
             data,
             opts,
-            norm: Normalization::default(),
+            norm,
             train_idx,
             valid_idx,
             test_idx,
@@ -786,6 +821,7 @@ impl<'a> Trainer<'a> {
             meta,
             best_weights: None,
             best_sum: None,
+            resident,
         })
     }
 
@@ -869,15 +905,18 @@ impl<'a> Trainer<'a> {
             ));
             self.s.model.reseed(mix(cfg.seed, epoch, b, 2));
             let mut aug_rng = SplitMix64::new(mix(cfg.seed, epoch, b, 3));
-            let (x, y) = training_batch(
-                &cfg,
-                &self.data.train,
-                idx,
-                &self.norm,
-                epoch,
-                &mut aug_rng,
-                &device,
-            )?;
+            let (x, y) = match &self.resident {
+                Some(set) => training_batch_resident(&cfg, set, idx, epoch, &mut aug_rng)?,
+                None => training_batch(
+                    &cfg,
+                    &self.data.train,
+                    idx,
+                    &self.norm,
+                    epoch,
+                    &mut aug_rng,
+                    &device,
+                )?,
+            };
             let steps = (cfg.epochs * batches) as u64;
             if defer {
                 pending.push((
@@ -1412,6 +1451,35 @@ mod tests {
                 assert_eq!(r.epochs.len(), last_good_epoch);
             }
             other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+
+    /// The GPU's way of assembling batches (the training set resident on the device, batches
+    /// gathered and augmented there) and of reading statistics, run on the CPU: the same
+    /// records and test result bit for bit as the host path, for both kinds of augmentation.
+    #[test]
+    fn resident_data_gives_the_same_run_bit_for_bit() {
+        let data = Cifar10::synthetic(160, 40, 6);
+        let dev = Device::Cpu;
+        let translated = TrainConfig {
+            augment: false,
+            translate: 2,
+            flip: FlipKind::Alternate,
+            ..small_cfg()
+        };
+        for cfg in [small_cfg(), translated] {
+            let go = |gpu_way: bool| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut opts = RunOptions::new(dir.path());
+                opts.resident_data = gpu_way;
+                opts.defer_reads = gpu_way;
+                let mut r = Recorder::default();
+                let out = run(&cfg, &data, &dev, &opts, &mut r).unwrap();
+                (out, r)
+            };
+            let ((oa, a), (ob, b)) = (go(false), go(true));
+            assert_eq!(exact(&a.epochs), exact(&b.epochs), "{cfg:?}");
+            assert_eq!(finished(&oa).2.to_bits(), finished(&ob).2.to_bits());
         }
     }
 

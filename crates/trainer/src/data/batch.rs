@@ -198,7 +198,7 @@ impl Normalization {
     /// Per channel `(scale, shift)`: byte `v` normalises to `v * scale + shift`, that is
     /// `(v / 255 - mean) / std`. A multiply and an add (never fused, so every path computes
     /// the same bits) vectorise where a table lookup per byte cannot.
-    fn affine(&self) -> [(f32, f32); 3] {
+    pub(crate) fn affine(&self) -> [(f32, f32); 3] {
         std::array::from_fn(|c| (1.0 / (255.0 * self.std[c]), -self.mean[c] / self.std[c]))
     }
 }
