@@ -122,7 +122,15 @@ fn normal_cdf_pdf(z: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let x = z.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + P * x);
-    let e = exp_neg(-0.5 * z * z);
+    // Past |z| = 12.65 both Phi's tail and the density are below 1e-34 and their products
+    // would come out subnormal: exact zeros instead. Subnormal activations made every later
+    // multiplication ~100x slower on x86 (a lenet epoch with GELU went from 2 s to 49 s when
+    // its pre-activations drifted that far).
+    let e = if z * z > 160.0 {
+        0.0
+    } else {
+        exp_neg(-0.5 * z * z)
+    };
     let q = 0.5 * t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4])))) * e;
     let cdf = if z >= 0.0 { 1.0 - q } else { q };
     (cdf, e * INV_SQRT_2PI)
