@@ -12,7 +12,8 @@
 #       training loop (`cifar-sweep train`, one epoch with validation and test);
 #   (d) nvidia-smi sampled every 200 ms while (b) and (c) run, summarised per measurement.
 #
-# On the device machine (one call; the binaries carried, nothing compiled there):
+# On the device machine (one call; the binaries carried, nothing compiled there; the steps'
+# time limits add up to 590 s, inside one 600-second call):
 #   bash bench/gpu_check.sh                      # device cuda:0, $OUT from the device tool
 # Dry run here, on the CPU, with the CPU build and a small grid:
 #   DEVICE=cpu BIN=target/release MODELS=lenet BATCHES=20 PRECISIONS=fp32,bf16 TIME=0.3 \
@@ -41,7 +42,10 @@ trap '[ -n "${SMI_PID:-}" ] && kill "$SMI_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 # Unpack the carried binaries (xz) into the scratch folder; plain binaries are used as they are.
 for name in cifar-sweep cifar-bench trainer-tests; do
   if [ -f "$BIN/$name.xz" ]; then
-    xz -dc "$BIN/$name.xz" >"$WORK/$name" && chmod +x "$WORK/$name"
+    # xz where the machine has it, Python's lzma module otherwise.
+    { xz -dc "$BIN/$name.xz" 2>/dev/null ||
+      "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$BIN/$name.xz"; } >"$WORK/$name"
+    chmod +x "$WORK/$name"
   elif [ -x "$BIN/$name" ]; then
     ln -s "$(realpath "$BIN/$name")" "$WORK/$name"
   fi
@@ -85,7 +89,7 @@ step() { echo "== $*" >&2; }
 step "(a) parity tests"
 if [ "$DEVICE" = cpu ]; then req=0; else req=1; fi
 CIFAR_SWEEP_REQUIRE_CUDA=$req CIFAR_SWEEP_TEST_DEVICE=$DEVICE \
-  timeout 180 "$WORK/trainer-tests" parity_ --test-threads 1 >"$OUT/parity.log" 2>&1
+  timeout 120 "$WORK/trainer-tests" parity_ --test-threads 1 >"$OUT/parity.log" 2>&1
 rc=$?
 [ $rc = 0 ] || STATUS=1
 {
@@ -106,7 +110,7 @@ fi
 
 # (b) side by side
 step "(b) cifar-bench"
-timeout 420 "$WORK/cifar-bench" --device "$DEVICE" --models "$MODELS" --batches "$BATCHES" \
+timeout 360 "$WORK/cifar-bench" --device "$DEVICE" --models "$MODELS" --batches "$BATCHES" \
   --precisions "$PRECISIONS" --impls fast,torch --time "$TIME" --python "$PYTHON" \
   --epoch --epoch-models "$EPOCH_MODEL" --epoch-batch 64 --data-dir "$WORK/data" \
   --markdown "$OUT/bench.md" --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
@@ -121,7 +125,7 @@ rc=$?
 
 # (c) the real training loop: one vgg6 epoch at batch 64, validation and test included
 step "(c) cifar-sweep train"
-timeout 240 "$WORK/cifar-sweep" train --name "gpu-check-$EPOCH_MODEL" -s arch="$EPOCH_MODEL" \
+timeout 110 "$WORK/cifar-sweep" train --name "gpu-check-$EPOCH_MODEL" -s arch="$EPOCH_MODEL" \
   -s batch_size=64 -s epochs=1 -s lr=0.01 --device "$DEVICE" --db "$WORK/results.db" \
   --checkpoint-dir "$WORK/checkpoints" --data-dir "$WORK/data" >"$OUT/train.log" 2>&1
 rc=$?
