@@ -1033,7 +1033,10 @@ fn driver(a: &DriverArgs) -> Result<()> {
                 ratio("train_img_s"),
                 fmt_rate(gf("fast")),
                 fmt_rate(gf("torch")),
-                gf("fast").map_or("-".into(), |v| format!("{:.0}%", 100.0 * v / peak)),
+                // The peak is the CPU's: on a GPU the column means nothing.
+                gf("fast")
+                    .filter(|_| on_cpu)
+                    .map_or("-".into(), |v| format!("{:.0}%", 100.0 * v / peak)),
                 fmt_rate(g("stock", "infer_img_s")),
                 fmt_rate(g("fast", "infer_img_s")),
                 fmt_rate(g("torch", "infer_img_s")),
