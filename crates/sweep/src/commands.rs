@@ -289,6 +289,10 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     trainer::clock::watch_suspensions();
     let stop = signals::stop_on_interrupt();
     let (device, data) = preflight(&spec, exec)?;
+    // Workers of `run --jobs` share the cores by design (their parent holds the claim).
+    let _cpu = (std::env::var_os(jobs::WORKER_ENV).is_none())
+        .then(|| claim_cpu_or_warn(&device))
+        .flatten();
     let args = runner::RunArgs {
         db: exec.db.db.clone(),
         device,
@@ -344,6 +348,27 @@ fn preflight(
     Ok((device, data))
 }
 
+/// On the CPU: claims it for this process, or warns that another process of this program
+/// is training on it already. Returns the claim, held for as long as the caller keeps it.
+fn claim_cpu_or_warn(device: &trainer::Device) -> Option<jobs::CpuUse> {
+    if !device.is_cpu() {
+        return None;
+    }
+    match jobs::claim_cpu(&std::env::temp_dir()) {
+        Ok(jobs::CpuUse::Shared) => {
+            eprintln!(
+                "warning: another cifar-sweep process is training on this machine's CPU; \
+                 side by side both run several times slower than one after the other (use \
+                 `run --jobs N` to share the cores out, or wait for it)"
+            );
+            Some(jobs::CpuUse::Shared)
+        }
+        Ok(alone) => Some(alone),
+        // The lock is advice only: no temporary directory is no reason to refuse to train.
+        Err(_) => None,
+    }
+}
+
 /// The exit of a run a signal stopped, after its trial was saved.
 fn interrupted() -> Exit {
     // Slurm requeues a preempted task by itself (`--requeue`), but not one that reached its
@@ -370,7 +395,9 @@ fn execute_jobs(
     let stop = signals::stop_on_interrupt();
     // The data is loaded here once so that the workers find it imported instead of racing
     // to import it; they load their own copies.
-    drop(preflight(&spec, exec)?);
+    let (device, data) = preflight(&spec, exec)?;
+    drop(data);
+    let _cpu = claim_cpu_or_warn(&device);
     let program = std::env::current_exe().context("the path of this program")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let out = jobs::run(&program, &args, jobs, stop).context("starting the jobs")?;

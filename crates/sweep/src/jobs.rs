@@ -52,6 +52,48 @@ pub fn worker_args(args: &[OsString]) -> Vec<OsString> {
     out
 }
 
+/// The environment variable that marks a `--jobs` worker (its value: the job number).
+pub const WORKER_ENV: &str = "CIFAR_SWEEP_JOB";
+
+/// Whether this process trains alone on this machine's CPU (see [`claim_cpu`]).
+#[derive(Debug)]
+pub enum CpuUse {
+    /// No other process of this program holds the CPU; the lock file is held until this
+    /// value is dropped.
+    Alone {
+        /// Held, never read: closing it releases the lock.
+        _lock: std::fs::File,
+    },
+    /// Another one does (a second `run` or `train` on the CPU of this machine).
+    Shared,
+}
+
+/// Claims the CPU for this process with a lock file in `dir` (one per user): a
+/// non-blocking exclusive `flock`, released by the kernel when the process ends however it
+/// ends. Two jobs that each keep both cores' threads busy run 4-8x slower each, not 2x (each
+/// op of each waits on threads the scheduler has parked; BENCHMARKS.md, the lenet search),
+/// so the caller warns on `Shared`; `run --jobs N` shares the cores out instead.
+pub fn claim_cpu(dir: &std::path::Path) -> std::io::Result<CpuUse> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("cifar-sweep-cpu-{uid}.lock")))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(CpuUse::Alone { _lock: file });
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(CpuUse::Shared)
+    } else {
+        Err(e)
+    }
+}
+
 /// The CPU threads each of `jobs` workers gets out of `total`: an even share, at least one.
 pub fn threads_per_job(total: usize, jobs: usize) -> usize {
     (total / jobs.max(1)).max(1)
@@ -90,6 +132,7 @@ pub fn run(
     for k in 1..=jobs {
         let mut cmd = Command::new(program);
         cmd.args(&wargs)
+            .env(WORKER_ENV, k.to_string())
             .env("CIFAR_SWEEP_THREADS", &threads)
             .env("RAYON_NUM_THREADS", &threads)
             .stdin(Stdio::null())
@@ -183,6 +226,19 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_cpu_claim_is_held_by_one_and_freed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = claim_cpu(dir.path()).unwrap();
+        assert!(matches!(first, CpuUse::Alone { .. }), "{first:?}");
+        // A second open file description conflicts, as another process's would.
+        let second = claim_cpu(dir.path()).unwrap();
+        assert!(matches!(second, CpuUse::Shared), "{second:?}");
+        drop(first);
+        let third = claim_cpu(dir.path()).unwrap();
+        assert!(matches!(third, CpuUse::Alone { .. }), "{third:?}");
     }
 
     #[test]
