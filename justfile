@@ -71,7 +71,7 @@ check:
 
 # The GPU binaries for the device check (issue 15), built here, never on the GPU machine:
 # `--features cuda` (CUDA 13.0 from ../shared/tools/cuda-build-env.sh, compute capability 90;
-# WITH_CUDNN=1 adds cuDNN) into target/cuda, then cifar-sweep, cifar-bench and the trainer's
+# WITH_CUDNN=1 adds cuDNN: all three convolution passes through it, kernels/cudnn.rs) into target/cuda, then cifar-sweep, cifar-bench and the trainer's
 # unit tests stripped and xz-compressed into gpu-bin/ with the data archive (carry gpu-bin).
 gpu-build:
     #!/usr/bin/env bash
@@ -79,10 +79,10 @@ gpu-build:
     cargo fetch -q
     source ../shared/tools/cuda-build-env.sh
     export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-    features=cuda
-    if [ -n "${WITH_CUDNN:-}" ]; then features=cuda,trainer/cudnn; fi
+    features=cuda; tfeatures=cuda
+    if [ -n "${WITH_CUDNN:-}" ]; then features=cuda,trainer/cudnn; tfeatures=cuda,cudnn; fi
     cargo build --release --target-dir target/cuda -p sweep -p bench --features "$features"
-    tests=$(cargo test --release --target-dir target/cuda -p trainer --lib --features cuda --no-run \
+    tests=$(cargo test --release --target-dir target/cuda -p trainer --lib --features "$tfeatures" --no-run \
       --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     mkdir -p gpu-bin
     for pair in "cifar-sweep:target/cuda/release/cifar-sweep" "cifar-bench:target/cuda/release/cifar-bench" "trainer-tests:$tests"; do

@@ -64,8 +64,9 @@ export CIFAR10_ARCHIVE=$(realpath "$ARCHIVE")
 if [ "$DEVICE" != cpu ]; then
   # candle's cuda build loads CUDA 13's cuBLAS, cuRAND, cudart and NVRTC at run time: the
   # PyTorch installation's copies (nvidia/cu13/lib) serve.
-  CU=$("$PYTHON" -c 'import os, nvidia; print(os.path.join(nvidia.__path__[0], "cu13", "lib"))' 2>/dev/null || true)
-  [ -n "$CU" ] && export LD_LIBRARY_PATH="$CU${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # A cudnn build also loads libcudnn.so.9: PyTorch's (nvidia/cudnn/lib).
+  NV=$("$PYTHON" -c 'import nvidia; print(nvidia.__path__[0])' 2>/dev/null || true)
+  [ -n "$NV" ] && export LD_LIBRARY_PATH="$NV/cu13/lib:$NV/cudnn/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 {

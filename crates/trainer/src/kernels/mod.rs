@@ -22,6 +22,8 @@
 #[macro_use]
 mod glue;
 mod conv;
+#[cfg(feature = "cudnn")]
+mod cudnn;
 mod direct;
 mod eltwise;
 mod linear;
@@ -117,6 +119,10 @@ pub fn conv2d(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cudnn")]
+    if cudnn::applies(x, w, stride) {
+        return cudnn::conv2d(x, w, b, padding);
+    }
     if fast_for(&[x, w]) && b.is_none_or(|b| fast_for(&[b])) {
         fast::conv2d(x, w, b, padding, stride)
     } else {
@@ -155,7 +161,7 @@ pub fn conv2d_relu(
     if fast_for(&[x, w]) && b.is_none_or(|b| fast_for(&[b])) {
         fast::conv2d_with(x, w, b, padding, stride, conv::algo(), true)
     } else {
-        relu(&reference::conv2d(x, w, b, padding, stride)?)
+        relu(&conv2d(x, w, b, padding, stride)?)
     }
 }
 
