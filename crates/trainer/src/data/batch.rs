@@ -295,9 +295,7 @@ pub fn make_batch(
         Some(rng) => {
             let affine = norm.affine();
             for &i in idx {
-                let ox = rng.below(2 * CROP_PAD as u64 + 1) as usize;
-                let oy = rng.below(2 * CROP_PAD as u64 + 1) as usize;
-                let flip = rng.coin();
+                let (ox, oy, flip) = crop_draw(rng);
                 push_augmented(&mut data, set.image(i), &affine, ox, oy, flip);
             }
         }
@@ -379,6 +377,38 @@ fn push_translated(
     }
 }
 
+/// One image's draws for [`make_batch_translated`] (and its device twin): the shifts
+/// `(sx, sy)`, uniform in `-translate..=translate` (two [`SplitMix64::below`] draws, only when
+/// `translate > 0`), then whether image `i` (its index in the set) is mirrored.
+pub(crate) fn translate_draw(
+    rng: &mut SplitMix64,
+    translate: usize,
+    flip: Flip,
+    i: usize,
+) -> (isize, isize, bool) {
+    let t = translate as isize;
+    let (sx, sy) = if translate > 0 {
+        let span = 2 * translate as u64 + 1;
+        (rng.below(span) as isize - t, rng.below(span) as isize - t)
+    } else {
+        (0, 0)
+    };
+    let mirrored = match flip {
+        Flip::None => false,
+        Flip::Random => rng.coin(),
+        Flip::Alternate { seed, epoch } => alternate_bit(seed, i) != (epoch % 2 == 0),
+    };
+    (sx, sy, mirrored)
+}
+
+/// One image's draws for [`make_batch`]'s augmentation (and its device twin): the crop
+/// offsets `(ox, oy)` in the padded image, uniform in `0..=2 * CROP_PAD`, then the flip.
+pub(crate) fn crop_draw(rng: &mut SplitMix64) -> (usize, usize, bool) {
+    let ox = rng.below(2 * CROP_PAD as u64 + 1) as usize;
+    let oy = rng.below(2 * CROP_PAD as u64 + 1) as usize;
+    (ox, oy, rng.coin())
+}
+
 /// Assemble one training batch like [`make_batch`], augmented by the options `translate`
 /// and `flip`: per image (in batch order) the shifts `dx`, `dy` uniform in
 /// `-translate..=translate` (two [`SplitMix64::below`] draws, only when `translate > 0`),
@@ -402,19 +432,8 @@ pub fn make_batch_translated(
     }
     let affine = norm.affine();
     let mut data: Vec<f32> = Vec::with_capacity(idx.len() * IMAGE_BYTES);
-    let t = translate as isize;
     for &i in idx {
-        let (sx, sy) = if translate > 0 {
-            let span = 2 * translate as u64 + 1;
-            (rng.below(span) as isize - t, rng.below(span) as isize - t)
-        } else {
-            (0, 0)
-        };
-        let mirrored = match flip {
-            Flip::None => false,
-            Flip::Random => rng.coin(),
-            Flip::Alternate { seed, epoch } => alternate_bit(seed, i) != (epoch % 2 == 0),
-        };
+        let (sx, sy, mirrored) = translate_draw(rng, translate, flip, i);
         push_translated(&mut data, set.image(i), &affine, sx, sy, mirrored);
     }
     let labels: Vec<u32> = idx.iter().map(|&i| set.labels[i] as u32).collect();

@@ -11,8 +11,8 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::batch::{reflect, Flip, CROP_PAD};
-use super::{alternate_bit, ImageSet, Normalization, SplitMix64, IMAGE_SIDE};
+use super::batch::{crop_draw, reflect, translate_draw, Flip, CROP_PAD};
+use super::{ImageSet, Normalization, SplitMix64, IMAGE_SIDE};
 
 const SIDE: usize = IMAGE_SIDE;
 
@@ -76,9 +76,8 @@ impl ResidentSet {
                 pad: CROP_PAD,
             };
             for _ in idx {
-                let ox = rng.below(2 * CROP_PAD as u64 + 1) as u32;
-                let oy = rng.below(2 * CROP_PAD as u64 + 1) as u32;
-                let flip = rng.coin();
+                let (ox, oy, flip) = crop_draw(rng);
+                let (ox, oy) = (ox as u32, oy as u32);
                 // Output (x, y) reads the padded image at (x + ox, y + oy), x mirrored first.
                 g.rows.extend((0..SIDE as u32).map(|y| y + oy));
                 g.cols.extend((0..SIDE as u32).map(|x| {
@@ -102,24 +101,13 @@ impl ResidentSet {
         if translate >= SIDE {
             candle_core::bail!("make_batch: translate {translate} is not below {SIDE}");
         }
-        let t = translate as isize;
         let mut g = Geometry {
             rows: Vec::with_capacity(idx.len() * SIDE),
             cols: Vec::with_capacity(idx.len() * SIDE),
             pad: 0,
         };
         for &i in idx {
-            let (sx, sy) = if translate > 0 {
-                let span = 2 * translate as u64 + 1;
-                (rng.below(span) as isize - t, rng.below(span) as isize - t)
-            } else {
-                (0, 0)
-            };
-            let mirrored = match flip {
-                Flip::None => false,
-                Flip::Random => rng.coin(),
-                Flip::Alternate { seed, epoch } => alternate_bit(seed, i) != (epoch % 2 == 0),
-            };
+            let (sx, sy, mirrored) = translate_draw(rng, translate, flip, i);
             g.rows
                 .extend((0..SIDE as isize).map(|y| reflect(y + sy, SIDE) as u32));
             g.cols.extend((0..SIDE as isize).map(|x| {

@@ -154,6 +154,25 @@ fn contiguous_f32<'a>(
     Ok(slice.slice(start..start + l.shape().elem_count()))
 }
 
+/// Allocates the workspace and an `out_dims` f32 output, runs `launch` on them and wraps
+/// the output: the common tail of the three passes.
+fn finish(
+    dev: &candle_core::CudaDevice,
+    workspace: usize,
+    out_dims: [i32; 4],
+    launch: impl FnOnce(
+        &mut cudarc::driver::CudaSlice<u8>,
+        &mut cudarc::driver::CudaSlice<f32>,
+    ) -> std::result::Result<(), cudarc::cudnn::CudnnError>,
+) -> Result<(CudaStorage, Shape)> {
+    let mut ws = dev.alloc_zeros::<u8>(workspace.max(1))?;
+    let shape: Shape = out_dims.map(|v| v as usize).to_vec().into();
+    // SAFETY: cuDNN writes every element of the output (beta = 0).
+    let mut out = unsafe { dev.alloc::<f32>(shape.elem_count())? };
+    launch(&mut ws, &mut out).map_err(w)?;
+    Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+}
+
 fn no_cpu(name: &str) -> Result<(CpuStorage, Shape)> {
     candle_core::bail!("{name} runs on CUDA only")
 }
@@ -198,13 +217,11 @@ impl CustomOp2 for ConvFwd {
             y: &d.y,
         };
         let a = cached(&FWD, g, d.tf32, || op.pick_algorithm().map_err(w))?;
-        let mut ws_buf = dev.alloc_zeros::<u8>(op.get_workspace_size(a).map_err(w)?.max(1))?;
-        let y_shape: Shape = g.y_dims().map(|v| v as usize).to_vec().into();
-        // SAFETY: every output element is written by cuDNN (beta = 0).
-        let mut y = unsafe { dev.alloc::<f32>(y_shape.elem_count())? };
+        let size = op.get_workspace_size(a).map_err(w)?;
         // SAFETY: the buffers match the descriptors' shapes and type (checked contiguous f32).
-        unsafe { op.launch(a, Some(&mut ws_buf), (1.0, 0.0), &x, &wt, &mut y) }.map_err(w)?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), y_shape))
+        finish(dev, size, g.y_dims(), |ws, y| unsafe {
+            op.launch(a, Some(ws), (1.0, 0.0), &x, &wt, y)
+        })
     }
 
     fn bwd(
@@ -265,13 +282,11 @@ impl CustomOp2 for ConvBwdData {
             dy: &d.y,
         };
         let a = cached(&DATA, g, d.tf32, || op.pick_algorithm().map_err(w))?;
-        let mut ws_buf = dev.alloc_zeros::<u8>(op.get_workspace_size(a).map_err(w)?.max(1))?;
-        let dx_shape: Shape = g.x_dims().map(|v| v as usize).to_vec().into();
-        // SAFETY: written whole by cuDNN (beta = 0).
-        let mut dx = unsafe { dev.alloc::<f32>(dx_shape.elem_count())? };
+        let size = op.get_workspace_size(a).map_err(w)?;
         // SAFETY: the buffers match the descriptors.
-        unsafe { op.launch(a, Some(&mut ws_buf), (1.0, 0.0), &mut dx, &wt, &dy) }.map_err(w)?;
-        Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), dx_shape))
+        finish(dev, size, g.x_dims(), |ws, dx| unsafe {
+            op.launch(a, Some(ws), (1.0, 0.0), dx, &wt, &dy)
+        })
     }
 }
 
@@ -311,13 +326,11 @@ impl CustomOp2 for ConvBwdFilter {
             dy: &d.y,
         };
         let a = cached(&FILTER, g, d.tf32, || op.pick_algorithm().map_err(w))?;
-        let mut ws_buf = dev.alloc_zeros::<u8>(op.get_workspace_size(a).map_err(w)?.max(1))?;
-        let dw_shape: Shape = g.w_dims().map(|v| v as usize).to_vec().into();
-        // SAFETY: written whole by cuDNN (beta = 0).
-        let mut dw = unsafe { dev.alloc::<f32>(dw_shape.elem_count())? };
+        let size = op.get_workspace_size(a).map_err(w)?;
         // SAFETY: the buffers match the descriptors.
-        unsafe { op.launch(a, Some(&mut ws_buf), (1.0, 0.0), &x, &mut dw, &dy) }.map_err(w)?;
-        Ok((CudaStorage::wrap_cuda_slice(dw, dev.clone()), dw_shape))
+        finish(dev, size, g.w_dims(), |ws, dw| unsafe {
+            op.launch(a, Some(ws), (1.0, 0.0), &x, dw, &dy)
+        })
     }
 }
 
