@@ -43,6 +43,16 @@ def load(cache, name_list):
     return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
 
 
+def load_cifar(cache, train_subset=0):
+    """The 50,000 training and 10,000 test images (u8 NCHW) and labels; with `train_subset`,
+    the first N training images only."""
+    train_u8, train_y = load(cache, [f"data_batch_{i}.bin" for i in range(1, 6)])
+    test_u8, test_y = load(cache, ["test_batch.bin"])
+    if train_subset:
+        train_u8, train_y = train_u8[:train_subset], train_y[:train_subset]
+    return train_u8, train_y, test_u8, test_y
+
+
 def build(torch, nn, widths=(64, 256, 256)):
     class BN(nn.BatchNorm2d):
         def __init__(self, c):
@@ -115,10 +125,7 @@ def main():
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
 
-    train_u8, train_y = load(a.cache, [f"data_batch_{i}.bin" for i in range(1, 6)])
-    test_u8, test_y = load(a.cache, ["test_batch.bin"])
-    if a.train_subset:
-        train_u8, train_y = train_u8[: a.train_subset], train_y[: a.train_subset]
+    train_u8, train_y, test_u8, test_y = load_cifar(a.cache, a.train_subset)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     norm = lambda u8: (torch.from_numpy(u8).float() / 255.0 - mean) / std

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from airbench_torch import MEAN, STD, load  # noqa: E402
+from airbench_torch import MEAN, STD, load_cifar  # noqa: E402
 from torch_bench import build  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -70,10 +70,7 @@ def main():
     rng = np.random.default_rng(a.seed)
     t_start = time.perf_counter()
 
-    all_u8, all_y = load(a.cache, [f"data_batch_{i}.bin" for i in range(1, 6)])
-    test_u8, test_y = load(a.cache, ["test_batch.bin"])
-    if a.train_subset:
-        all_u8, all_y = all_u8[: a.train_subset], all_y[: a.train_subset]
+    all_u8, all_y, test_u8, test_y = load_cifar(a.cache, a.train_subset)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
 
