@@ -119,11 +119,7 @@ pub fn forecast(
     if matches!(device, trainer::Device::Cpu)
         && total.pruned_seconds.unwrap_or(total.seconds) > LONG_ON_CPU
     {
-        lines.push(
-            "warning: this sweep runs over an hour on the CPU; a [prune] section in the sweep \
-             file stops hopeless trials early (README: \"Estimates, pruning and trial numbers\"), or use a GPU (--device)"
-                .into(),
-        );
+        lines.push(long_on_cpu_warning(spec));
     }
     Ok(lines)
 }
@@ -146,6 +142,18 @@ fn sweep_total(
         }
     }
     total
+}
+
+/// The warning for a sweep past [`LONG_ON_CPU`], with advice it can act on: a file that
+/// already prunes needs fewer trials or epochs, not the section it has.
+fn long_on_cpu_warning(spec: &SweepSpec) -> String {
+    let advice = if matches!(spec.search.prune, Prune::None) {
+        "a [prune] section in the sweep file stops hopeless trials early (README: \
+         \"Estimates, pruning and trial numbers\")"
+    } else {
+        "even with its pruning; fewer trials or epochs shorten it"
+    };
+    format!("warning: this sweep runs over an hour on the CPU; {advice}, or use a GPU (--device)")
 }
 
 /// The estimate for the whole sweep, for a person.
@@ -172,4 +180,23 @@ fn total_lines(spec: &SweepSpec, total: &Total, device: &str) -> Vec<String> {
         _ => {}
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_long_sweep_warning_suggests_pruning_only_to_a_sweep_without_it() {
+        let base = "name = \"w\"\n[base]\narch = \"vgg6\"\n";
+        let plain = crate::spec::parse("w.toml", base).unwrap();
+        assert!(long_on_cpu_warning(&plain).contains("a [prune] section"));
+        let pruned = format!("{base}[prune]\nkind = \"asha\"\n");
+        let pruned = crate::spec::parse("w.toml", &pruned).unwrap();
+        let w = long_on_cpu_warning(&pruned);
+        assert!(
+            !w.contains("[prune]") && w.contains("even with its pruning"),
+            "{w}"
+        );
+    }
 }

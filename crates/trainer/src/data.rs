@@ -438,7 +438,8 @@ pub fn load(src: &DataSource) -> Result<Cifar10, DataError> {
 pub fn fetch(src: &DataSource) -> Result<(), DataError> {
     check_data_dir(&src.data_dir)?;
     if src.cache_dir().exists() {
-        tracing::info!("{} already present", src.cache_dir().display());
+        // The caller verifies it: a damaged cache is reported there, not fetched over.
+        tracing::info!("{} already present; checking it", src.cache_dir().display());
         return Ok(());
     }
     obtain(src).map(|_| ())
