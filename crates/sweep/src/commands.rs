@@ -296,7 +296,6 @@ fn execute(spec: sweep::spec::SweepSpec, exec: &ExecArgs) -> anyhow::Result<Exit
     let args = runner::RunArgs {
         db: exec.db.db.clone(),
         device,
-        data: exec.data.source(),
         quiet: exec.quiet,
         retry_failed: exec.retry_failed,
         yes: exec.yes,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use trainer::data::{Cifar10, DataSource};
+use trainer::data::Cifar10;
 use trainer::metrics::EpochRecord;
 use trainer::train::{self, BatchProgress, Observer, Outcome, RunOptions};
 use trainer::TrainConfig;
@@ -30,8 +30,6 @@ pub struct RunArgs {
     pub db: PathBuf,
     /// The device trials train on.
     pub device: trainer::Device,
-    /// Where the CIFAR-10 data comes from (the command loads it before [`run`]).
-    pub data: DataSource,
     /// No progress bars (`--quiet`).
     pub quiet: bool,
     /// Put failed and diverged trials back in the queue before running (`--retry-failed`).
